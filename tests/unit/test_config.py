@@ -1,0 +1,92 @@
+"""Strict experiment configs: every mistake is named with its file, line, key path and a hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recsys.cli import main
+from recsys.config import ExperimentConfig, load_config
+from recsys.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_loads(name: str) -> None:
+    assert isinstance(load_config(ROOT / "configs" / name), ExperimentConfig)
+
+
+def test_unknown_key_names_file_line_path_and_closest_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "model:\n  name: marn\n  embeding_dim: 16\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert str(path) in text
+    assert "line 3" in text
+    assert "unknown key 'model.embeding_dim'" in text
+    assert "did you mean 'embedding_dim'" in text
+
+
+def test_unknown_section_suggests_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'trian'; did you mean 'train'"):
+        load_config(write(tmp_path, "trian:\n  epochs: 3\n"))
+
+
+def test_wrong_type_and_out_of_range_name_the_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  workers: two\n  learning_rate: -1\nencoders:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "3 problem(s)" in text  # all problems at once, not the first only
+    assert "line 2: train.workers" in text and "valid integer" in text
+    assert "line 3: train.learning_rate" in text and "greater than 0" in text
+    assert "line 5: encoders.batch_size" in text
+
+
+def test_unknown_choice_lists_valid_names(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model.name: .*'marn'.*'din'"):
+        load_config(write(tmp_path, "model:\n  name: transformer\n"))
+
+
+def test_nested_unknown_key_inside_encoder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'encoders.image.wieghts'; did you mean 'weights'"):
+        load_config(write(tmp_path, "encoders:\n  image:\n    wieghts: x.pth\n"))
+
+
+def test_duplicate_key_and_bad_yaml_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="duplicate key 'epochs'"):
+        load_config(write(tmp_path, "train:\n  epochs: 3\n  epochs: 4\n"))
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(write(tmp_path, "train: [1, 2\n"))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_config_show_prints_resolved_defaults(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write(tmp_path, "train:\n  epochs: 7\nencoders:\n  audio: {kind: logmel}\n")
+    assert main(["config", "show", str(path)]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert set(shown) == {"data", "features", "encoders", "model", "train", "serve"}
+    assert shown["train"]["epochs"] == 7
+    assert shown["train"]["batch_size"] == ExperimentConfig().train.batch_size  # a default, filled in
+    assert shown["encoders"]["audio"]["kind"] == "logmel"
+    assert shown["encoders"]["audio"]["n_mels"] == 64
+
+
+def test_cli_reports_config_error_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write(tmp_path, "serve:\n  prot: 80\n")
+    assert main(["config", "show", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'port'" in err
+    assert "Traceback" not in err
