@@ -74,7 +74,9 @@ def _check_sizes(n_modalities: int, dim: int) -> None:
         raise ValueError(f"n_modalities and dim must be >= 1, got n_modalities={n_modalities}, dim={dim}")
 
 
-def _check_and_zero_absent(x: torch.Tensor, mask: torch.Tensor, n_modalities: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_and_zero_absent(
+    x: torch.Tensor, mask: torch.Tensor, n_modalities: int, dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate the stacked layout; return (x with absent slots exactly 0, mask as bool (..., M, 1))."""
     if x.shape[-2:] != (n_modalities, dim) or mask.shape != x.shape[:-1]:
         raise ValueError(

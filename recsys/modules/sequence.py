@@ -32,7 +32,9 @@ from recsys.modules.mlp import MLP
 Weighting = Literal["softmax", "sigmoid"]
 
 
-def _zero_padding(history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _zero_padding(
+    history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate shapes; return (history with padded positions exactly 0, mask as bool)."""
     b, l, d = history.shape
     if history_mask.shape != (b, l) or target.shape != (b, d):

@@ -1,0 +1,1 @@
+"""Dataset directory: reading, validation, splits, behaviour sequences, the built-in synthetic dataset."""

@@ -1,0 +1,151 @@
+"""The feature map: vocabularies and normalisation fitted on the training split only.
+
+Saved as JSON beside every checkpoint so that training, evaluation and serving turn raw values
+into the same indices. Categorical index 0 is padding, 1 the out-of-vocabulary bucket (values
+unseen in train, or seen fewer than ``min_count`` times), values start at 2.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from recsys.config import FeaturesConfig
+from recsys.errors import RecsysError
+
+PAD, OOV = 0, 1
+FORMAT_VERSION = 1
+
+Source = Literal["user", "item", "context"]
+Kind = Literal["categorical", "list", "numeric"]
+
+
+@dataclass
+class Field:
+    """One feature: where its raw column lives, its kind, and what was fitted."""
+
+    name: str
+    source: Source
+    kind: Kind
+    vocab: list[str] = field(default_factory=list)
+    mean: float = 0.0
+    std: float = 1.0
+
+    @property
+    def cardinality(self) -> int:
+        """Embedding rows needed: padding + OOV + vocabulary."""
+        return len(self.vocab) + 2
+
+    def index_of(self) -> dict[str, int]:
+        return {value: i + 2 for i, value in enumerate(self.vocab)}
+
+
+@dataclass
+class FeatureMap:
+    """All features of an experiment, in a fixed order, fitted on train."""
+
+    fields: dict[str, Field]
+    max_history: int
+    max_list_len: dict[str, int] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- selection
+    def by(self, source: Source, kind: Kind) -> list[Field]:
+        """Fields of one source and kind, in config order."""
+        return [f for f in self.fields.values() if f.source == source and f.kind == kind]
+
+    # ---------------------------------------------------------------- encoding
+    def encode_categorical(self, name: str, values: pl.Series) -> np.ndarray:
+        """Raw values -> int64 indices (OOV for unseen, and for nulls)."""
+        f = self.fields[name]
+        idx = values.cast(pl.String).replace_strict(f.index_of(), default=OOV, return_dtype=pl.Int64)
+        return idx.fill_null(OOV).to_numpy()
+
+    def encode_list(self, name: str, values: pl.Series) -> np.ndarray:
+        """A list column -> (N, max_list_len) int64 indices, 0-padded, truncated."""
+        f, width = self.fields[name], self.max_list_len[name]
+        mapping = f.index_of()
+        out = np.zeros((len(values), width), dtype=np.int64)
+        for row, items in enumerate(values.to_list()):
+            codes = [mapping.get(str(v), OOV) for v in (items or [])][:width]
+            out[row, : len(codes)] = codes
+        return out
+
+    def encode_numeric(self, name: str, values: pl.Series) -> np.ndarray:
+        """Raw numbers -> standardised float32 (nulls become the training mean, i.e. 0)."""
+        f = self.fields[name]
+        x = values.cast(pl.Float64).fill_null(f.mean).fill_nan(f.mean).to_numpy()
+        return ((x - f.mean) / f.std).astype(np.float32)
+
+    # ---------------------------------------------------------------- persistence
+    def to_json(self) -> str:
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "max_history": self.max_history,
+            "max_list_len": self.max_list_len,
+            "fields": [asdict(f) for f in self.fields.values()],
+        }
+        return json.dumps(payload, indent=1)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureMap":
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            if payload.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"format_version {payload.get('format_version')!r}, expected {FORMAT_VERSION}")
+            fields = {f["name"]: Field(**f) for f in payload["fields"]}
+            return cls(fields=fields, max_history=int(payload["max_history"]), max_list_len=dict(payload["max_list_len"]))
+        except FileNotFoundError:
+            raise RecsysError(f"{path}: feature map not found") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RecsysError(f"{path}: not a valid feature map ({exc})") from None
+
+
+def _vocab(values: pl.Series, min_count: int) -> list[str]:
+    """Values seen at least ``min_count`` times, most frequent first (ties by value)."""
+    counts = values.drop_nulls().cast(pl.String).value_counts(name="n")
+    kept = counts.filter(pl.col("n") >= min_count).sort(["n", values.name], descending=[True, False])
+    return kept[values.name].to_list()
+
+
+def fit_feature_map(
+    train: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame | None, config: FeaturesConfig
+) -> FeatureMap:
+    """Fit vocabularies and numeric statistics on the TRAINING interactions only.
+
+    Item and user attributes are fitted over the items/users that occur in ``train``, so a cold
+    item's unseen attribute value falls into the OOV bucket exactly as its id does.
+    """
+    fields: dict[str, Field] = {}
+    train_items = items.filter(pl.col("item_id").is_in(train["item_id"].unique().implode()))
+    fields["user_id"] = Field("user_id", "user", "categorical", _vocab(train["user_id"], config.min_count))
+    fields["item_id"] = Field("item_id", "item", "categorical", _vocab(train["item_id"], config.min_count))
+    if config.user_categorical:
+        assert users is not None  # validation guarantees users.parquet when user features are declared
+        train_users = users.filter(pl.col("user_id").is_in(train["user_id"].unique().implode()))
+        for name in config.user_categorical:
+            fields[name] = Field(name, "user", "categorical", _vocab(train_users[name], config.min_count))
+    for name in config.item_categorical:
+        fields[name] = Field(name, "item", "categorical", _vocab(train_items[name], config.min_count))
+    max_list_len: dict[str, int] = {}
+    for name in config.item_list:
+        exploded = train_items[name].explode().rename(name)
+        fields[name] = Field(name, "item", "list", _vocab(exploded, config.min_count))
+        lengths = train_items[name].list.len().drop_nulls()
+        # Cap at the 99th percentile: a handful of huge lists should not set every row's width.
+        max_list_len[name] = max(1, int(np.percentile(lengths.to_numpy(), 99))) if len(lengths) else 1
+    for name in config.context_categorical:
+        fields[name] = Field(name, "context", "categorical", _vocab(train[name], config.min_count))
+    for name in config.context_numeric:
+        x = train[name].cast(pl.Float64)
+        mean, std = float(x.mean() or 0.0), float(x.std() or 0.0)
+        fields[name] = Field(name, "context", "numeric", mean=mean, std=std if std > 1e-12 else 1.0)
+    return FeatureMap(fields=fields, max_history=config.max_history, max_list_len=max_list_len)

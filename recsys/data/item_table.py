@@ -1,0 +1,155 @@
+"""The item table: every catalogue item's model inputs, so that batches carry item rows only.
+
+Row 0 is padding (used by behaviour sequences); item ``item_ids[r]`` lives at row ``r + 1``.
+Per item it holds the feature-map index of its id (OOV for items unseen in training: cold
+items), its categorical and list attributes, and for every content modality the frozen vector
+(standardised per dimension) and a presence mask. The model gathers from it by row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsys.data.feature_map import FeatureMap
+from recsys.errors import RecsysError
+
+FORMAT_VERSION = 1
+
+
+class HasVectors(Protocol):
+    """What the encoders hand over per modality (see recsys.encoders.pipeline)."""
+
+    item_ids: np.ndarray
+    vectors: np.ndarray
+
+
+@dataclass
+class ItemTable:
+    """Model inputs of every item; see the module docstring for the row layout."""
+
+    item_ids: np.ndarray  # (N,) int64
+    id_index: np.ndarray  # (N+1,) int64, feature-map index of item_id
+    categorical: np.ndarray  # (N+1, C) int64, item_categorical fields in feature-map order
+    lists: dict[str, np.ndarray]  # name -> (N+1, W) int64, 0-padded
+    vectors: dict[str, np.ndarray]  # modality -> (N+1, dim) float32, zeros where absent
+    masks: dict[str, np.ndarray]  # modality -> (N+1,) bool
+    stats: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # modality -> (mean, std)
+
+    def __post_init__(self) -> None:
+        self._row_of = {int(i): r + 1 for r, i in enumerate(self.item_ids)}
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.vectors)
+
+    def dims(self) -> dict[str, int]:
+        return {m: int(v.shape[1]) for m, v in self.vectors.items()}
+
+    def rows(self, item_ids: np.ndarray | list[int], what: str = "item_id") -> np.ndarray:
+        """Raw item ids -> table rows; unknown ids raise a RecsysError naming them."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        rows = np.fromiter((self._row_of.get(int(i), -1) for i in ids.ravel()), dtype=np.int64, count=ids.size)
+        if (rows < 0).any():
+            unknown = sorted({int(i) for i in ids.ravel()[rows < 0]})
+            raise RecsysError(f"{what}: {len(unknown)} unknown item id(s): {unknown[:10]}")
+        return rows.reshape(ids.shape)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Everything as tensors, flat-keyed (``vector.<m>``, ``mask.<m>``, ``list.<name>``)."""
+        out = {"id_index": torch.from_numpy(self.id_index), "categorical": torch.from_numpy(self.categorical)}
+        for name, arr in self.lists.items():
+            out[f"list.{name}"] = torch.from_numpy(arr)
+        for m in self.vectors:
+            out[f"vector.{m}"] = torch.from_numpy(self.vectors[m])
+            out[f"mask.{m}"] = torch.from_numpy(self.masks[m])
+        return out
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        """Save as a plain dict of tensors and lists (loadable with ``weights_only=True``)."""
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "item_ids": torch.from_numpy(self.item_ids),
+            "id_index": torch.from_numpy(self.id_index),
+            "categorical": torch.from_numpy(self.categorical),
+            "lists": {k: torch.from_numpy(v) for k, v in self.lists.items()},
+            "vectors": {k: torch.from_numpy(v) for k, v in self.vectors.items()},
+            "masks": {k: torch.from_numpy(v) for k, v in self.masks.items()},
+            "stats": {k: (torch.from_numpy(m), torch.from_numpy(s)) for k, (m, s) in self.stats.items()},
+        }
+        torch.save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ItemTable":
+        try:
+            p = torch.load(path, weights_only=True, map_location="cpu")
+            if p.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"format_version {p.get('format_version')!r}, expected {FORMAT_VERSION}")
+            return cls(
+                item_ids=p["item_ids"].numpy(),
+                id_index=p["id_index"].numpy(),
+                categorical=p["categorical"].numpy(),
+                lists={k: v.numpy() for k, v in p["lists"].items()},
+                vectors={k: v.numpy() for k, v in p["vectors"].items()},
+                masks={k: v.numpy() for k, v in p["masks"].items()},
+                stats={k: (m.numpy(), s.numpy()) for k, (m, s) in p["stats"].items()},
+            )
+        except FileNotFoundError:
+            raise RecsysError(f"{path}: item table not found") from None
+        except Exception as exc:  # truncated/corrupt file: torch raises several types
+            raise RecsysError(f"{path}: cannot load the item table ({type(exc).__name__}: {exc})") from None
+
+
+def _standardise(vectors: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-dimension standardisation over the items that have a vector (frozen features vary wildly in scale)."""
+    if present.any():
+        mean = vectors[present].mean(axis=0)
+        std = vectors[present].std(axis=0)
+    else:
+        mean, std = np.zeros(vectors.shape[1], np.float32), np.ones(vectors.shape[1], np.float32)
+    std = np.where(std > 1e-6, std, 1.0)
+    out = np.where(present[:, None], (vectors - mean) / std, 0.0).astype(np.float32)
+    return out, mean.astype(np.float32), std.astype(np.float32)
+
+
+def build_item_table(
+    items: pl.DataFrame, feature_map: FeatureMap, modality_vectors: Mapping[str, HasVectors]
+) -> ItemTable:
+    """Assemble the table for every item of ``items`` (the whole catalogue, cold items included)."""
+    item_ids = items["item_id"].to_numpy().astype(np.int64)
+    n = len(item_ids)
+
+    def padded(arr: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.zeros((1, *arr.shape[1:]), dtype=arr.dtype), arr])
+
+    id_index = padded(feature_map.encode_categorical("item_id", items["item_id"]))
+    cat_fields = feature_map.by("item", "categorical")[1:]  # [0] is item_id itself
+    categorical = padded(
+        np.stack([feature_map.encode_categorical(f.name, items[f.name]) for f in cat_fields], axis=1)
+        if cat_fields else np.zeros((n, 0), np.int64)
+    )
+    lists = {f.name: padded(feature_map.encode_list(f.name, items[f.name])) for f in feature_map.by("item", "list")}
+    row_of = {int(i): r for r, i in enumerate(item_ids)}
+    vectors, masks, stats = {}, {}, {}
+    for name, mv in modality_vectors.items():
+        dim = int(mv.vectors.shape[1])
+        dense = np.zeros((n, dim), np.float32)
+        present = np.zeros(n, bool)
+        for iid, vec in zip(mv.item_ids.tolist(), mv.vectors):
+            r = row_of.get(int(iid))
+            if r is not None:
+                dense[r], present[r] = vec, True
+        dense, mean, std = _standardise(dense, present)
+        vectors[name], masks[name], stats[name] = padded(dense), padded(present), (mean, std)
+    return ItemTable(item_ids, id_index, categorical, lists, vectors, masks, stats)

@@ -1,0 +1,333 @@
+"""Validate a dataset directory against the contract before any heavy work.
+
+:func:`validate_dataset` collects EVERY problem it can find in one pass (it never stops at the
+first) and returns a :class:`ValidationReport`. Each problem names the file, the column and a
+few offending ids. Errors make the dataset unusable; warnings (e.g. a missing media file, whose
+item is then encoded without that modality) are reported but do not stop training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from recsys.config import ExperimentConfig
+from recsys.data.dataset import MEDIA_COLUMNS, SPLITS, DatasetPaths, dataset_paths
+from recsys.errors import DatasetError
+
+Severity = Literal["error", "warning"]
+MAX_IDS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the dataset, precise enough to fix without reading code."""
+
+    severity: Severity
+    file: str
+    column: str | None
+    message: str
+    ids: tuple = ()
+    n_ids: int = 0
+
+    def __str__(self) -> str:
+        where = f"{self.file}[{self.column}]" if self.column else self.file
+        text = f"{self.severity}: {where}: {self.message}"
+        if self.ids:
+            shown = ", ".join(str(i) for i in self.ids)
+            more = f" (showing {len(self.ids)} of {self.n_ids})" if self.n_ids > len(self.ids) else ""
+            text += f": {shown}{more}"
+        return text
+
+
+@dataclass
+class ValidationReport:
+    """All problems found in one dataset directory."""
+
+    root: Path
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error (warnings allowed)."""
+        return not self.errors
+
+    def format(self) -> str:
+        """A human-readable report, errors first."""
+        head = (
+            f"dataset {self.root}: {len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+            if self.problems
+            else f"dataset {self.root}: OK"
+        )
+        body = [f"  - {p}" for p in self.errors + self.warnings]
+        return "\n".join([head, *body])
+
+    def raise_for_errors(self) -> None:
+        """Raise one DatasetError listing every error (and warning) when there is any error."""
+        if not self.ok:
+            raise DatasetError(self.format())
+
+
+class _Collector:
+    """Accumulates problems for one file."""
+
+    def __init__(self, report: ValidationReport, file: str) -> None:
+        self.report, self.file = report, file
+
+    def add(self, severity: Severity, column: str | None, message: str, ids: Iterable = ()) -> None:
+        ids = list(ids)
+        self.report.problems.append(
+            Problem(severity, self.file, column, message, tuple(ids[:MAX_IDS_SHOWN]), len(ids))
+        )
+
+    def error(self, column: str | None, message: str, ids: Iterable = ()) -> None:
+        self.add("error", column, message, ids)
+
+    def warning(self, column: str | None, message: str, ids: Iterable = ()) -> None:
+        self.add("warning", column, message, ids)
+
+
+# --------------------------------------------------------------------------- dtype rules
+
+DtypeRule = tuple[str, Callable[[pl.DataType], bool]]
+INTEGER: DtypeRule = ("an integer (int64)", lambda d: d.is_integer())
+LABEL: DtypeRule = ("an integer or boolean (int8 0/1)", lambda d: d.is_integer() or d == pl.Boolean)
+STRING: DtypeRule = ("a string", lambda d: d == pl.String or d == pl.Categorical or d == pl.Null)
+NUMERIC: DtypeRule = ("numeric", lambda d: d.is_numeric() or d == pl.Boolean)
+CATEGORICAL: DtypeRule = ("a string or integer", lambda d: d in (pl.String, pl.Categorical, pl.Boolean) or d.is_integer())
+LIST: DtypeRule = ("a list (e.g. list<string>)", lambda d: isinstance(d, (pl.List, pl.Array)))
+VECTOR: DtypeRule = (
+    "a list of floats (list<float32>)",
+    lambda d: isinstance(d, (pl.List, pl.Array)) and (d.inner.is_float() or d.inner.is_integer()),
+)
+
+
+def _read_schema(path: Path, out: _Collector) -> pl.Schema | None:
+    try:
+        return pl.scan_parquet(path).collect_schema()
+    except Exception as exc:  # corrupt or non-Parquet file: polars raises several types
+        out.error(None, f"cannot read as Parquet ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+        return None
+
+
+def _check_columns(
+    schema: pl.Schema, out: _Collector, required: dict[str, DtypeRule], optional: dict[str, DtypeRule],
+    why: dict[str, str] | None = None,
+) -> set[str]:
+    """Check presence and dtype; returns the columns that are present with a usable dtype."""
+    usable: set[str] = set()
+    for column, (expected, ok) in {**optional, **required}.items():
+        reason = f" (needed by {why[column]})" if why and column in why else ""
+        if column not in schema:
+            if column in required:
+                out.error(column, f"missing column{reason}; columns present: {', '.join(schema.names())}")
+            continue
+        if not ok(schema[column]):
+            out.error(column, f"wrong dtype {schema[column]}, expected {expected}{reason}")
+            continue
+        usable.add(column)
+    return usable
+
+
+def _null_rows(df: pl.DataFrame, column: str, id_column: str | None, out: _Collector) -> None:
+    nulls = df.filter(pl.col(column).is_null())
+    if nulls.height:
+        ids = nulls[id_column].to_list() if id_column and id_column != column else []
+        msg = f"{nulls.height} null value(s)" + (f" at {id_column}" if ids else "")
+        out.error(column, msg, ids)
+
+
+def _duplicates(df: pl.DataFrame, column: str, out: _Collector) -> None:
+    dup = df.group_by(column).len().filter(pl.col("len") > 1).sort(column)
+    if dup.height:
+        out.error(column, f"{dup.height} duplicate id(s)", dup[column].to_list())
+
+
+# --------------------------------------------------------------------------- per file
+
+
+def _validate_items(paths: DatasetPaths, config: ExperimentConfig, report: ValidationReport) -> pl.DataFrame | None:
+    out = _Collector(report, paths.items.name)
+    if not paths.items.is_file():
+        out.error(None, "missing file (the item catalogue is required)")
+        return None
+    schema = _read_schema(paths.items, out)
+    if schema is None:
+        return None
+    required = {"item_id": INTEGER}
+    why: dict[str, str] = {}
+    for name in config.features.item_categorical:
+        required[name], why[name] = CATEGORICAL, "features.item_categorical"
+    for name in config.features.item_list:
+        required[name], why[name] = LIST, "features.item_list"
+    optional = {column: STRING for column in MEDIA_COLUMNS.values()}
+    usable = _check_columns(schema, out, required, optional, why)
+    if "item_id" not in usable:
+        return None
+    items = pl.read_parquet(paths.items, columns=sorted(usable))
+    _null_rows(items, "item_id", None, out)
+    items = items.filter(pl.col("item_id").is_not_null())
+    _duplicates(items, "item_id", out)
+    for modality, column in MEDIA_COLUMNS.items():
+        if column == "title" or column not in usable:
+            continue
+        rows = items.filter(pl.col(column).is_not_null())
+        missing = [iid for iid, rel in zip(rows["item_id"], rows[column]) if not paths.media(rel).is_file()]
+        if missing:
+            out.warning(column, f"{len(missing)} {modality} file(s) not found; those items get no {modality} vector (masked)", missing)
+    return items
+
+
+def _validate_users(paths: DatasetPaths, config: ExperimentConfig, report: ValidationReport) -> pl.DataFrame | None:
+    out = _Collector(report, paths.users.name)
+    if not paths.users.is_file():
+        if config.features.user_categorical:
+            out.error(None, "missing file, needed by features.user_categorical "
+                      f"({', '.join(config.features.user_categorical)})")
+        return None
+    schema = _read_schema(paths.users, out)
+    if schema is None:
+        return None
+    required = {"user_id": INTEGER}
+    why = {}
+    for name in config.features.user_categorical:
+        required[name], why[name] = CATEGORICAL, "features.user_categorical"
+    usable = _check_columns(schema, out, required, {}, why)
+    if "user_id" not in usable:
+        return None
+    users = pl.read_parquet(paths.users, columns=["user_id"])
+    _null_rows(users, "user_id", None, out)
+    _duplicates(users.filter(pl.col("user_id").is_not_null()), "user_id", out)
+    return users
+
+
+def _validate_interactions(
+    paths: DatasetPaths, config: ExperimentConfig, items: pl.DataFrame | None, users: pl.DataFrame | None,
+    report: ValidationReport,
+) -> None:
+    out = _Collector(report, paths.interactions.name)
+    if not paths.interactions.is_file():
+        out.error(None, "missing file (impressions with outcomes are required)")
+        return
+    schema = _read_schema(paths.interactions, out)
+    if schema is None:
+        return
+    required = {"user_id": INTEGER, "item_id": INTEGER, "timestamp": INTEGER, "label": LABEL}
+    why = {}
+    for name in config.features.context_categorical:
+        required[name], why[name] = CATEGORICAL, "features.context_categorical"
+    for name in config.features.context_numeric:
+        required[name], why[name] = NUMERIC, "features.context_numeric"
+    usable = _check_columns(schema, out, required, {"split": STRING}, why)
+    if config.data.split.method == "column" and "split" not in schema:
+        out.error("split", "missing column, needed by data.split.method: column")
+    df = pl.read_parquet(paths.interactions, columns=sorted(usable))
+    row_id = pl.int_range(pl.len(), dtype=pl.Int64).alias("row")
+    df = df.with_columns(row_id)
+    for column in ("user_id", "item_id", "timestamp", "label"):
+        if column in usable:
+            _null_rows(df, column, "row", out)
+    if "label" in usable:
+        bad = df.filter(pl.col("label").is_not_null() & ~pl.col("label").cast(pl.Int64).is_in([0, 1]))
+        if bad.height:
+            values = sorted(set(bad["label"].cast(pl.Int64).to_list()))[:MAX_IDS_SHOWN]
+            out.error("label", f"{bad.height} label(s) other than 0/1 (values {values}) at rows", bad["row"].to_list())
+        elif df.height and df["label"].cast(pl.Int64).n_unique() < 2:
+            out.warning("label", "every label has the same value: AUC is undefined")
+    if "item_id" in usable and items is not None:
+        unknown = df.filter(~pl.col("item_id").is_in(items["item_id"].implode()) & pl.col("item_id").is_not_null())
+        if unknown.height:
+            ids = unknown["item_id"].unique().sort().to_list()
+            out.error("item_id", f"{unknown.height} interaction(s) with {len(ids)} item id(s) not in items.parquet", ids)
+    if "user_id" in usable and users is not None:
+        unknown = df.filter(~pl.col("user_id").is_in(users["user_id"].implode()) & pl.col("user_id").is_not_null())
+        if unknown.height:
+            ids = unknown["user_id"].unique().sort().to_list()
+            out.error("user_id", f"{unknown.height} interaction(s) with {len(ids)} user id(s) not in users.parquet", ids)
+    if "split" in usable:
+        bad = df.filter(pl.col("split").is_null() | ~pl.col("split").is_in(list(SPLITS)))
+        if bad.height:
+            values = sorted({str(v) for v in bad["split"].unique().to_list()})[:MAX_IDS_SHOWN]
+            out.error("split", f"{bad.height} value(s) other than train/valid/test (values {values}) at rows", bad["row"].to_list())
+        elif df.height and df.filter(pl.col("split") == "train").height == 0:
+            out.error("split", "no 'train' rows")
+    for column in config.features.context_numeric:
+        if column in usable and schema[column].is_float():
+            bad = df.filter(~pl.col(column).is_finite() | pl.col(column).is_null())
+            if bad.height:
+                out.error(column, f"{bad.height} NaN/inf/null value(s) at rows", bad["row"].to_list())
+
+
+def _validate_item_features(
+    paths: DatasetPaths, config: ExperimentConfig, items: pl.DataFrame | None, report: ValidationReport
+) -> None:
+    files = paths.item_feature_files()
+    wanted = config.encoders.precomputed
+    if wanted is not None:
+        for name in wanted:
+            if name not in files:
+                _Collector(report, f"item_features/{name}.parquet").error(
+                    None, f"missing file, named in encoders.precomputed; present: {sorted(files) or 'none'}"
+                )
+        files = {k: v for k, v in files.items() if k in wanted}
+    for name, path in files.items():
+        out = _Collector(report, f"item_features/{path.name}")
+        schema = _read_schema(path, out)
+        if schema is None:
+            continue
+        usable = _check_columns(schema, out, {"item_id": INTEGER, "vector": VECTOR}, {})
+        if usable != {"item_id", "vector"}:
+            continue
+        df = pl.read_parquet(path, columns=["item_id", "vector"])
+        _null_rows(df, "item_id", None, out)
+        df = df.filter(pl.col("item_id").is_not_null())
+        _duplicates(df, "item_id", out)
+        _null_rows(df, "vector", "item_id", out)
+        df = df.filter(pl.col("vector").is_not_null())
+        lengths = df.select(pl.col("item_id"), pl.col("vector").list.len().alias("n")) if isinstance(
+            schema["vector"], pl.List) else df.select(pl.col("item_id"), pl.lit(schema["vector"].size).alias("n"))
+        if df.height:
+            expected = lengths["n"].mode().sort()[-1]
+            wrong = lengths.filter(pl.col("n") != expected)
+            if wrong.height:
+                got = sorted(set(wrong["n"].to_list()))[:MAX_IDS_SHOWN]
+                out.error("vector", f"{wrong.height} vector(s) of the wrong length (expected {expected}, got {got}) at item_id", wrong["item_id"].to_list())
+            flat = df.select(pl.col("item_id"), pl.col("vector").cast(pl.List(pl.Float64)).list.eval(
+                pl.element().is_finite().all()).list.first().alias("finite"))
+            bad = flat.filter(~pl.col("finite").fill_null(True))
+            if bad.height:
+                out.error("vector", f"{bad.height} vector(s) with NaN/inf at item_id", bad["item_id"].to_list())
+        if items is not None:
+            unknown = df.filter(~pl.col("item_id").is_in(items["item_id"].implode()))
+            if unknown.height:
+                out.warning("item_id", f"{unknown.height} vector(s) for items not in items.parquet (ignored)", unknown["item_id"].to_list())
+
+
+def validate_dataset(root: str | Path, config: ExperimentConfig | None = None) -> ValidationReport:
+    """Check a dataset directory against the contract and the experiment's declared features.
+
+    Reports all problems at once; call ``.raise_for_errors()`` to stop on errors.
+    """
+    config = config or ExperimentConfig()
+    paths = dataset_paths(root)
+    report = ValidationReport(paths.root)
+    if not paths.root.is_dir():
+        _Collector(report, str(paths.root)).error(None, "dataset directory not found")
+        return report
+    items = _validate_items(paths, config, report)
+    users = _validate_users(paths, config, report)
+    _validate_interactions(paths, config, items, users, report)
+    _validate_item_features(paths, config, items, report)
+    return report

@@ -1,0 +1,87 @@
+"""Model-side inputs: the item table as tensors, and embeddings of categorical fields."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recsys.data.feature_map import OOV, PAD, FeatureMap
+from recsys.data.item_table import ItemTable
+
+
+class ItemInputs:
+    """The item table's tensors on one device; the model gathers item content from it by row."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    @classmethod
+    def from_table(cls, table: ItemTable, device: torch.device | str = "cpu") -> "ItemInputs":
+        return cls({k: v.to(device) for k, v in table.tensors().items()})
+
+    def to(self, device: torch.device | str) -> "ItemInputs":
+        return ItemInputs({k: v.to(device) for k, v in self.tensors.items()})
+
+    @property
+    def id_index(self) -> torch.Tensor:
+        return self.tensors["id_index"]  # (N+1,)
+
+    @property
+    def categorical(self) -> torch.Tensor:
+        return self.tensors["categorical"]  # (N+1, C)
+
+    def list(self, name: str) -> torch.Tensor:
+        return self.tensors[f"list.{name}"]  # (N+1, W)
+
+    def vector(self, modality: str) -> torch.Tensor:
+        return self.tensors[f"vector.{modality}"]  # (N+1, dim)
+
+    def mask(self, modality: str) -> torch.Tensor:
+        return self.tensors[f"mask.{modality}"]  # (N+1,)
+
+
+class FieldEmbeddings(nn.Module):
+    """Several categorical fields, one embedding table each, stored as one table with offsets."""
+
+    def __init__(self, cardinalities: list[int], dim: int) -> None:
+        super().__init__()
+        self.n_fields, self.dim = len(cardinalities), dim
+        offsets = torch.tensor([0, *cardinalities[:-1]], dtype=torch.long).cumsum(0) if cardinalities else torch.zeros(0, dtype=torch.long)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.table = nn.Embedding(max(sum(cardinalities), 1), dim)
+        nn.init.normal_(self.table.weight, std=0.05)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        """(..., F) indices -> (..., F, E)."""
+        return self.table(index + self.offsets)
+
+
+class ItemIdFeatures(nn.Module):
+    """The item's "id" modality: embeddings of its id, categorical attributes and list attributes.
+
+    With ``id_dropout`` > 0, training replaces a share of item ids by the OOV index, so the OOV
+    embedding is learned and cold items (ids unseen in training) get a sensible id part.
+    """
+
+    def __init__(self, feature_map: FeatureMap, dim: int, id_dropout: float = 0.0) -> None:
+        super().__init__()
+        cat_fields = feature_map.by("item", "categorical")  # item_id first
+        self.list_names = [f.name for f in feature_map.by("item", "list")]
+        self.categorical = FieldEmbeddings([f.cardinality for f in cat_fields], dim)
+        self.lists = nn.ModuleDict(
+            {f.name: nn.EmbeddingBag(f.cardinality, dim, mode="mean", padding_idx=PAD) for f in feature_map.by("item", "list")}
+        )
+        self.id_dropout = id_dropout
+        self.out_dim = dim * (len(cat_fields) + len(self.list_names))
+
+    def forward(self, rows: torch.Tensor, items: ItemInputs) -> torch.Tensor:
+        """(N,) item rows -> (N, out_dim)."""
+        ids = items.id_index[rows]  # (N,)
+        if self.training and self.id_dropout > 0:
+            drop = torch.rand(ids.shape, device=ids.device) < self.id_dropout
+            ids = torch.where(drop & (rows != 0), torch.full_like(ids, OOV), ids)
+        index = torch.cat([ids[:, None], items.categorical[rows]], dim=1)  # (N, C+1)
+        parts = [self.categorical(index).flatten(1)]  # (N, (C+1)*E)
+        for name in self.list_names:
+            parts.append(self.lists[name](items.list(name)[rows]))  # (N, E)
+        return torch.cat(parts, dim=1)
