@@ -144,7 +144,13 @@ class ModelConfig(StrictModel):
     item_dim: int = Field(64, ge=2, le=1024, description="Width D of specific/shared item features.")
     mlp_hidden: list[int] = Field(default_factory=lambda: [200, 80], description="Prediction MLP widths.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    sequence: Literal["din", "apgru"] = "din"
+    sequence: Literal["din", "apgru"] = Field("din", description="Behaviour sequence encoder: DIN target attention or attention GRU (APGRU).")
+    fusion: Literal["modal_attention", "concat", "mean"] | None = Field(
+        None, description="Override the model's modality fusion; null = the model's own (marn/man/man_d1: modal_attention, concat: concat)."
+    )
+    id_dropout: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of training item ids replaced by the OOV id, so cold items get a learned id part."
+    )
     modalities: list[str] | None = Field(None, description="Modalities the model uses; null = all encoded ones.")
     lambda_adv: float = Field(0.1, ge=0.0, description="Weight of the adversarial D1 loss.")
     lambda_s: float = Field(0.1, ge=0.0, description="Weight of the Ds loss on specific features.")

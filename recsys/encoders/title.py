@@ -63,13 +63,19 @@ class TitleEncoder(ItemEncoder[str]):
 
         ensure_torchvision_importable()  # transformers imports torchvision when it is installed
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar inside our own progress output
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
             model = AutoModel.from_pretrained(str(self.path), local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure here means the configured checkpoint is unusable
             detail = " ".join(str(exc).split())[:500]
             raise EncoderError(f"{TITLE_FIELD}: cannot load a transformers tokenizer/model from {self.path}: {detail}") from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self.model = freeze(model.float())
         self._dim = int(self.model.config.hidden_size)
 

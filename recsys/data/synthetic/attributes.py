@@ -93,13 +93,13 @@ ATTRIBUTE_MODALITY: dict[str, str] = {
 }
 #: Scale of each attribute's preference weights in the click logit (category strongest).
 PREFERENCE_SCALE: dict[str, float] = {
-    "category": 1.0,
-    "colour": 0.75,
-    "price_tier": 0.6,
-    "tempo": 0.55,
-    "brand": 0.5,
-    "pitch": 0.45,
-    "texture": 0.35,
+    "category": 0.9,
+    "colour": 0.68,
+    "price_tier": 0.54,
+    "tempo": 0.5,
+    "brand": 0.45,
+    "pitch": 0.4,
+    "texture": 0.32,
 }
 
 N_PERSONAS = 8

@@ -59,7 +59,7 @@ def _shape_mask(shape: str, size: int, cx: float, cy: float, r: float) -> Image.
     elif shape == "triangle":
         draw.polygon(_polygon(cx, cy + 0.15 * r, 1.1 * r, 3, up), fill=255)
     elif shape == "star":
-        draw.polygon(_polygon(cx, cy, 1.05 * r, 5, up, inner=0.42), fill=255)
+        draw.polygon(_polygon(cx, cy, 1.05 * r, 5, up, inner=0.5), fill=255)
     elif shape == "diamond":
         draw.polygon(_polygon(cx, cy, r, 4, up), fill=255)
     elif shape == "cross":
@@ -135,6 +135,8 @@ def render_title(category: int, brand: str, price_tier: str, rng: np.random.Gene
 _N_SAMPLES = int(SAMPLE_RATE * AUDIO_SECONDS)
 _T = (np.arange(_N_SAMPLES) / SAMPLE_RATE).astype(np.float32)
 _TABLE_SIZE = 2048
+_DECAY_S = 0.07  # pulse decay time constant (s)
+_CHIRP_S = 0.12  # duration of a chirp's octave sweep after each onset (s)
 
 
 def _wavetable(cycles: np.ndarray, f0: float, amplitude_of_k: Callable[[int], float]) -> np.ndarray:
@@ -161,7 +163,8 @@ def render_audio(category: int, tempo: str, pitch: str, rng: np.random.Generator
     pulse_pos = np.maximum((t - np.float32(offset)) * np.float32(rate), 0.0)  # pulses elapsed
     within = pulse_pos - np.floor(pulse_pos)  # position inside the current pulse, 0..1
     seconds_in = within / np.float32(rate)
-    envelope = np.minimum(seconds_in * np.float32(1 / 0.008), 1.0) * np.exp(seconds_in * np.float32(-rate / 0.28))
+    # Fixed attack and decay: faster tempos fill more of the clip (visible even to time-pooled features).
+    envelope = np.minimum(seconds_in * np.float32(1 / 0.008), 1.0) * np.exp(seconds_in * np.float32(-1 / _DECAY_S))
 
     waveform = CATEGORIES[category].waveform
     cycles = t * np.float32(f0)  # float32 is exact enough over 2.5 s (error << one cycle)
@@ -173,10 +176,11 @@ def render_audio(category: int, tempo: str, pitch: str, rng: np.random.Generator
         signal = _wavetable(cycles, f0, lambda k: 1.0 / k)
     elif waveform == "noise":
         noise = rng.standard_normal(_N_SAMPLES, dtype=np.float32)
-        kernel = np.hanning(max(3, int(SAMPLE_RATE / (4 * f0)))).astype(np.float32)
+        kernel = np.hanning(max(3, int(SAMPLE_RATE / f0))).astype(np.float32)  # band ~ f0 +- 2 f0
         signal = np.convolve(noise, kernel / kernel.sum(), mode="same") * np.sin(np.float32(2 * np.pi) * cycles)
     elif waveform in ("chirp_up", "chirp_down"):
-        octave = within if waveform == "chirp_up" else 1.0 - within
+        sweep = np.minimum(seconds_in * np.float32(1 / _CHIRP_S), 1.0)  # one octave per onset
+        octave = sweep if waveform == "chirp_up" else 1.0 - sweep
         freq = f0 * np.exp2(octave, dtype=np.float64)
         signal = np.sin(2 * np.pi * np.cumsum(freq) / SAMPLE_RATE).astype(np.float32)
     elif waveform == "tremolo":

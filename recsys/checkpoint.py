@@ -1,0 +1,179 @@
+"""The checkpoint directory: one writer, one reader.
+
+A checkpoint is self-describing::
+
+    model.pt          the model's state dict (loaded with weights_only=True)
+    config.yaml       the fully resolved experiment config
+    feature_map.json  vocabularies and normalisation fitted on train
+    item_table.pt     every item's frozen vectors, masks and attribute indices (weights_only)
+    metrics.json      whatever the trainer measured (may be empty)
+    meta.json         format version, package version, model name, modalities, sha256 of every file
+
+Writes go to a temporary sibling directory renamed into place, so a crash never leaves a
+half-written checkpoint under the final name. Reads verify every file's hash first, so a
+truncated or modified file is named instead of failing deep inside torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from recsys import __version__
+from recsys.config import ExperimentConfig, dump_config, parse_config
+from recsys.data.feature_map import FeatureMap
+from recsys.data.item_table import ItemTable
+from recsys.errors import RecsysError
+
+FORMAT_VERSION = 1
+FILES = ("model.pt", "config.yaml", "feature_map.json", "item_table.pt", "metrics.json")
+
+
+class CheckpointError(RecsysError):
+    """A checkpoint directory is missing, truncated, corrupt or does not match the config."""
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to score: the model (eval mode), config, feature map and item table."""
+
+    path: Path
+    model: nn.Module
+    config: ExperimentConfig
+    feature_map: FeatureMap
+    item_table: ItemTable
+    metrics: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    config: ExperimentConfig,
+    feature_map: FeatureMap,
+    item_table: ItemTable,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically (replacing one already at ``path``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+        torch.save(model.state_dict(), tmp / "model.pt")
+        (tmp / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+        feature_map.save(tmp / "feature_map.json")
+        item_table.save(tmp / "item_table.pt")
+        (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=1, default=float), encoding="utf-8")
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "recsys_version": __version__,
+            "model": config.model.name,
+            "modalities": list(getattr(model, "modalities", [])),
+            "content_dims": item_table.dims(),
+            "files": {name: _sha256(tmp / name) for name in FILES},
+            **(extra or {}),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _read_meta(path: Path) -> dict:
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: checkpoint directory not found")
+    meta_path = path / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{meta_path}: missing; {path} is not a recsys checkpoint directory") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{meta_path}: not valid JSON ({exc})") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{meta_path}: checkpoint format {meta.get('format_version')!r}, this recsys reads {FORMAT_VERSION}"
+        )
+    for name in FILES:
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing from the checkpoint")
+        expected = meta.get("files", {}).get(name)
+        if expected and _sha256(file) != expected:
+            raise CheckpointError(
+                f"{file}: content does not match meta.json (sha256 differs): the file is truncated, corrupt or was modified"
+            )
+    return meta
+
+
+def _model_differences(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
+    da, db = a.model.model_dump(), b.model.model_dump()
+    return [f"model.{k}: checkpoint {da[k]!r}, config {db[k]!r}" for k in da if da[k] != db[k]]
+
+
+def load_checkpoint(path: str | Path, expected_config: ExperimentConfig | None = None) -> Checkpoint:
+    """Read a checkpoint directory and rebuild its model in eval mode.
+
+    With ``expected_config``, a checkpoint whose model section differs is refused with the
+    differing fields. Every failure is a CheckpointError naming the file and the reason.
+    """
+    from recsys.models import build_model
+
+    path = Path(path)
+    meta = _read_meta(path)
+    try:
+        config = parse_config(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), source=str(path / "config.yaml"))
+    except RecsysError as exc:
+        raise CheckpointError(str(exc)) from None
+    if expected_config is not None:
+        diffs = _model_differences(config, expected_config)
+        if diffs:
+            raise CheckpointError(f"{path / 'config.yaml'}: incompatible with the given config: " + "; ".join(diffs))
+    try:
+        feature_map = FeatureMap.load(path / "feature_map.json")
+        item_table = ItemTable.load(path / "item_table.pt")
+    except RecsysError as exc:
+        raise CheckpointError(str(exc)) from None
+    model = build_model(config.model, feature_map, item_table.dims())
+    try:
+        state = torch.load(path / "model.pt", weights_only=True, map_location="cpu")
+    except Exception as exc:  # torch raises several types for truncated/corrupt files
+        raise CheckpointError(f"{path / 'model.pt'}: cannot load the weights ({type(exc).__name__}: {exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[:4]
+        raise CheckpointError(
+            f"{path / 'model.pt'}: weights do not fit the model built from config.yaml "
+            f"(model.name={config.model.name}): " + " ".join(line.strip() for line in first)
+        ) from None
+    model.eval()
+    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    return Checkpoint(path, model, config, feature_map, item_table, metrics, meta)

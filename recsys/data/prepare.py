@@ -1,0 +1,67 @@
+"""Dataset directory -> everything a model needs: the one path for training, evaluation and serving.
+
+validate -> read -> split -> fit the feature map on train -> item table from cached encoder
+vectors -> examples (behaviour sequences, indices) for every split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from recsys.config import ExperimentConfig
+from recsys.data.dataset import dataset_paths
+from recsys.data.examples import Examples, build_examples
+from recsys.data.feature_map import FeatureMap, fit_feature_map
+from recsys.data.item_table import ItemTable, build_item_table
+from recsys.data.splits import assign_splits
+from recsys.data.validate import validate_dataset
+from recsys.errors import DatasetError
+
+
+@dataclass
+class PreparedData:
+    """A dataset turned into model inputs under one experiment config."""
+
+    config: ExperimentConfig
+    feature_map: FeatureMap
+    item_table: ItemTable
+    examples: Examples  # every split; use .split("train") etc.
+    users: pl.DataFrame | None
+
+
+def read_interactions(data_dir: Path, config: ExperimentConfig) -> pl.DataFrame:
+    """interactions.parquet with a ``split`` column, rows in a stable (user, time) order."""
+    paths = dataset_paths(data_dir)
+    frame = pl.read_parquet(paths.interactions)
+    frame = assign_splits(frame, config.data.split)
+    if frame.filter(pl.col("split") == "train").height == 0:
+        raise DatasetError(f"{paths.interactions}: no training rows after splitting (data.split)")
+    return frame
+
+
+def prepare_data(
+    config: ExperimentConfig, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+    validate: bool = True,
+) -> PreparedData:
+    """Read, validate and featurise a dataset; item vectors come from the encode cache.
+
+    Run ``recsys encode`` first (or :func:`recsys.encoders.pipeline.encode_items`).
+    """
+    from recsys.encoders.pipeline import load_item_vectors
+
+    data_dir = Path(data_dir or config.data.path)
+    if validate:
+        validate_dataset(data_dir, config).raise_for_errors()
+    paths = dataset_paths(data_dir)
+    items = pl.read_parquet(paths.items)
+    users = pl.read_parquet(paths.users) if paths.users.is_file() else None
+    interactions = read_interactions(data_dir, config)
+    train = interactions.filter(pl.col("split") == "train")
+    feature_map = fit_feature_map(train, items, users, config.features)
+    vectors = load_item_vectors(data_dir, config.encoders, cache_dir=Path(cache_dir) if cache_dir else None)
+    item_table = build_item_table(items, feature_map, vectors)
+    examples = build_examples(interactions, users, feature_map, item_table)
+    return PreparedData(config, feature_map, item_table, examples, users)

@@ -1,0 +1,504 @@
+"""``encode_items``: dataset directory -> cached item vectors, one Parquet file per modality.
+
+For each enabled modality, every item's content is hashed (sha256 of the title text, or of the
+media file's bytes); the cache ``<cache_dir>/<modality>/<encoder fingerprint>.parquet`` holds
+``item_id int64, content_hash string, vector list<float32>``. Only items whose hash is not in
+the cache are decoded and encoded, in batches of ``encoders.batch_size``; the model is loaded
+only when there is such an item. A change of model, weights or encoder parameters changes the
+fingerprint and therefore the cache file.
+
+What has no vector, and how it is reported:
+- a null (or blank) title / null media path: expected, silent;
+- a media file that is missing, or cannot be read or decoded: the item is left out for that
+  modality (the model masks it), and ONE :class:`~recsys.encoders.media.MediaWarning` per
+  modality (python ``warnings``) gives the count and up to 5 ids; the ids are also in the report.
+  Content that failed to decode is cached with a null vector, so an unchanged broken file is
+  not decoded again (and loads no model) on the next run; it is still reported every run.
+
+``item_features/<name>.parquet`` files (item_id, vector) are modalities named ``<name>``, used
+as they are. :func:`load_item_vectors` is the read side for training and serving: it reads
+only caches and precomputed files, and refuses a cache that no longer matches the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from recsys.config import EncodersConfig
+from recsys.encoders.base import ItemEncoder, build_encoder
+from recsys.encoders.media import MediaError, MediaWarning, decode_audio, decode_image
+from recsys.errors import DatasetError, EncoderError
+
+ENCODER_MODALITIES = ("title", "image", "audio")
+SOURCE_COLUMNS = {"title": "title", "image": "image_path", "audio": "audio_path"}
+CACHE_FIELD = "encoders.cache_dir"
+MAX_IDS_SHOWN = 5
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class ModalityReport:
+    """What ``encode_items`` did for one modality."""
+
+    modality: str
+    source: Literal["encoder", "precomputed"]
+    dim: int
+    fingerprint: str | None  # the encoder's (None for precomputed)
+    n_items_with_vector: int
+    n_encoded: int  # vectors computed in this run
+    n_cached: int  # items (with or without a vector) answered from the cache
+    missing_ids: list[int] = field(default_factory=list)  # media file does not exist
+    unreadable_ids: list[int] = field(default_factory=list)  # media file cannot be read or decoded
+    seconds: float = 0.0
+    path: Path | None = None  # the cache file, or the precomputed file
+
+
+@dataclass
+class EncodeReport:
+    """The result of :func:`encode_items`."""
+
+    cache_dir: Path
+    modalities: dict[str, ModalityReport]
+    models_loaded: list[str]  # modalities whose model was loaded in this run
+
+    def summary(self) -> str:
+        """A markdown table, one row per modality."""
+        lines = [
+            "| modality | source | dim | with vector | encoded | cached | missing | unreadable | seconds |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in self.modalities.values():
+            lines.append(
+                f"| {r.modality} | {r.source} | {r.dim} | {r.n_items_with_vector} | {r.n_encoded} | {r.n_cached} "
+                f"| {len(r.missing_ids)} | {len(r.unreadable_ids)} | {r.seconds:.2f} |"
+            )
+        return "\n".join(lines)
+
+
+@dataclass
+class ModalityVectors:
+    """One modality's item vectors: row i of ``vectors`` belongs to ``item_ids[i]``."""
+
+    modality: str
+    item_ids: np.ndarray  # (n,) int64
+    vectors: np.ndarray  # (n, dim) float32
+    fingerprint: str | None = None  # the encoder's; None for precomputed features
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class _Entry:
+    item_id: int
+    content_hash: str
+    source: Any  # the title text, or the media file's path
+
+
+@dataclass
+class _Plan:
+    """One modality's items that have content, and those whose media could not be read."""
+
+    entries: list[_Entry]
+    missing: list[int]
+    unreadable: dict[int, str]  # item_id -> reason
+
+
+def _read_items(data_dir: Path, modalities: list[str]) -> pl.DataFrame:
+    path = data_dir / "items.parquet"
+    if not path.is_file():
+        raise DatasetError(f"{path}: items.parquet not found in the dataset directory")
+    try:
+        schema = pl.read_parquet_schema(path)
+    except Exception as exc:  # noqa: BLE001 - polars raises several types for a corrupt file
+        raise DatasetError(f"{path}: cannot read Parquet file: {exc}") from None
+    needed = ["item_id", *[SOURCE_COLUMNS[m] for m in modalities]]
+    for column in needed:
+        if column not in schema:
+            hint = next((f" (or set encoders.{m}: null)" for m in modalities if SOURCE_COLUMNS[m] == column), "")
+            raise DatasetError(f"{path}: column '{column}' is missing{hint}")
+    for column in needed[1:]:
+        if schema[column] not in (pl.String, pl.Null):
+            raise DatasetError(f"{path}: column '{column}' must be string, got {schema[column]}")
+    items = pl.read_parquet(path, columns=needed)
+    if not items.schema["item_id"].is_integer():
+        raise DatasetError(f"{path}: column 'item_id' must be int64, got {items.schema['item_id']}")
+    items = items.with_columns(pl.col("item_id").cast(pl.Int64))
+    if items["item_id"].null_count():
+        raise DatasetError(f"{path}: column 'item_id' has {items['item_id'].null_count()} null value(s)")
+    duplicated = items.filter(pl.col("item_id").is_duplicated())["item_id"].unique().sort().to_list()
+    if duplicated:
+        raise DatasetError(f"{path}: column 'item_id' has duplicate ids, e.g. {duplicated[:MAX_IDS_SHOWN]}")
+    return items
+
+
+def _sha256_file(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _plan(items: pl.DataFrame, modality: str, data_dir: Path) -> _Plan:
+    column = SOURCE_COLUMNS[modality]
+    plan = _Plan(entries=[], missing=[], unreadable={})
+    for item_id, value in zip(items["item_id"].to_list(), items[column].to_list()):
+        if value is None or not value.strip():
+            continue  # no title / no media for this item: expected, silent
+        if modality == "title":
+            plan.entries.append(_Entry(item_id, hashlib.sha256(value.encode("utf-8")).hexdigest(), value))
+            continue
+        path = data_dir / value
+        if not path.is_file():
+            plan.missing.append(item_id)
+            continue
+        try:
+            plan.entries.append(_Entry(item_id, _sha256_file(path), path))
+        except OSError as exc:
+            plan.unreadable[item_id] = f"cannot read {path}: {exc.strerror or exc}"
+    return plan
+
+
+# --------------------------------------------------------------------------- cache files
+
+
+def _vectors_from_arrow(array: pa.Array | pa.ChunkedArray, where: str) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """A list/array column -> (float32 (n_valid, dim) matrix, (n,) bool valid mask, dim or None)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks else pa.array([], type=pa.list_(pa.float32()))
+    valid = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    present = array.filter(pa.array(valid))
+    lengths = np.asarray(pc.list_value_length(present).to_numpy(zero_copy_only=False), dtype=np.int64)
+    if lengths.size == 0:
+        return np.zeros((0, 0), dtype=np.float32), valid, None
+    if (lengths != lengths[0]).any():
+        raise ValueError(f"{where}: vectors have different lengths ({sorted(set(lengths.tolist()))[:5]})")
+    dim = int(lengths[0])
+    values = pc.list_flatten(present)
+    if values.null_count:
+        raise ValueError(f"{where}: vectors hold null values")
+    flat = values.cast(pa.float32()).to_numpy(zero_copy_only=False)
+    if not np.isfinite(flat).all():
+        raise ValueError(f"{where}: vectors hold NaN or infinite values")
+    return np.ascontiguousarray(flat.reshape(len(present), dim), dtype=np.float32), valid, dim
+
+
+@dataclass
+class _CacheRows:
+    """Rows of one cache file: item_id -> (content_hash, vector or None)."""
+
+    rows: dict[int, tuple[str, np.ndarray | None]]
+
+
+def _read_cache(path: Path, dim: int) -> _CacheRows:
+    """Rows of a cache file; raises ValueError when it is unreadable or of another width."""
+    table = pq.read_table(path)
+    if table.column_names[:3] != ["item_id", "content_hash", "vector"]:
+        raise ValueError(f"{path}: unexpected columns {table.column_names}")
+    ids = table.column("item_id").to_numpy().astype(np.int64)
+    hashes = table.column("content_hash").to_pylist()
+    matrix, valid, found_dim = _vectors_from_arrow(table.column("vector"), str(path))
+    if found_dim is not None and found_dim != dim:
+        raise ValueError(f"{path}: vectors are {found_dim}-d, the encoder gives {dim}-d")
+    rows: dict[int, tuple[str, np.ndarray | None]] = {}
+    k = 0
+    for item_id, content_hash, ok in zip(ids.tolist(), hashes, valid.tolist()):
+        rows[item_id] = (content_hash, matrix[k] if ok else None)
+        k += int(ok)
+    return _CacheRows(rows)
+
+
+def _write_cache(path: Path, ids: list[int], hashes: list[str], vectors: list[np.ndarray | None], dim: int) -> None:
+    """Write a cache file atomically (temp file in the same directory + rename)."""
+    valid = np.array([v is not None for v in vectors], dtype=bool)
+    matrix = np.stack([v for v in vectors if v is not None]).astype(np.float32) if valid.any() else np.zeros((0, dim), np.float32)
+    offsets = np.zeros(len(vectors) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum(np.where(valid, dim, 0))
+    vector_column = pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(matrix.reshape(-1), type=pa.float32()), mask=pa.array(~valid)
+    )
+    table = pa.table(
+        {
+            "item_id": pa.array(ids, type=pa.int64()),
+            "content_hash": pa.array(hashes, type=pa.string()),
+            "vector": vector_column,
+        }
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise EncoderError(f"{CACHE_FIELD}: cannot write the vector cache {path}: {exc.strerror or exc}") from None
+
+
+def _resolve_cache_dir(data_dir: Path, config: EncodersConfig, cache_dir: Path | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if config.cache_dir is not None:
+        return Path(config.cache_dir).expanduser()
+    return data_dir / ".recsys_cache"
+
+
+# --------------------------------------------------------------------------- precomputed
+
+
+def _precomputed_files(data_dir: Path, config: EncodersConfig, encoder_modalities: list[str]) -> dict[str, Path]:
+    feature_dir = data_dir / "item_features"
+    found = {p.stem: p for p in sorted(feature_dir.glob("*.parquet"))} if feature_dir.is_dir() else {}
+    if config.precomputed is not None:
+        for name in config.precomputed:
+            if name not in found:
+                raise DatasetError(
+                    f"encoders.precomputed lists {name!r} but {feature_dir / (name + '.parquet')} does not exist "
+                    f"(found: {sorted(found) or 'none'})"
+                )
+        found = {name: found[name] for name in config.precomputed}
+    for name, path in found.items():
+        if name in encoder_modalities:
+            raise DatasetError(
+                f"{path}: precomputed features named {name!r} clash with the {name} encoder: rename the file "
+                f"or disable the encoder (encoders.{name}: null)"
+            )
+    return found
+
+
+def _read_precomputed(name: str, path: Path) -> ModalityVectors:
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001
+        raise DatasetError(f"{path}: cannot read Parquet file: {exc}") from None
+    for column in ("item_id", "vector"):
+        if column not in frame.columns:
+            raise DatasetError(f"{path}: column '{column}' is missing")
+    if not frame.schema["item_id"].is_integer():
+        raise DatasetError(f"{path}: column 'item_id' must be int64, got {frame.schema['item_id']}")
+    if not isinstance(frame.schema["vector"], (pl.List, pl.Array)) or not frame.schema["vector"].inner.is_numeric():
+        raise DatasetError(f"{path}: column 'vector' must be list<float32>, got {frame.schema['vector']}")
+    frame = frame.filter(pl.col("item_id").is_not_null())
+    duplicated = frame.filter(pl.col("item_id").is_duplicated())["item_id"].unique().sort().to_list()
+    if duplicated:
+        raise DatasetError(f"{path}: column 'item_id' has duplicate ids, e.g. {duplicated[:MAX_IDS_SHOWN]}")
+    try:
+        matrix, valid, dim = _vectors_from_arrow(frame["vector"].to_arrow(), str(path))
+    except ValueError as exc:
+        lengths = frame["vector"].list.len() if isinstance(frame.schema["vector"], pl.List) else None
+        detail = str(exc)
+        if lengths is not None and lengths.drop_nulls().len():
+            common = lengths.drop_nulls().mode().sort()[0]
+            odd = frame.filter(lengths != common)["item_id"].to_list()[:MAX_IDS_SHOWN]
+            detail = f"vectors must all have the same length ({common} for most items); other lengths for ids {odd}"
+        raise DatasetError(f"{path}: column 'vector': {detail}") from None
+    ids = frame["item_id"].cast(pl.Int64).to_numpy()[valid]
+    return ModalityVectors(name, np.ascontiguousarray(ids, dtype=np.int64), matrix.reshape(len(ids), dim or 0), None)
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def _decode(modality: str, entry: _Entry) -> Any:
+    if modality == "title":
+        return entry.source
+    if modality == "image":
+        return decode_image(entry.source)
+    return decode_audio(entry.source)
+
+
+def _warn_unusable(modality: str, missing: list[int], unreadable: dict[int, str], total: int) -> None:
+    if not missing and not unreadable:
+        return
+    parts = []
+    if missing:
+        ids = sorted(missing)
+        more = " ..." if len(ids) > MAX_IDS_SHOWN else ""
+        parts.append(f"{len(ids)} with a missing file (ids {ids[:MAX_IDS_SHOWN]}{more})")
+    if unreadable:
+        ids = sorted(unreadable)
+        more = " ..." if len(ids) > MAX_IDS_SHOWN else ""
+        parts.append(f"{len(ids)} unreadable (ids {ids[:MAX_IDS_SHOWN]}{more}; e.g. {unreadable[ids[0]]})")
+    count = len(missing) + len(unreadable)
+    warnings.warn(
+        f"{modality}: {count} of {total} items with {SOURCE_COLUMNS[modality]} set get no {modality} vector "
+        f"(masked): {'; '.join(parts)}",
+        MediaWarning,
+        stacklevel=4,  # _warn_unusable <- _encode_modality <- encode_items <- the caller
+    )
+
+
+def _encode_modality(
+    modality: str, encoder: ItemEncoder, plan: _Plan, cache_path: Path, batch_size: int, progress: bool
+) -> ModalityReport:
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    cached: dict[int, tuple[str, np.ndarray | None]] = {}
+    if cache_path.is_file():
+        try:
+            cached = _read_cache(cache_path, encoder.dim).rows
+        except Exception as exc:  # noqa: BLE001 - the cache is derived data: rebuild it
+            warnings.warn(f"{modality}: ignoring unreadable cache {cache_path} ({exc}); re-encoding", RuntimeWarning, stacklevel=3)
+
+    results: dict[int, tuple[str, np.ndarray | None]] = {}
+    todo: list[_Entry] = []
+    unreadable = dict(plan.unreadable)
+    for entry in plan.entries:
+        hit = cached.get(entry.item_id)
+        if hit is not None and hit[0] == entry.content_hash:
+            results[entry.item_id] = hit
+            if hit[1] is None:
+                unreadable[entry.item_id] = "could not be decoded on an earlier run (cached result: fix or replace the file)"
+        else:
+            todo.append(entry)
+    n_cached = len(results)
+
+    n_encoded = 0
+    with tqdm(total=len(todo), desc=f"encode {modality}", unit="item", disable=not progress or not todo) as bar:
+        for first in range(0, len(todo), batch_size):
+            chunk = todo[first : first + batch_size]
+            decoded, ok = [], []
+            for entry in chunk:
+                try:
+                    decoded.append(_decode(modality, entry))
+                    ok.append(entry)
+                except MediaError as exc:
+                    unreadable[entry.item_id] = str(exc)
+                    results[entry.item_id] = (entry.content_hash, None)
+            if decoded:
+                vectors = encoder.encode(decoded)  # (b, dim); loads the model on first use
+                for entry, vector in zip(ok, vectors):
+                    results[entry.item_id] = (entry.content_hash, vector)
+                n_encoded += len(ok)
+            bar.update(len(chunk))
+
+    order = [e.item_id for e in plan.entries]
+    if todo or set(cached) != set(order):
+        _write_cache(cache_path, order, [results[i][0] for i in order], [results[i][1] for i in order], encoder.dim)
+    _warn_unusable(modality, plan.missing, unreadable, len(plan.entries) + len(plan.missing) + len(plan.unreadable))
+    return ModalityReport(
+        modality=modality,
+        source="encoder",
+        dim=encoder.dim,
+        fingerprint=encoder.fingerprint,
+        n_items_with_vector=sum(results[i][1] is not None for i in order),
+        n_encoded=n_encoded,
+        n_cached=n_cached,
+        missing_ids=sorted(plan.missing),
+        unreadable_ids=sorted(unreadable),
+        seconds=time.perf_counter() - start,
+        path=cache_path,
+    )
+
+
+def _enabled(config: EncodersConfig) -> list[str]:
+    return [m for m in ENCODER_MODALITIES if getattr(config, m) is not None]
+
+
+def encode_items(
+    data_dir: Path, config: EncodersConfig, cache_dir: Path | None = None, progress: bool = True
+) -> EncodeReport:
+    """Encode every item of ``data_dir`` with the enabled frozen encoders, using and updating the cache.
+
+    Only new or changed items are encoded, and a model is loaded only if there is one. Missing
+    or unreadable media leave that item without a vector (one MediaWarning per modality).
+    Raises DatasetError for a malformed items.parquet or precomputed file, EncoderError for
+    encoder weights that cannot be found or loaded and for a cache directory that cannot be
+    created or written (``encoders.cache_dir``).
+    """
+    data_dir = Path(data_dir)
+    modalities = _enabled(config)
+    items = _read_items(data_dir, modalities)
+    precomputed = _precomputed_files(data_dir, config, modalities)
+    root = _resolve_cache_dir(data_dir, config, cache_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EncoderError(f"{CACHE_FIELD}: cannot create the vector cache directory {root}: {exc.strerror or exc}") from None
+
+    reports: dict[str, ModalityReport] = {}
+    loaded: list[str] = []
+    for modality in modalities:
+        encoder = build_encoder(modality, getattr(config, modality), load=False)
+        plan = _plan(items, modality, data_dir)
+        cache_path = root / modality / f"{encoder.fingerprint}.parquet"
+        reports[modality] = _encode_modality(modality, encoder, plan, cache_path, config.batch_size, progress)
+        if encoder.loaded:
+            loaded.append(modality)
+        del encoder  # free the model before the next modality's loads
+    for name, path in precomputed.items():
+        start = time.perf_counter()
+        vectors = _read_precomputed(name, path)
+        reports[name] = ModalityReport(
+            modality=name,
+            source="precomputed",
+            dim=vectors.dim,
+            fingerprint=None,
+            n_items_with_vector=len(vectors.item_ids),
+            n_encoded=0,
+            n_cached=0,
+            seconds=time.perf_counter() - start,
+            path=path,
+        )
+    return EncodeReport(cache_dir=root, modalities=reports, models_loaded=loaded)
+
+
+def load_item_vectors(data_dir: Path, config: EncodersConfig, cache_dir: Path | None = None) -> dict[str, ModalityVectors]:
+    """Every modality's item vectors, read from the caches and precomputed files (no model is loaded).
+
+    Items are in items.parquet order and only those with a vector are listed. Raises
+    EncoderError telling the user to run ``recsys encode`` when a modality's cache is missing
+    or does not match the current items (a new or changed title or media file).
+    """
+    data_dir = Path(data_dir)
+    modalities = _enabled(config)
+    items = _read_items(data_dir, modalities)
+    precomputed = _precomputed_files(data_dir, config, modalities)
+    root = _resolve_cache_dir(data_dir, config, cache_dir)
+
+    out: dict[str, ModalityVectors] = {}
+    for modality in modalities:
+        encoder = build_encoder(modality, getattr(config, modality), load=False)
+        cache_path = root / modality / f"{encoder.fingerprint}.parquet"
+        rerun = f"run `recsys encode` with this config to (re)build it"
+        if not cache_path.is_file():
+            raise EncoderError(f"no cached {modality} vectors for encoder {encoder.fingerprint} at {cache_path}: {rerun}")
+        try:
+            rows = _read_cache(cache_path, encoder.dim).rows
+        except Exception as exc:  # noqa: BLE001
+            raise EncoderError(f"the {modality} vector cache {cache_path} is unreadable ({exc}): {rerun}") from None
+        plan = _plan(items, modality, data_dir)
+        stale = [e.item_id for e in plan.entries if rows.get(e.item_id, ("",))[0] != e.content_hash]
+        if stale:
+            raise EncoderError(
+                f"the {modality} vector cache {cache_path} is stale: {len(stale)} item(s) are new or changed "
+                f"(ids {stale[:MAX_IDS_SHOWN]}{' ...' if len(stale) > MAX_IDS_SHOWN else ''}): {rerun}"
+            )
+        kept = [(e.item_id, rows[e.item_id][1]) for e in plan.entries if rows[e.item_id][1] is not None]
+        ids = np.array([i for i, _ in kept], dtype=np.int64)
+        matrix = np.stack([v for _, v in kept]).astype(np.float32) if kept else np.zeros((0, encoder.dim), np.float32)
+        out[modality] = ModalityVectors(modality, ids, matrix, encoder.fingerprint)
+    for name, path in precomputed.items():
+        out[name] = _read_precomputed(name, path)
+    return out

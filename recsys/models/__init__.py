@@ -1,0 +1,78 @@
+"""CTR models, each built from the config by name.
+
+| name     | item representation                                           | sequence        |
+|----------|---------------------------------------------------------------|-----------------|
+| lr       | one weight per id / attribute value                           | none            |
+| dnn      | id + attribute embeddings                                     | mean pooling    |
+| din      | id + attribute embeddings (no content)                        | DIN attention   |
+| concat   | ids + content, early fusion by concatenation                  | model.sequence  |
+| man      | ids + content, modal attention, no adversarial part           | model.sequence  |
+| man_d1   | man + shared encoder against one unweighted discriminator D1  | model.sequence  |
+| marn     | man + shared encoder + D0 weighting + D1 + Ds (full MARN)     | model.sequence  |
+"""
+
+from __future__ import annotations
+
+
+from torch import nn
+
+from recsys.config import ModelConfig
+from recsys.data.feature_map import FeatureMap
+from recsys.errors import ConfigError
+from recsys.models.ctr import CTRModel, LogisticRegression, build_sequence
+from recsys.models.inputs import ItemIdFeatures, ItemInputs
+from recsys.models.marn import AdversarialParts, IdItemEncoder, MultimodalItemEncoder
+from recsys.models.output import AdversarialTerms, ModelOutput
+
+__all__ = ["MODELS", "AdversarialTerms", "CTRModel", "ItemInputs", "ModelOutput", "build_model", "select_modalities"]
+
+#: model name -> (default fusion, adversarial parts) for the content models.
+_CONTENT_MODELS: dict[str, tuple[str, AdversarialParts | None]] = {
+    "concat": ("concat", None),
+    "man": ("modal_attention", None),
+    "man_d1": ("modal_attention", AdversarialParts(shared=True, d0_weighting=False, ds=False)),
+    "marn": ("modal_attention", AdversarialParts()),
+}
+MODELS: tuple[str, ...] = ("lr", "dnn", "din", *_CONTENT_MODELS)
+
+
+def select_modalities(config: ModelConfig, available: list[str]) -> list[str]:
+    """The model's modalities: ``config.modalities`` or "id" plus every available content modality."""
+    options = ["id", *available]
+    if config.modalities is None:
+        return options
+    unknown = [m for m in config.modalities if m not in options]
+    if unknown:
+        raise ConfigError(f"model.modalities: unknown modality {unknown}; available: {options}")
+    if not config.modalities:
+        raise ConfigError(f"model.modalities: empty; available: {options}")
+    return list(config.modalities)
+
+
+def build_model(config: ModelConfig, feature_map: FeatureMap, content_dims: dict[str, int]) -> nn.Module:
+    """Build the model named by ``config.name`` for these features and content modalities (name -> width)."""
+    name = config.name
+    if name not in MODELS:
+        raise ConfigError(f"model.name: unknown model {name!r}; valid names: {', '.join(MODELS)}")
+    if name == "lr":
+        return LogisticRegression(feature_map)
+    dim = config.item_dim
+
+    def ctr(item_encoder: nn.Module, sequence: str) -> CTRModel:
+        return CTRModel(item_encoder, build_sequence(sequence, dim), feature_map, config.embedding_dim,
+                        config.mlp_hidden, config.dropout)
+
+    if name in ("dnn", "din"):
+        ids = ItemIdFeatures(feature_map, config.embedding_dim, config.id_dropout)
+        return ctr(IdItemEncoder(ids, dim), "mean" if name == "dnn" else "din")
+    fusion, parts = _CONTENT_MODELS[name]
+    modalities = select_modalities(config, list(content_dims))
+    ids = ItemIdFeatures(feature_map, config.embedding_dim, config.id_dropout) if "id" in modalities else None
+    content = {m: content_dims[m] for m in modalities if m != "id"}
+    try:
+        encoder = MultimodalItemEncoder(ids, content, dim, fusion=config.fusion or fusion, parts=parts)
+    except ValueError as exc:
+        raise ConfigError(f"model ({name}, modalities {modalities}): {exc}") from None
+    return ctr(encoder, config.sequence)
+
+

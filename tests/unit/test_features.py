@@ -1,0 +1,80 @@
+"""The feature pipeline: leak-free sequences, splits, a feature map fitted on train only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recsys.config import SplitConfig
+from recsys.data.feature_map import OOV, FeatureMap
+from recsys.data.sequences import build_behaviour_sequences
+from recsys.data.splits import SPLIT_RANK, assign_splits
+from support.tiny import make_tiny
+
+rows = st.lists(
+    st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(0, 20), st.integers(0, 1), st.sampled_from(["train", "valid", "test"])),
+    min_size=1, max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=rows, max_len=st.integers(1, 6))
+def test_sequences_never_see_the_present_or_future(rows, max_len: int) -> None:
+    frame = pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp", "label", "split"], orient="row")
+    history, mask = build_behaviour_sequences(frame, max_len)
+    for i, (user, _, ts, _, split) in enumerate(rows):
+        # Brute force: this user's clicks strictly earlier, from this split or an earlier one, newest last.
+        clicks = sorted(
+            ((t, j, item) for j, (u, item, t, label, s) in enumerate(rows)
+             if u == user and label == 1 and t < ts and SPLIT_RANK[s] <= SPLIT_RANK[split]),
+        )
+        expected = [item for _, _, item in clicks][-max_len:]
+        got = history[i][mask[i]].tolist()
+        assert sorted(got) == sorted(expected) and len(got) == len(expected)
+        assert mask[i].tolist() == [False] * (max_len - len(got)) + [True] * len(got)  # left-padded, newest last
+        times = [t for t, _, _ in clicks][-max_len:]
+        assert all(t < ts for t in times)
+
+
+def test_sequence_order_is_newest_last() -> None:
+    frame = pl.DataFrame({"user_id": [1] * 4, "item_id": [10, 11, 12, 13], "timestamp": [1, 2, 3, 4],
+                          "label": [1, 1, 1, 0], "split": ["train"] * 4})
+    history, mask = build_behaviour_sequences(frame, 2)
+    assert history[3].tolist() == [11, 12] and mask[3].all()
+    assert mask[0].sum() == 0
+
+
+def test_time_split_per_user() -> None:
+    frame = pl.DataFrame({"user_id": [1] * 10 + [2] * 2, "item_id": list(range(12)), "timestamp": list(range(10, 0, -1)) + [1, 2]})
+    out = assign_splits(frame, SplitConfig(method="time", valid_fraction=0.2, test_fraction=0.2))
+    user1 = out.filter(pl.col("user_id") == 1).sort("timestamp")["split"].to_list()
+    assert user1 == ["train"] * 6 + ["valid"] * 2 + ["test"] * 2
+    assert out.filter(pl.col("user_id") == 2)["split"].to_list() == ["train", "train"]  # too few rows to split
+
+
+def test_feature_map_is_fitted_on_train_only_and_round_trips(tmp_path: Path) -> None:
+    tiny = make_tiny()
+    fm = tiny.feature_map
+    train_items = set(tiny.interactions.filter(pl.col("split") == "train")["item_id"].to_list())
+    assert set(fm.fields["item_id"].vocab) == {str(i) for i in train_items}
+    unseen = pl.Series("device", ["tv"])  # never in train
+    assert fm.encode_categorical("device", unseen).tolist() == [OOV]
+    cold_rows = tiny.table.rows([i for i in tiny.items["item_id"].to_list() if i not in train_items])
+    assert (tiny.table.id_index[cold_rows] == OOV).all()
+    fm.save(tmp_path / "fm.json")
+    again = FeatureMap.load(tmp_path / "fm.json")
+    assert again.to_json() == fm.to_json()
+    price = fm.encode_numeric("price", tiny.interactions.filter(pl.col("split") == "train")["price"])
+    assert abs(float(price.mean())) < 1e-5 and abs(float(price.std()) - 1) < 0.01
+
+
+def test_examples_carry_rows_that_point_at_the_right_items() -> None:
+    tiny = make_tiny()
+    ex = tiny.examples
+    assert np.array_equal(tiny.table.item_ids[ex.arrays["item"] - 1], tiny.interactions["item_id"].to_numpy())
+    assert (ex.arrays["hist"][~ex.arrays["hist_mask"]] == 0).all()
+    assert (ex.arrays["hist"][ex.arrays["hist_mask"]] > 0).all()

@@ -1,0 +1,158 @@
+"""Models: each overfits one batch, cold items are scored from content, masks hold, checkpoints round-trip."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from recsys.config import ExperimentConfig
+from recsys.errors import ConfigError
+from recsys.losses import total_loss
+from recsys.models import MODELS, ItemInputs, build_model
+from support.tiny import make_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_tiny()
+
+
+def build(tiny, name: str, **update):
+    torch.manual_seed(0)
+    cfg = tiny.config.model.model_copy(update={"name": name, **update})
+    return build_model(cfg, tiny.feature_map, tiny.table.dims()), cfg
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_each_model_overfits_one_batch(tiny, name: str) -> None:
+    model, cfg = build(tiny, name)
+    items = ItemInputs.from_table(tiny.table)
+    batch = next(tiny.examples.split("train").batches(64))
+    # One fixed label per item: memorisable by every model, logistic regression included.
+    batch["label"] = (batch["item"] % 2).float()
+    lr = 0.05 if name == "lr" else 0.01
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    first = None
+    for _ in range(300):
+        loss, parts = total_loss(model(batch, items), batch["label"], cfg)
+        first = parts["click"] if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        click = torch.nn.functional.binary_cross_entropy_with_logits(model(batch, items).logits, batch["label"])
+    assert float(click) <= 0.1 * first, (name, first, float(click))
+
+
+def test_marn_reports_every_adversarial_term(tiny) -> None:
+    model, cfg = build(tiny, "marn", lambda_orth=0.1)
+    out = model(next(tiny.examples.split("train").batches(32)), ItemInputs.from_table(tiny.table))
+    _, parts = total_loss(out, torch.zeros(32), cfg)
+    assert {"click", "d0", "d1", "ds", "orth", "total"} <= set(parts)
+    w = out.adversarial.d1_weights
+    assert ((w >= 0) & (w <= 1)).all()
+    assert torch.allclose(w.sum(dim=1), torch.ones(w.shape[0]))
+    assert out.modal_attention.shape == (32, 3)  # id, image, audio
+    ablation, cfg1 = build(tiny, "man_d1")
+    parts1 = total_loss(ablation(next(tiny.examples.split("train").batches(32)), ItemInputs.from_table(tiny.table)), torch.zeros(32), cfg1)[1]
+    assert "d1" in parts1 and "d0" not in parts1 and "ds" not in parts1
+
+
+@pytest.mark.parametrize("name", ["marn", "man", "concat"])
+def test_masked_modality_values_change_no_output(tiny, name: str) -> None:
+    model, _ = build(tiny, name)
+    model.eval()
+    batch = next(tiny.examples.split("train").batches(64))
+    items = ItemInputs.from_table(tiny.table)
+    before = model(batch, items).logits
+    tensors = dict(items.tensors)
+    absent = ~tensors["mask.audio"]
+    assert absent[1:].any()
+    poisoned = tensors["vector.audio"].clone()
+    poisoned[absent] = float("nan")
+    tensors["vector.audio"] = poisoned
+    after = model(batch, ItemInputs(tensors)).logits
+    assert torch.equal(before, after)
+
+
+def test_cold_items_get_finite_scores_that_depend_on_content(tiny) -> None:
+    cold = tiny.examples.split("test")
+    cold = cold.subset(np.flatnonzero(cold.meta["is_cold"].to_numpy()))
+    assert len(cold) > 0
+    batch = next(cold.batches(len(cold)))
+    for name, depends in (("marn", True), ("din", False)):
+        model, _ = build(tiny, name)
+        model.eval()
+        items = ItemInputs.from_table(tiny.table)
+        scores = model(batch, items).logits
+        assert torch.isfinite(scores).all()
+        tensors = dict(items.tensors)
+        tensors["vector.image"] = tensors["vector.image"] + 1.0  # change every item's picture
+        moved = (model(batch, ItemInputs(tensors)).logits - scores).abs().max()
+        assert (moved > 1e-4) == depends, (name, float(moved))
+
+
+def test_save_load_gives_identical_logits(tiny, tmp_path: Path) -> None:
+    for name in ("marn", "din", "lr"):
+        model, cfg = build(tiny, name)
+        model.eval()
+        config = tiny.config.model_copy(update={"model": cfg})
+        path = save_checkpoint(tmp_path / name, model, config, tiny.feature_map, tiny.table, metrics={"auc": 0.5})
+        ckpt = load_checkpoint(path, expected_config=config)
+        batch = next(tiny.examples.split("valid").batches(50))
+        before = model(batch, ItemInputs.from_table(tiny.table)).logits
+        after = ckpt.model(batch, ItemInputs.from_table(ckpt.item_table)).logits
+        assert torch.equal(before, after)
+        assert ckpt.metrics == {"auc": 0.5} and ckpt.meta["model"] == name
+
+
+def test_bad_checkpoints_are_refused_with_the_file_and_reason(tiny, tmp_path: Path) -> None:
+    model, cfg = build(tiny, "marn")
+    config = tiny.config.model_copy(update={"model": cfg})
+    good = save_checkpoint(tmp_path / "good", model, config, tiny.feature_map, tiny.table)
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(good, truncated)
+    data = (truncated / "model.pt").read_bytes()
+    (truncated / "model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"model\.pt: .*truncated"):
+        load_checkpoint(truncated)
+
+    with pytest.raises(CheckpointError, match="checkpoint directory not found"):
+        load_checkpoint(tmp_path / "nope")
+    missing = tmp_path / "missing"
+    shutil.copytree(good, missing)
+    (missing / "feature_map.json").unlink()
+    with pytest.raises(CheckpointError, match=r"feature_map\.json: missing"):
+        load_checkpoint(missing)
+
+    other = config.model_copy(update={"model": cfg.model_copy(update={"item_dim": 8})})
+    with pytest.raises(CheckpointError, match=r"incompatible .*model\.item_dim: checkpoint 16, config 8"):
+        load_checkpoint(good, expected_config=other)
+
+
+def test_unknown_model_or_fusion_is_refused_with_valid_names(tiny) -> None:
+    with pytest.raises(Exception, match=r"'marn'.*'din'"):
+        ExperimentConfig.model_validate({"model": {"name": "deepfm"}})
+    with pytest.raises(Exception, match=r"'modal_attention'.*'concat'"):
+        ExperimentConfig.model_validate({"model": {"fusion": "gated"}})
+    bad = tiny.config.model.model_construct(**{**tiny.config.model.model_dump(), "name": "deepfm"})
+    with pytest.raises(ConfigError, match=r"valid names: lr, dnn, din, concat, man, man_d1, marn"):
+        build_model(bad, tiny.feature_map, tiny.table.dims())
+    with pytest.raises(ConfigError, match=r"unknown modality \['video'\]; available: \['id', 'image', 'audio'\]"):
+        build(tiny, "marn", modalities=["id", "video"])
+    with pytest.raises(ConfigError, match=">= 2 modalities"):
+        build(tiny, "marn", modalities=["image"])
+
+
+def test_one_modality_dropped_ablation_builds(tiny) -> None:
+    model, _ = build(tiny, "marn", modalities=["id", "image"])
+    assert model.modalities == ["id", "image"]
+    out = model(next(tiny.examples.split("train").batches(8)), ItemInputs.from_table(tiny.table))
+    assert out.modal_attention.shape == (8, 2)
