@@ -1,11 +1,13 @@
 """Encoder throughput: items/s per modality, batched vs one item at a time.
 
-    python benchmarks/encode_throughput.py --items 128 --batch-size 32
+    python benchmarks/encode_throughput.py --items 128 --batch-size 32 [--threads 1]
 
 Generates N in-memory items (titles, 256x256 images, 22.05 kHz mono clips), loads each
 encoder once (load time reported apart), warms it up, then times ``encoder.encode`` over all
 items in batches and one at a time. Decoding files is not timed (it is the same either way).
-Prints a markdown table; writes nothing.
+Prints a markdown table; writes nothing. On a shared machine compare with ``--threads 1``:
+when other processes hold the cores, torch's multi-threaded kernels can wait on each other
+and small (one-item) calls slow down far more than batched ones.
 """
 
 from __future__ import annotations
@@ -73,7 +75,10 @@ def main() -> None:
     parser.add_argument(
         "--modalities", default="title,image,audio_aisfx,audio_logmel", help="comma-separated subset to run"
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rng = np.random.default_rng(0)
     clips = make_clips(args.items, args.audio_seconds, rng)

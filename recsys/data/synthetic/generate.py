@@ -34,6 +34,7 @@ FRESH_WINDOW_S = 7 * 86400  # items released this recently get extra "new arriva
 FRESH_SHARE = 0.2  # share of impressions drawn uniformly from fresh items (when there are any)
 
 Size = Literal["small", "medium"]
+SPLIT_NAMES = ("train", "valid", "test")  # Impressions.split codes 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,7 @@ def make_default_dataset(
         n_missing_audio=int((~items.has_audio).sum()),
         oracle_auc_test=oracle_auc,
     )
-    ctr = {name: round(float(imp.label[imp.split == k].mean()), 6) for k, name in enumerate(("train", "valid", "test"))}
+    ctr = {name: round(float(imp.label[imp.split == k].mean()), 6) for k, name in enumerate(SPLIT_NAMES)}
     (out / "README.md").write_text(_readme(seed, size, summary, ctr), encoding="utf-8")
     _write_json(
         out / "dataset.json",
@@ -229,7 +230,7 @@ def make_default_dataset(
                 "cold_items": summary.n_cold_items,
                 "missing_image": summary.n_missing_image,
                 "missing_audio": summary.n_missing_audio,
-                "rows_per_split": {name: int((imp.split == k).sum()) for k, name in enumerate(("train", "valid", "test"))},
+                "rows_per_split": {name: int((imp.split == k).sum()) for k, name in enumerate(SPLIT_NAMES)},
             },
             "ctr": ctr,
             "oracle_auc_test": oracle_auc,
@@ -309,7 +310,10 @@ def _write_tables(
             "audio_path": audio_paths,
             "department": department,
         },
-        schema={"item_id": pl.Int64, "title": pl.String, "image_path": pl.String, "audio_path": pl.String, "department": pl.String},
+        schema={
+            "item_id": pl.Int64, "title": pl.String, "image_path": pl.String,
+            "audio_path": pl.String, "department": pl.String,
+        },
     ).write_parquet(out / "items.parquet")
     pl.DataFrame(
         {
@@ -325,7 +329,7 @@ def _write_tables(
             "item_id": items.item_id[imp.item_idx],
             "timestamp": imp.timestamp.astype(np.int64),
             "label": imp.label,
-            "split": pl.Series(np.array(["train", "valid", "test"])[imp.split]),
+            "split": pl.Series(np.array(SPLIT_NAMES)[imp.split]),
             "hour": imp.hour.astype(np.int8),
             "device": pl.Series(np.array(A.DEVICES)[imp.device]),
             "true_prob": imp.true_prob,

@@ -35,7 +35,9 @@ _SUPERSAMPLE = 2  # shapes are drawn at 2x and downsampled: smooth edges, still 
 # --------------------------------------------------------------------------- image
 
 
-def _polygon(cx: float, cy: float, r: float, k: int, rotation: float, inner: float | None = None) -> list[tuple[float, float]]:
+def _polygon(
+    cx: float, cy: float, r: float, k: int, rotation: float, inner: float | None = None
+) -> list[tuple[float, float]]:
     """Vertices of a regular k-gon (or a k-pointed star when ``inner`` is a radius fraction)."""
     points = []
     steps = 2 * k if inner is not None else k
@@ -105,7 +107,7 @@ def render_image(category: int, colour: int, texture: int, rng: np.random.Genera
     mask = _shape_mask(CATEGORIES[category].shape, size, cx, cy, r)
     base = np.clip(np.array(list(COLOURS.values())[colour]) + rng.integers(-10, 11, size=3), 0, 255)
     levels = np.stack([0.4 * base, base, base + 0.6 * (255 - base)]).round().astype(np.uint8)
-    fill = Image.fromarray(levels[_texture_levels(TEXTURES[texture], size, rng)], mode="RGB")
+    fill = Image.fromarray(levels[_texture_levels(TEXTURES[texture], size, rng)])  # uint8 HxWx3: RGB
     big = Image.composite(fill, Image.new("RGB", (size, size), background), mask)
     return big.reduce(_SUPERSAMPLE)  # box filter: anti-aliased edges
 
