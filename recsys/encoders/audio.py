@@ -45,7 +45,8 @@ AISFX_BLOCK_FRAMES = 100
 AISFX_BLOCK_HOP = 50  # aisfx's default emb_hop_size=0.5 (the ISMIR setting)
 AISFX_SPEC_MAX = 9.457798957824707  # spectrogram_normalize(spec_norm='original'): min 0, this max
 AISFX_DIM = 512
-AISFX_MAX_BLOCKS_PER_FORWARD = 32  # bounds activation memory (~80 MB per forward)
+# Blocks per forward pass: on CPU a few at a time is fastest (activations stay in cache; ~20 MB).
+AISFX_BLOCKS_PER_FORWARD = 8
 
 
 def prepare_waveform(waveform: np.ndarray, sample_rate: int, target_rate: int, max_seconds: float) -> np.ndarray:
@@ -159,7 +160,7 @@ class AisfxAudioEncoder(ItemEncoder[AudioInput]):
                 state = {k.removeprefix("embedding_net."): v for k, v in state.items() if k.startswith("embedding_net.")}
             net = EmbeddingNet("max", 3, 1, 64)
             load_state_dict_into(net, state, AUDIO_FIELD, self.weights_path)
-        self.net = freeze(net)
+        self.net = freeze(net).to(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
         self.front_end = MelFrontEnd(
             AISFX_SAMPLE_RATE, AISFX_N_FFT, AISFX_HOP, AISFX_MEL_BINS, AISFX_F_MIN, AISFX_F_MAX, htk=True, norm=1.0
         )
@@ -188,7 +189,7 @@ class AisfxAudioEncoder(ItemEncoder[AudioInput]):
         assert self.net is not None
         blocks, counts = self.spectrogram_blocks(batch)
         embeddings = torch.cat(
-            [self.net(chunk) for chunk in blocks.split(AISFX_MAX_BLOCKS_PER_FORWARD)]
+            [self.net(chunk) for chunk in blocks.split(AISFX_BLOCKS_PER_FORWARD)]
         )  # (N, 512)
         per_clip = embeddings.split(counts)
         return torch.stack([e.mean(dim=0) for e in per_clip]).numpy()  # (B, 512)

@@ -20,6 +20,9 @@ from recsys.errors import EncoderError
 ARCH_DIMS = {"mobilenet_v2": 1280, "resnet18": 512, "resnet50": 2048}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# CPU convolutions run fastest on a few images at a time (activations stay in cache) and in
+# channels-last layout (oneDNN's native one): measured ~1.5-2x on MobileNetV2 at 160 px.
+FORWARD_CHUNK = 8
 
 
 def images_to_tensor(images: list[Image.Image], size: int) -> torch.Tensor:
@@ -71,9 +74,9 @@ class ImageEncoder(ItemEncoder[Image.Image]):
             model.classifier = torch.nn.Identity()
         else:
             model.fc = torch.nn.Identity()
-        self.model = freeze(model)
+        self.model = freeze(model).to(memory_format=torch.channels_last)
 
     def _encode(self, batch: list[Image.Image]) -> np.ndarray:
         assert self.model is not None
-        x = images_to_tensor(batch, self.cfg.image_size)  # (B, 3, S, S)
-        return self.model(x).numpy()  # (B, dim)
+        x = images_to_tensor(batch, self.cfg.image_size).contiguous(memory_format=torch.channels_last)  # (B, 3, S, S)
+        return torch.cat([self.model(chunk) for chunk in x.split(FORWARD_CHUNK)]).numpy()  # (B, dim)
