@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +76,7 @@ class EncodeReport:
     modalities: dict[str, ModalityReport]
     models_loaded: list[str]  # modalities whose model was loaded in this run
 
-    def summary(self) -> str:
+    def format(self) -> str:
         """A markdown table, one row per modality."""
         lines = [
             "| modality | source | dim | with vector | encoded | cached | missing | unreadable | seconds |",
@@ -200,14 +200,10 @@ def _vectors_from_arrow(array: pa.Array | pa.ChunkedArray, where: str) -> tuple[
     return np.ascontiguousarray(flat.reshape(len(present), dim), dtype=np.float32), valid, dim
 
 
-@dataclass
-class _CacheRows:
-    """Rows of one cache file: item_id -> (content_hash, vector or None)."""
-
-    rows: dict[int, tuple[str, np.ndarray | None]]
+CacheRows = dict[int, tuple[str, "np.ndarray | None"]]  # item_id -> (content_hash, vector or None)
 
 
-def _read_cache(path: Path, dim: int) -> _CacheRows:
+def _read_cache(path: Path, dim: int) -> CacheRows:
     """Rows of a cache file; raises ValueError when it is unreadable or of another width."""
     table = pq.read_table(path)
     if table.column_names[:3] != ["item_id", "content_hash", "vector"]:
@@ -217,12 +213,12 @@ def _read_cache(path: Path, dim: int) -> _CacheRows:
     matrix, valid, found_dim = _vectors_from_arrow(table.column("vector"), str(path))
     if found_dim is not None and found_dim != dim:
         raise ValueError(f"{path}: vectors are {found_dim}-d, the encoder gives {dim}-d")
-    rows: dict[int, tuple[str, np.ndarray | None]] = {}
+    rows: CacheRows = {}
     k = 0
     for item_id, content_hash, ok in zip(ids.tolist(), hashes, valid.tolist()):
         rows[item_id] = (content_hash, matrix[k] if ok else None)
         k += int(ok)
-    return _CacheRows(rows)
+    return rows
 
 
 def _write_cache(path: Path, ids: list[int], hashes: list[str], vectors: list[np.ndarray | None], dim: int) -> None:
@@ -243,8 +239,9 @@ def _write_cache(path: Path, ids: list[int], hashes: list[str], vectors: list[np
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        # A unique temp name in the same directory (same filesystem, so the rename is atomic);
+        # written with the usual umask permissions, unlike mkstemp's 0600.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             pq.write_table(table, tmp)
             os.replace(tmp, path)
@@ -354,14 +351,14 @@ def _encode_modality(
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
-    cached: dict[int, tuple[str, np.ndarray | None]] = {}
+    cached: CacheRows = {}
     if cache_path.is_file():
         try:
-            cached = _read_cache(cache_path, encoder.dim).rows
+            cached = _read_cache(cache_path, encoder.dim)
         except Exception as exc:  # noqa: BLE001 - the cache is derived data: rebuild it
             warnings.warn(f"{modality}: ignoring unreadable cache {cache_path} ({exc}); re-encoding", RuntimeWarning, stacklevel=3)
 
-    results: dict[int, tuple[str, np.ndarray | None]] = {}
+    results: CacheRows = {}
     todo: list[_Entry] = []
     unreadable = dict(plan.unreadable)
     for entry in plan.entries:
@@ -373,6 +370,8 @@ def _encode_modality(
         else:
             todo.append(entry)
     n_cached = len(results)
+    if modality == "title":
+        todo.sort(key=lambda e: len(e.source))  # similar lengths per batch: less padding to compute
 
     n_encoded = 0
     with tqdm(total=len(todo), desc=f"encode {modality}", unit="item", disable=not progress or not todo) as bar:
@@ -485,7 +484,7 @@ def load_item_vectors(data_dir: Path, config: EncodersConfig, cache_dir: Path | 
         if not cache_path.is_file():
             raise EncoderError(f"no cached {modality} vectors for encoder {encoder.fingerprint} at {cache_path}: {rerun}")
         try:
-            rows = _read_cache(cache_path, encoder.dim).rows
+            rows = _read_cache(cache_path, encoder.dim)
         except Exception as exc:  # noqa: BLE001
             raise EncoderError(f"the {modality} vector cache {cache_path} is unreadable ({exc}): {rerun}") from None
         plan = _plan(items, modality, data_dir)

@@ -56,7 +56,7 @@ def _make_dataset(root: Path) -> Path:
 
 
 def _encode(data_dir: Path, config: EncodersConfig = CONFIG, **kwargs):
-    """encode_items, returning (report, {modality: [MediaWarning messages]})."""
+    """encode_items, returning (report, {modality: [its MediaWarning messages]}, all MediaWarning messages)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = encode_items(data_dir, config, progress=False, **kwargs)
