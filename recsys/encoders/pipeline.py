@@ -87,6 +87,8 @@ class EncodeReport:
                 f"| {r.modality} | {r.source} | {r.dim} | {r.n_items_with_vector} | {r.n_encoded} | {r.n_cached} "
                 f"| {len(r.missing_ids)} | {len(r.unreadable_ids)} | {r.seconds:.2f} |"
             )
+        loaded = ", ".join(self.models_loaded) if self.models_loaded else "none (every vector was cached)"
+        lines += ["", f"models loaded: {loaded}", f"cache: {self.cache_dir}"]
         return "\n".join(lines)
 
 

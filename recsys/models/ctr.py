@@ -64,7 +64,7 @@ class CTRModel(nn.Module):
         self.user = FieldEmbeddings([f.cardinality for f in user_fields], embedding_dim)
         self.context = FieldEmbeddings([f.cardinality for f in context_fields], embedding_dim)
         dim = item_encoder.out_dim
-        in_dim = (len(user_fields) + len(context_fields)) * embedding_dim + self.n_numeric + 2 * dim
+        in_dim = (len(user_fields) + len(context_fields)) * embedding_dim + self.n_numeric + 3 * dim
         self.head = MLP(in_dim, mlp_hidden, out_dim=1, dropout=dropout)
 
     @property
@@ -78,7 +78,9 @@ class CTRModel(nn.Module):
     def head_logits(self, batch: dict[str, torch.Tensor], target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """The user side and final layers, given candidate (B, D) and history (B, L, D) reps."""
         interest = self.sequence(history, batch["hist_mask"], target)  # (B, D)
-        parts = [self.user(batch["user"]).flatten(1), self.context(batch["context"]).flatten(1), target, interest]
+        # target * interest: an explicit match term (an MLP learns multiplicative interactions slowly).
+        parts = [self.user(batch["user"]).flatten(1), self.context(batch["context"]).flatten(1), target, interest,
+                 target * interest]
         if self.n_numeric:
             parts.append(batch["numeric"])
         return self.head(torch.cat(parts, dim=1)).squeeze(-1)  # (B,)

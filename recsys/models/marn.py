@@ -77,7 +77,9 @@ class MultimodalItemEncoder(nn.Module):
             if len(self.modalities) < 2:
                 raise ValueError(f"the adversarial parts need >= 2 modalities, got {self.modalities}")
             self.project = nn.ModuleDict({m: nn.Linear(in_dims[m], dim) for m in self.modalities})  # P_m
-            self.shared = MLP(dim, [dim], out_dim=dim)  # I, one for all modalities
+            # I, one encoder for all modalities. The LayerNorm bounds the shared features' scale: under
+            # gradient reversal the encoder could otherwise "fool" D1 by inflating them without limit.
+            self.shared = nn.Sequential(MLP(dim, [dim], out_dim=dim), nn.LayerNorm(dim))
             self.d1 = ModalityDiscriminator(dim, len(self.modalities), hidden=(dim,))
             self.d0 = ModalityDiscriminator(dim, len(self.modalities), hidden=(dim,)) if parts.d0_weighting else None
 
