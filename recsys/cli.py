@@ -76,6 +76,24 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from recsys.config import load_config
+    from training.launch import run_training
+
+    config = load_config(args.config)
+    if args.storage:
+        config.train.storage_path = args.storage
+    result = run_training(
+        config, data_dir=args.data, cache_dir=args.cache_dir, address=args.address, workers=args.workers,
+        run_name=args.run_name, resume=args.resume,
+    )
+    best = result.best_metrics
+    print(f"best checkpoint: {result.best_checkpoint} (epoch {best['epoch']}, val AUC {best['val_auc']:.4f}, "
+          f"GAUC {best['val_gauc']:.4f}, logloss {best['val_logloss']:.4f})")
+    print(f"latest checkpoint: {result.latest_checkpoint}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the built-in data: make the dataset, validate it, encode its items."""
     from recsys.config import load_config
@@ -155,6 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--cache-dir", help="override encoders.cache_dir")
     encode.add_argument("--no-progress", action="store_true", help="no progress bar")
     encode.set_defaults(func=_cmd_encode)
+
+    train = sub.add_parser(
+        "train", help="train a model with Ray Train (local Ray, or a cluster via --address)",
+        description="Train with Ray Train + Ray Data: DDP over gloo on CPU, validation every epoch, best and "
+        "latest checkpoints under <train.storage_path>/<run name>/, early stopping, resume.",
+    )
+    train.add_argument("--config", required=True, help="experiment YAML")
+    train.add_argument("--address", help="Ray cluster address (e.g. ray://head:10001 or head:6379); default: local Ray")
+    train.add_argument("--workers", type=int, help="Ray Train workers (overrides train.workers)")
+    train.add_argument("--run-name", help="run name (default: <model>-<time>); reuse it with --resume")
+    train.add_argument("--resume", action="store_true", help="continue the run --run-name from its latest checkpoint")
+    train.add_argument("--data", help="dataset directory (overrides data.path)")
+    train.add_argument("--cache-dir", help="encoder cache (overrides encoders.cache_dir)")
+    train.add_argument("--storage", help="checkpoint storage path (overrides train.storage_path)")
+    train.set_defaults(func=_cmd_train)
 
     demo = sub.add_parser(
         "demo", help="the main job on the built-in dataset (make data, validate, encode)",

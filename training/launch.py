@@ -1,0 +1,200 @@
+"""Launch a training run on Ray: the same code on a laptop's local Ray and on a cluster.
+
+    check inputs (before any Ray worker starts) -> ray.init(address) -> prepare features in a
+    Ray task (the driver never loads the table) -> TorchTrainer over Ray Data -> best + latest
+    checkpoints under <storage_path>/<run_name>/
+
+Resume: a run name that already exists in the storage path is continued with ``resume=True``
+(Ray Train restores the latest reported checkpoint: model, optimizer, epoch/step, RNG).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys.config import ExperimentConfig
+from recsys.errors import ConfigError, RecsysError
+
+RUN_INFO = "run.json"
+
+
+class TrainError(RecsysError):
+    """A training run cannot start or did not finish."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run left behind."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    latest_checkpoint: Path
+    best_metrics: dict
+    history: list[dict]
+    prepared_dir: Path
+
+
+# --------------------------------------------------------------------------- checks before Ray
+
+
+def check_storage(storage_path: str) -> Path:
+    """The storage path exists or can be created, and is writable (probed with a real file)."""
+    if "://" in storage_path:
+        return Path(storage_path)  # remote filesystems (s3://, gs://) are checked by Ray itself
+    path = Path(storage_path).resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"train.storage_path: cannot write to {path} ({exc.strerror or exc})") from None
+    return path
+
+
+def check_inputs(config: ExperimentConfig, data_dir: Path, cache_dir: Path | None, workers: int) -> None:
+    """Everything that can be checked cheaply, before Ray starts any worker."""
+    from recsys.data.validate import validate_dataset
+    from recsys.encoders.pipeline import load_item_vectors
+
+    if workers < 1:
+        raise ConfigError(f"train.workers: must be >= 1, got {workers}")
+    validate_dataset(data_dir, config).raise_for_errors()
+    load_item_vectors(data_dir, config.encoders, cache_dir=cache_dir)  # raises if `recsys encode` is needed
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def init_ray(address: str | None, workers: int) -> None:
+    """Connect to a cluster at ``address``, or start a local Ray sized for ``workers``."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        # Logical CPUs above the physical count: training workers hold one CPU each for the whole
+        # run, and Ray Data's read tasks must still find a CPU to stream the shards.
+        ray.init(num_cpus=max(os.cpu_count() or 1, workers + 2), include_dashboard=False,
+                 object_store_memory=512 * 1024**2)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = True  # same seed + same data -> same batches
+
+
+def _prepare_remote(config_dict: dict, data_dir: str, cache_dir: str | None, out_dir: str) -> dict:
+    """Runs as a Ray task: featurise the dataset and write Parquet shards for the workers."""
+    from recsys.data.prepare import prepare_data, write_prepared
+
+    config = ExperimentConfig.model_validate(config_dict)
+    prepared = prepare_data(config, data_dir, cache_dir, validate=False)
+    return write_prepared(prepared, out_dir)
+
+
+def prepare_features(config: ExperimentConfig, data_dir: Path, cache_dir: Path | None, out_dir: Path) -> dict:
+    """Prepare features in a Ray task (on the cluster) unless they are already there."""
+    import ray
+
+    marker = out_dir / "counts.json"
+    if marker.is_file():
+        return json.loads(marker.read_text())
+    task = ray.remote(num_cpus=1)(_prepare_remote)
+    counts = ray.get(task.remote(config.model_dump(mode="json"), str(data_dir.resolve()),
+                                 str(cache_dir.resolve()) if cache_dir else None, str(out_dir)))
+    marker.write_text(json.dumps(counts))
+    return counts
+
+
+def run_training(
+    config: ExperimentConfig,
+    *,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    run_name: str | None = None,
+    resume: bool = False,
+    max_failures: int = 2,
+    loop_options: dict | None = None,
+) -> TrainResult:
+    """Train ``config.model`` with Ray Train; see the module docstring."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from training.loop import train_loop_per_worker
+
+    workers = config.train.workers if workers is None else workers
+    address = address or config.train.address
+    data_dir = Path(data_dir or config.data.path)
+    cache_dir = Path(cache_dir) if cache_dir else (Path(config.encoders.cache_dir) if config.encoders.cache_dir else None)
+    storage = check_storage(config.train.storage_path)
+    run_name = run_name or f"{config.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = storage / run_name
+    if run_dir.exists() and not resume:
+        raise TrainError(f"run '{run_name}' already exists in {storage}: pass --resume to continue it, or another --run-name")
+    if resume and not (run_dir / RUN_INFO).is_file():
+        raise TrainError(f"--resume: no run '{run_name}' in {storage} (nothing to resume)")
+    check_inputs(config, data_dir, cache_dir, workers)
+
+    init_ray(address, workers)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_INFO).write_text(json.dumps({"run_name": run_name, "config": config.model_dump(mode="json"),
+                                                 "data_dir": str(data_dir.resolve()), "workers": workers}, indent=1))
+    prepared_dir = run_dir / "prepared"
+    counts = prepare_features(config, data_dir, cache_dir, prepared_dir)
+    print(f"[recsys] prepared features: {counts['train']} train / {counts['valid']} valid / {counts['test']} test rows "
+          f"-> {prepared_dir}", flush=True)
+    if counts["valid"] == 0:
+        raise TrainError("the validation split is empty: early stopping and model selection need it (data.split)")
+
+    datasets = {"train": ray.data.read_parquet(str(prepared_dir / "train")),
+                "valid": ray.data.read_parquet(str(prepared_dir / "valid"))}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"experiment": config.model_dump(mode="json"), "prepared_dir": str(prepared_dir),
+                           **(loop_options or {})},
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        run_config=ray.train.RunConfig(
+            name=f"{run_name}",
+            storage_path=str(storage / run_name / "ray"),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute="val_auc", checkpoint_score_order="max"),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors in several exception types
+        raise TrainError(f"training run '{run_name}' failed: {type(exc).__name__}: {exc}") from exc
+    if result.error is not None:
+        raise TrainError(f"training run '{run_name}' failed: {result.error}")
+    return _finish(run_dir, result, prepared_dir)
+
+
+def _finish(run_dir: Path, result, prepared_dir: Path) -> TrainResult:
+    """Copy the best and the latest checkpoint to stable names: <run>/best and <run>/latest."""
+    ranked = sorted(result.best_checkpoints, key=lambda cm: cm[1].get("val_auc", float("-inf")))
+    best_ckpt, best_metrics = ranked[-1]
+    latest = result.checkpoint
+    for name, ckpt in (("best", best_ckpt), ("latest", latest)):
+        target = run_dir / name
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(ckpt.path, target)
+    import torch
+
+    from training.state import STATE_FILE
+
+    history = torch.load(run_dir / "latest" / STATE_FILE, weights_only=True)["state"]["history"]
+    return TrainResult(run_dir, run_dir / "best", run_dir / "latest", dict(best_metrics), history, prepared_dir)

@@ -1,0 +1,182 @@
+"""``train_loop_per_worker``: the only code that runs inside Ray Train workers.
+
+Each worker streams its shard of the training split from Ray Data, trains the model under DDP
+(gloo on CPU), and every epoch rank 0 evaluates on the full validation split, writes a
+checkpoint directory (model + config + feature map + item table + train state) and all ranks
+report it with ``ray.train.report``. A restarted worker group resumes from the latest
+checkpoint (``ray.train.get_checkpoint()``), with optimizer, counters and RNG restored.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+
+from recsys.checkpoint import save_checkpoint
+from recsys.config import ExperimentConfig
+from recsys.data.feature_map import FeatureMap
+from recsys.data.item_table import ItemTable
+from recsys.data.prepare import PREPARED_FEATURE_MAP, PREPARED_ITEM_TABLE
+from recsys.losses import total_loss
+from recsys.metrics import compute_metrics
+from recsys.models import ItemInputs, build_model
+from training.state import TrainState, load_train_state, save_train_state
+
+MODEL_KEYS = ("item", "hist", "hist_mask", "user", "context", "numeric", "label")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def model_batch(batch: dict[str, torch.Tensor], widths: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Ray Data columns -> the model's batch; trims fields stored one column wide because empty."""
+    out = {k: batch[k] for k in MODEL_KEYS}
+    for key, width in widths.items():
+        out[key] = out[key][:, :width]
+    return out
+
+
+def field_widths(feature_map: FeatureMap) -> dict[str, int]:
+    return {
+        "user": len(feature_map.by("user", "categorical")),
+        "context": len(feature_map.by("context", "categorical")),
+        "numeric": len(feature_map.by("context", "numeric")),
+    }
+
+
+def predict_dataset(model: torch.nn.Module, items: ItemInputs, dataset, widths: dict[str, int], batch_size: int):
+    """Probabilities, labels and user ids over a whole Ray dataset (eval mode, no grad)."""
+    model.eval()
+    probs, labels, users = [], [], []
+    with torch.no_grad():
+        for batch in dataset.iter_torch_batches(batch_size=batch_size):
+            b = model_batch(batch, widths)
+            probs.append(torch.sigmoid(model(b, items).logits).numpy())
+            labels.append(b["label"].numpy())
+            users.append(batch["meta_user_id"].numpy())
+    return np.concatenate(probs), np.concatenate(labels), np.concatenate(users)
+
+
+def _broadcast(obj: object) -> object:
+    """Rank 0's object on every rank (no-op without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def _gather(obj: object) -> list:
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Ray Train entry point. ``loop_config``: experiment config dict, prepared dir, options."""
+    config = ExperimentConfig.model_validate(loop_config["experiment"])
+    prepared = Path(loop_config["prepared_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(loop_config.get("threads_per_worker", 1))))
+    seed_everything(config.train.seed)
+
+    feature_map = FeatureMap.load(prepared / PREPARED_FEATURE_MAP)
+    item_table = ItemTable.load(prepared / PREPARED_ITEM_TABLE)
+    items = ItemInputs.from_table(item_table)
+    widths = field_widths(feature_map)
+    model = build_model(config.model, feature_map, item_table.dims())
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
+
+    state = TrainState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            weights = torch.load(Path(ckpt_dir) / "model.pt", weights_only=True, map_location="cpu")
+            model.load_state_dict(weights)
+            state = load_train_state(Path(ckpt_dir), optimizer)
+        if rank == 0:
+            print(f"[recsys] resumed from {checkpoint.path}: epoch {state.epoch}, step {state.global_step}", flush=True)
+    ddp_model = ray.train.torch.prepare_model(model) if world > 1 else model
+
+    node_ids = ",".join(sorted(set(_gather(ray.get_runtime_context().get_node_id()))))
+    train_shard = ray.train.get_dataset_shard("train")
+    valid = ray.train.get_dataset_shard("valid")
+    per_worker_batch = max(1, config.train.batch_size // world)
+    crash_at = loop_config.get("crash_after_steps")  # fault injection for tests (see tests/e2e)
+
+    for epoch in range(state.epoch, config.train.epochs):
+        ddp_model.train()
+        start, seen, loss_sum, n_batches = time.perf_counter(), 0, 0.0, 0
+        for batch in train_shard.iter_torch_batches(
+            batch_size=per_worker_batch, local_shuffle_buffer_size=4 * per_worker_batch,
+            local_shuffle_seed=config.train.seed + epoch * 1000 + rank,
+        ):
+            b = model_batch(batch, widths)
+            loss, parts = total_loss(ddp_model(b, items), b["label"], config.model)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            state.global_step += 1
+            seen += len(b["label"])
+            loss_sum += parts["click"]
+            n_batches += 1
+            if crash_at is not None and state.global_step == crash_at and rank == int(loop_config.get("crash_rank", 0)) \
+                    and not Path(loop_config["crash_marker"]).exists():
+                Path(loop_config["crash_marker"]).write_text(str(os.getpid()))
+                os._exit(1)  # a worker process dies mid-epoch
+            if rank == 0 and state.global_step % int(loop_config.get("log_every", 50)) == 0:
+                rate = seen * world / (time.perf_counter() - start)
+                print(f"[recsys] epoch {epoch + 1}/{config.train.epochs} step {state.global_step} "
+                      f"samples/s {rate:,.0f} loss {loss_sum / n_batches:.4f}", flush=True)
+        elapsed = time.perf_counter() - start
+        samples_per_s = sum(_gather(seen)) / elapsed if elapsed > 0 else 0.0
+
+        metrics = None
+        if rank == 0:
+            probs, labels, users = predict_dataset(model, items, valid, widths, batch_size=4096)
+            m = compute_metrics(users, labels, probs)
+            metrics = {f"val_{k}": float(v) for k, v in m.items()}
+        metrics = _broadcast(metrics)
+        state.epoch = epoch + 1
+        improved = metrics["val_auc"] > state.best_auc
+        if improved:
+            state.best_auc, state.best_epoch, state.epochs_without_improvement = metrics["val_auc"], epoch + 1, 0
+        else:
+            state.epochs_without_improvement += 1
+        report = {
+            **metrics, "epoch": epoch + 1, "step": state.global_step,
+            "train_loss": loss_sum / max(n_batches, 1), "samples_per_s": samples_per_s,
+            "world_size": world, "node_ids": node_ids, "best_val_auc": state.best_auc,
+        }
+        state.history.append(report)
+        stop = state.epochs_without_improvement >= config.train.early_stopping_patience
+        if rank == 0:
+            print(f"[recsys] epoch {epoch + 1} done: val AUC {metrics['val_auc']:.4f} GAUC {metrics['val_gauc']:.4f} "
+                  f"logloss {metrics['val_logloss']:.4f}, {samples_per_s:,.0f} samples/s"
+                  + (" (best)" if improved else ""), flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                ckpt_dir = save_checkpoint(Path(tmp) / "checkpoint", model, config, feature_map, item_table,
+                                           metrics=report, extra={"epoch": epoch + 1, "step": state.global_step})
+                save_train_state(ckpt_dir, state, optimizer)
+                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)))
+        else:
+            ray.train.report(report)
+        if stop:
+            if rank == 0:
+                print(f"[recsys] early stop: no val AUC gain for {state.epochs_without_improvement} epoch(s)", flush=True)
+            break

@@ -1,0 +1,56 @@
+"""Training state beside the model checkpoint: optimizer, counters, RNG — everything to resume exactly."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class TrainState:
+    """Where a run is: the next epoch to run, steps done, early-stopping bookkeeping, history."""
+
+    epoch: int = 0  # epochs completed
+    global_step: int = 0
+    best_auc: float = float("-inf")
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+    history: list[dict] = field(default_factory=list)  # per-epoch metrics
+
+
+def _rng_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+
+
+def save_train_state(directory: Path, state: TrainState, optimizer: torch.optim.Optimizer) -> None:
+    """Write ``train_state.pt`` (a plain dict: loadable with weights_only=True)."""
+    payload = {"state": state.__dict__, "optimizer": optimizer.state_dict(), "rng": _rng_state()}
+    torch.save(payload, directory / STATE_FILE)
+
+
+def load_train_state(directory: Path, optimizer: torch.optim.Optimizer) -> TrainState:
+    """Restore optimizer and RNG from ``train_state.pt``; return the counters."""
+    payload = torch.load(directory / STATE_FILE, weights_only=True, map_location="cpu")
+    optimizer.load_state_dict(payload["optimizer"])
+    _set_rng_state(payload["rng"])
+    return TrainState(**payload["state"])
