@@ -179,6 +179,10 @@ class TrainConfig(StrictModel):
     workers: int = Field(2, ge=1, le=1024, description="Ray Train workers.")
     address: str | None = Field(None, description="Ray address; null = start a local Ray.")
     storage_path: str = Field("runs", description="Where run checkpoints are kept (shared storage on a cluster).")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="How Ray places the workers: PACK fills a node first, SPREAD uses as many nodes as it can."
+    )
+    max_failures: int = Field(2, ge=0, description="Worker-group restarts (from the latest checkpoint) before the run fails.")
     early_stopping_patience: int = Field(2, ge=1)
 
 

@@ -124,7 +124,6 @@ def run_training(
     workers: int | None = None,
     run_name: str | None = None,
     resume: bool = False,
-    max_failures: int = 2,
     loop_options: dict | None = None,
 ) -> TrainResult:
     """Train ``config.model`` with Ray Train; see the module docstring."""
@@ -163,7 +162,8 @@ def run_training(
         train_loop_per_worker,
         train_loop_config={"experiment": config.model_dump(mode="json"), "prepared_dir": str(prepared_dir),
                            **(loop_options or {})},
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1},
+                                               placement_strategy=config.train.placement_strategy),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
@@ -171,7 +171,7 @@ def run_training(
             storage_path=str(storage / run_name / "ray"),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute="val_auc", checkpoint_score_order="max"),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=config.train.max_failures),
         ),
     )
     try:

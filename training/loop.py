@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from recsys.checkpoint import save_checkpoint
 from recsys.config import ExperimentConfig
+from recsys.data.examples import field_widths, model_batch
 from recsys.data.feature_map import FeatureMap
 from recsys.data.item_table import ItemTable
 from recsys.data.prepare import PREPARED_FEATURE_MAP, PREPARED_ITEM_TABLE
@@ -31,29 +32,10 @@ from recsys.metrics import compute_metrics
 from recsys.models import ItemInputs, build_model
 from training.state import TrainState, load_train_state, save_train_state
 
-MODEL_KEYS = ("item", "hist", "hist_mask", "user", "context", "numeric", "label")
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def model_batch(batch: dict[str, torch.Tensor], widths: dict[str, int]) -> dict[str, torch.Tensor]:
-    """Ray Data columns -> the model's batch; trims fields stored one column wide because empty."""
-    out = {k: batch[k] for k in MODEL_KEYS}
-    for key, width in widths.items():
-        out[key] = out[key][:, :width]
-    return out
-
-
-def field_widths(feature_map: FeatureMap) -> dict[str, int]:
-    return {
-        "user": len(feature_map.by("user", "categorical")),
-        "context": len(feature_map.by("context", "categorical")),
-        "numeric": len(feature_map.by("context", "numeric")),
-    }
 
 
 def predict_dataset(model: torch.nn.Module, items: ItemInputs, dataset, widths: dict[str, int], batch_size: int):

@@ -103,3 +103,20 @@ def build_examples(
         pl.Series("is_cold", item_table.id_index[item_rows] == 1)
     )
     return Examples(arrays, meta)
+
+
+def field_widths(feature_map: FeatureMap) -> dict[str, int]:
+    """Real widths of the 2-D per-example fields (stored Parquet columns are at least 1 wide)."""
+    return {
+        "user": len(feature_map.by("user", "categorical")),
+        "context": len(feature_map.by("context", "categorical")),
+        "numeric": len(feature_map.by("context", "numeric")),
+    }
+
+
+def model_batch(columns: dict[str, torch.Tensor], widths: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Columns read back from prepared Parquet -> the model's batch (``BATCH_KEYS``), empty fields trimmed."""
+    out = {k: columns[k] for k in BATCH_KEYS}
+    for key, width in widths.items():
+        out[key] = out[key][:, :width]
+    return out

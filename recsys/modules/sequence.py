@@ -86,7 +86,22 @@ class AttentionScorer(nn.Module):
 # --------------------------------------------------------------------------- DIN
 
 
-class TargetAttention(nn.Module):
+class _TargetScored(nn.Module):
+    """Shared by the sequence encoders: an attention scorer of history items against the target."""
+
+    def __init__(self, dim: int, hidden: Sequence[int], activation: str, weighting: Weighting) -> None:
+        super().__init__()
+        if weighting not in ("softmax", "sigmoid"):
+            raise ValueError(f"unknown weighting {weighting!r}; valid: ['sigmoid', 'softmax']")
+        self.dim, self.out_dim, self.weighting = dim, dim, weighting
+        self.scorer = AttentionScorer(dim, hidden, activation)
+
+    def attention(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        history, mask = _zero_padding(history, history_mask, target)  # (B, L, D), (B, L)
+        return masked_attention_weights(self.scorer(history, target), mask, self.weighting)  # (B, L)
+
+
+class TargetAttention(_TargetScored):
     """DIN: interest = sum_j w_j h_j with w_j = attention(h_j, target).
 
     Weighting defaults to a masked softmax (ours): the DIN paper argues for unnormalised
@@ -101,15 +116,7 @@ class TargetAttention(nn.Module):
         activation: str = "sigmoid",
         weighting: Weighting = "softmax",
     ) -> None:
-        super().__init__()
-        if weighting not in ("softmax", "sigmoid"):
-            raise ValueError(f"unknown weighting {weighting!r}; valid: ['sigmoid', 'softmax']")
-        self.dim, self.out_dim, self.weighting = dim, dim, weighting
-        self.scorer = AttentionScorer(dim, hidden, activation)
-
-    def attention(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        history, mask = _zero_padding(history, history_mask, target)  # (B, L, D), (B, L)
-        return masked_attention_weights(self.scorer(history, target), mask, self.weighting)  # (B, L)
+        super().__init__(dim, hidden, activation, weighting)
 
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         history, mask = _zero_padding(history, history_mask, target)  # (B, L, D), (B, L)
@@ -120,7 +127,7 @@ class TargetAttention(nn.Module):
 # --------------------------------------------------------------------------- attention GRU
 
 
-class AttentionGRU(nn.Module):
+class AttentionGRU(_TargetScored):
     """Attention-based GRU (MARN's APGRU; AUGRU of DIEN):
 
         r_t = sigmoid(W_r x_t + U_r h + b_r)      reset gate
@@ -145,17 +152,9 @@ class AttentionGRU(nn.Module):
         activation: str = "sigmoid",
         weighting: Weighting = "sigmoid",
     ) -> None:
-        super().__init__()
-        if weighting not in ("softmax", "sigmoid"):
-            raise ValueError(f"unknown weighting {weighting!r}; valid: ['sigmoid', 'softmax']")
-        self.dim, self.out_dim, self.weighting = dim, dim, weighting
-        self.scorer = AttentionScorer(dim, hidden, activation)
+        super().__init__(dim, hidden, activation, weighting)
         self.input_gates = nn.Linear(dim, 3 * dim)  # W_{r,u,n} x + b_i
         self.hidden_gates = nn.Linear(dim, 3 * dim)  # U_{r,u,n} h + b_h
-
-    def attention(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        history, mask = _zero_padding(history, history_mask, target)  # (B, L, D), (B, L)
-        return masked_attention_weights(self.scorer(history, target), mask, self.weighting)  # (B, L)
 
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         history, mask = _zero_padding(history, history_mask, target)  # (B, L, D), (B, L)

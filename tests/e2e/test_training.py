@@ -1,0 +1,189 @@
+"""Distributed training on a real Ray cluster: two nodes on this machine, faults, resume, bad input.
+
+One cluster (a head node plus a second node, each its own raylet started with `ray start`) is
+shared by every test here; jobs reach it by address, as on a real cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli
+from recsys.config import load_config
+from recsys.errors import ConfigError, DatasetError
+
+RAY = str(Path(sys.executable).with_name("ray"))
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """`ray start --head` on 127.0.0.1 plus a second `ray start --address` node; stopped at the end."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--disable-usage-stats", "--num-cpus", "3", "--object-store-memory", str(300 * 1024**2)]
+    subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                    "--include-dashboard", "false", "--resources", '{"head_node": 1}', *common],
+                   check=True, env=ENV, capture_output=True, timeout=120)
+    try:
+        subprocess.run([RAY, "start", "--address", address, "--node-ip-address", "127.0.0.1",
+                        "--resources", '{"second_node": 1}', *common],
+                       check=True, env=ENV, capture_output=True, timeout=120)
+        yield address
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def small_data(default_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in dataset cut to 150 users (same items and media, so the encode cache applies)."""
+    out = tmp_path_factory.mktemp("small") / "data"
+    out.mkdir()
+    src = default_dataset.data_dir
+    for name in ("items.parquet", "users.parquet"):
+        shutil.copy(src / name, out / name)
+    for media in ("images", "audio"):
+        (out / media).symlink_to(src / media)
+    inter = pl.read_parquet(src / "interactions.parquet")
+    inter.filter(pl.col("user_id").is_in(inter["user_id"].unique().sort()[:150].implode())).write_parquet(out / "interactions.parquet")
+    return out
+
+
+def write_config(path: Path, data: Path, cache: Path, storage: Path, **train: object) -> Path:
+    raw = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    raw["data"]["path"] = str(data)
+    raw["encoders"]["cache_dir"] = str(cache)
+    raw["train"].update({"epochs": 2, "batch_size": 256, "storage_path": str(storage), "early_stopping_patience": 5, **train})
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def train_cli(config: Path, address: str, *extra: str) -> subprocess.CompletedProcess:
+    return run_cli("train", "--config", str(config), "--address", address, *extra, timeout=900)
+
+
+def history(run_dir: Path) -> list[dict]:
+    import torch
+
+    return torch.load(run_dir / "latest" / "train_state.pt", weights_only=True)["state"]["history"]
+
+
+@pytest.fixture(scope="module")
+def baseline_run(cluster, small_data, default_dataset, tmp_path_factory):
+    """An uninterrupted 2-worker run spread over both nodes."""
+    root = tmp_path_factory.mktemp("baseline")
+    config = write_config(root / "exp.yaml", small_data, default_dataset.cache_dir, root / "runs", placement_strategy="STRICT_SPREAD")
+    proc = train_cli(config, cluster, "--run-name", "base")
+    return root / "runs" / "base", proc
+
+
+def test_two_node_cluster_runs_workers_on_both_nodes(baseline_run) -> None:
+    run_dir, proc = baseline_run
+    epochs = history(run_dir)
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all(len(e["node_ids"].split(",")) == 2 for e in epochs), epochs  # one worker on each node
+    assert all(0.5 < e["val_auc"] <= 1 and e["world_size"] == 2 for e in epochs)
+    assert (run_dir / "best" / "model.pt").is_file() and (run_dir / "latest" / "model.pt").is_file()
+    meta = json.loads((run_dir / "best" / "meta.json").read_text())
+    assert meta["model"] == "marn"
+    assert "best checkpoint:" in proc.stdout and "val AUC" in proc.stdout
+    assert "samples/s" in proc.stdout + proc.stderr  # progress lines
+
+
+def test_killed_worker_is_restarted_and_the_run_matches(baseline_run, cluster, small_data, default_dataset, tmp_path) -> None:
+    write_config(tmp_path / "exp.yaml", small_data, default_dataset.cache_dir, tmp_path / "runs", placement_strategy="STRICT_SPREAD")
+    steps_per_epoch = history(baseline_run[0])[0]["step"]
+    marker = tmp_path / "crashed"
+    code = (
+        "import sys, json; sys.path.insert(0, %r)\n"
+        "from recsys.config import load_config\nfrom training.launch import run_training\n"
+        "r = run_training(load_config(%r), address=%r, run_name='fault', loop_options={'crash_after_steps': %d, "
+        "'crash_rank': 1, 'crash_marker': %r})\nprint(json.dumps(r.history))\n"
+    ) % (str(ROOT), str(tmp_path / "exp.yaml"), cluster, steps_per_epoch + 5, str(marker))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=ROOT, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert marker.is_file(), "the worker was never killed"
+    faulty = json.loads(proc.stdout.strip().splitlines()[-1])
+    base = history(baseline_run[0])
+    assert faulty[-1]["epoch"] == base[-1]["epoch"] == 2
+    # Killed mid-epoch 2: the restarted group resumes from the epoch-1 checkpoint and replays epoch 2.
+    assert abs(faulty[-1]["val_auc"] - base[-1]["val_auc"]) <= 0.005, (faulty[-1]["val_auc"], base[-1]["val_auc"])
+
+
+def test_driver_crash_then_resume_continues_from_the_checkpoint(cluster, small_data, default_dataset, tmp_path) -> None:
+    config = write_config(tmp_path / "exp.yaml", small_data, default_dataset.cache_dir, tmp_path / "runs", epochs=3)
+    cmd = [sys.executable, "-m", "recsys.cli", "train", "--config", str(config), "--address", cluster, "--run-name", "crash"]
+    driver = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    ray_dir = tmp_path / "runs" / "crash" / "ray" / "crash"
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(ray_dir.glob("checkpoint_*")):
+        assert driver.poll() is None, driver.stdout.read()[-3000:]
+        time.sleep(1)
+    assert list(ray_dir.glob("checkpoint_*")), "no checkpoint within 10 minutes"
+    time.sleep(2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver dies without any cleanup
+    driver.wait(timeout=60)
+    again = run_cli("train", "--config", str(config), "--address", cluster, "--run-name", "crash", check=False, timeout=900)
+    assert again.returncode == 2 and "--resume" in again.stderr  # a run name is never silently reused
+    resumed = run_cli("train", "--config", str(config), "--address", cluster, "--run-name", "crash", "--resume", timeout=900)
+    epochs = history(tmp_path / "runs" / "crash")
+    assert [e["epoch"] for e in epochs][-1] == 3
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    first_step_after_resume = epochs[-1]["step"]
+    steps_per_epoch = epochs[0]["step"]
+    assert first_step_after_resume == 3 * steps_per_epoch  # the step counter continued, it did not restart
+
+
+def test_same_seed_one_worker_gives_the_same_metrics(cluster, small_data, default_dataset, tmp_path) -> None:
+    results = []
+    for name in ("r1", "r2"):
+        config = write_config(tmp_path / f"{name}.yaml", small_data, default_dataset.cache_dir, tmp_path / "runs", epochs=1, workers=1)
+        train_cli(config, cluster, "--run-name", name)
+        results.append(history(tmp_path / "runs" / name)[-1])
+    for key in ("val_auc", "val_gauc", "val_logloss", "train_loss"):
+        assert abs(results[0][key] - results[1][key]) <= 1e-6, (key, results)
+
+
+def test_bad_inputs_fail_before_ray_starts_workers(small_data, default_dataset, tmp_path) -> None:
+    import ray
+
+    from training.launch import run_training
+
+    was_initialized = ray.is_initialized()
+    config = load_config(write_config(tmp_path / "exp.yaml", small_data, default_dataset.cache_dir, tmp_path / "runs"))
+    with pytest.raises(ConfigError, match=r"train.workers: must be >= 1, got 0"):
+        run_training(config, workers=0, run_name="w0")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    bad_storage = config.model_copy(deep=True)
+    bad_storage.train.storage_path = str(blocker / "runs")
+    with pytest.raises(ConfigError, match=r"train.storage_path: cannot write to .*a-file/runs"):
+        run_training(bad_storage, run_name="s")
+    broken = tmp_path / "broken"
+    shutil.copytree(small_data, broken, symlinks=True)
+    pl.read_parquet(broken / "interactions.parquet").with_columns(pl.lit(3, dtype=pl.Int8).alias("label")).write_parquet(
+        broken / "interactions.parquet")
+    with pytest.raises(DatasetError, match=r"label.*other than 0/1"):
+        run_training(config, data_dir=broken, run_name="d")
+    assert ray.is_initialized() == was_initialized  # nothing above started Ray
+    proc = run_cli("train", "--config", str(tmp_path / "exp.yaml"), "--workers", "0", check=False)
+    assert proc.returncode == 2 and "train.workers" in proc.stderr and "Traceback" not in proc.stderr
