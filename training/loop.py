@@ -30,7 +30,7 @@ from recsys.data.prepare import PREPARED_FEATURE_MAP, PREPARED_ITEM_TABLE
 from recsys.losses import total_loss
 from recsys.metrics import compute_metrics
 from recsys.models import ItemInputs, build_model
-from training.state import TrainState, load_train_state, save_train_state
+from training.state import TrainState, load_train_state, rng_state, save_train_state
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -90,7 +90,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as ckpt_dir:
             weights = torch.load(Path(ckpt_dir) / "model.pt", weights_only=True, map_location="cpu")
             model.load_state_dict(weights)
-            state = load_train_state(Path(ckpt_dir), optimizer)
+            state = load_train_state(Path(ckpt_dir), optimizer, rank)
         if rank == 0:
             print(f"[recsys] resumed from {checkpoint.path}: epoch {state.epoch}, step {state.global_step}", flush=True)
     ddp_model = ray.train.torch.prepare_model(model) if world > 1 else model
@@ -147,6 +147,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         }
         state.history.append(report)
         stop = state.epochs_without_improvement >= config.train.early_stopping_patience
+        rngs = _gather(rng_state())  # every rank's, collective: all ranks take part
         if rank == 0:
             print(f"[recsys] epoch {epoch + 1} done: val AUC {metrics['val_auc']:.4f} GAUC {metrics['val_gauc']:.4f} "
                   f"logloss {metrics['val_logloss']:.4f}, {samples_per_s:,.0f} samples/s"
@@ -154,7 +155,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt_dir = save_checkpoint(Path(tmp) / "checkpoint", model, config, feature_map, item_table,
                                            metrics=report, extra={"epoch": epoch + 1, "step": state.global_step})
-                save_train_state(ckpt_dir, state, optimizer)
+                save_train_state(ckpt_dir, state, optimizer, rngs)
                 ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)))
         else:
             ray.train.report(report)

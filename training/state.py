@@ -24,6 +24,11 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # per-epoch metrics
 
 
+def rng_state() -> dict:
+    """This process's RNG states (torch, numpy, python) as a weights_only-loadable dict."""
+    return _rng_state()
+
+
 def _rng_state() -> dict:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
@@ -42,15 +47,22 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
 
 
-def save_train_state(directory: Path, state: TrainState, optimizer: torch.optim.Optimizer) -> None:
-    """Write ``train_state.pt`` (a plain dict: loadable with weights_only=True)."""
-    payload = {"state": state.__dict__, "optimizer": optimizer.state_dict(), "rng": _rng_state()}
+def save_train_state(
+    directory: Path, state: TrainState, optimizer: torch.optim.Optimizer, rng_per_rank: list[dict]
+) -> None:
+    """Write ``train_state.pt`` (a plain dict: loadable with weights_only=True).
+
+    ``rng_per_rank``: every worker's RNG state. Ranks consume random numbers differently (e.g.
+    id dropout draws one number per distinct item in their batch), so each resumes its own.
+    """
+    payload = {"state": state.__dict__, "optimizer": optimizer.state_dict(), "rng": rng_per_rank}
     torch.save(payload, directory / STATE_FILE)
 
 
-def load_train_state(directory: Path, optimizer: torch.optim.Optimizer) -> TrainState:
-    """Restore optimizer and RNG from ``train_state.pt``; return the counters."""
+def load_train_state(directory: Path, optimizer: torch.optim.Optimizer, rank: int = 0) -> TrainState:
+    """Restore optimizer and this rank's RNG from ``train_state.pt``; return the counters."""
     payload = torch.load(directory / STATE_FILE, weights_only=True, map_location="cpu")
     optimizer.load_state_dict(payload["optimizer"])
-    _set_rng_state(payload["rng"])
+    rngs = payload["rng"]
+    _set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])  # a different world size: best effort
     return TrainState(**payload["state"])

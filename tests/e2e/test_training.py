@@ -34,27 +34,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_node(args: list[str], log: Path) -> subprocess.Popen:
+    """`ray start ... --block` in its own process group: stopping it kills exactly this node."""
+    proc = subprocess.Popen([RAY, "start", "--block", *args], env=ENV, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    return proc
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    """`ray start --head` on 127.0.0.1 plus a second `ray start --address` node; stopped at the end."""
+    """`ray start --head` on 127.0.0.1 plus a second `ray start --address` node (its own raylet)."""
+    logs = tmp_path_factory.mktemp("ray-logs")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--disable-usage-stats", "--num-cpus", "3", "--object-store-memory", str(300 * 1024**2)]
-    subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                    "--include-dashboard", "false", "--resources", '{"head_node": 1}', *common],
-                   check=True, env=ENV, capture_output=True, timeout=120)
+    common = ["--disable-usage-stats", "--num-cpus", "3", "--object-store-memory", str(300 * 1024**2),
+              "--node-ip-address", "127.0.0.1"]
+    nodes = [start_node(["--head", "--port", str(port), "--include-dashboard", "false",
+                         "--resources", '{"head_node": 1}', *common], logs / "head.log")]
     try:
-        subprocess.run([RAY, "start", "--address", address, "--node-ip-address", "127.0.0.1",
-                        "--resources", '{"second_node": 1}', *common],
-                       check=True, env=ENV, capture_output=True, timeout=120)
+        deadline = time.time() + 120
+        while subprocess.run([RAY, "status", "--address", address], env=ENV, capture_output=True).returncode != 0:
+            assert time.time() < deadline and nodes[0].poll() is None, (logs / "head.log").read_text()[-3000:]
+            time.sleep(1)
+        nodes.append(start_node(["--address", address, "--resources", '{"second_node": 1}', *common], logs / "node2.log"))
+        while "second_node" not in subprocess.run([RAY, "status", "--address", address], env=ENV,
+                                                  capture_output=True, text=True).stdout:
+            assert time.time() < deadline and nodes[1].poll() is None, (logs / "node2.log").read_text()[-3000:]
+            time.sleep(1)
         yield address
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True, timeout=120)
+        for node in reversed(nodes):
+            try:
+                os.killpg(node.pid, signal.SIGTERM)
+                node.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(node.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
 def small_data(default_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built-in dataset cut to 150 users (same items and media, so the encode cache applies)."""
+    """The built-in dataset cut to 120 users (same items and media, so the encode cache applies)."""
     out = tmp_path_factory.mktemp("small") / "data"
     out.mkdir()
     src = default_dataset.data_dir
@@ -63,7 +82,7 @@ def small_data(default_dataset, tmp_path_factory: pytest.TempPathFactory) -> Pat
     for media in ("images", "audio"):
         (out / media).symlink_to(src / media)
     inter = pl.read_parquet(src / "interactions.parquet")
-    inter.filter(pl.col("user_id").is_in(inter["user_id"].unique().sort()[:150].implode())).write_parquet(out / "interactions.parquet")
+    inter.filter(pl.col("user_id").is_in(inter["user_id"].unique().sort()[:120].implode())).write_parquet(out / "interactions.parquet")
     return out
 
 
