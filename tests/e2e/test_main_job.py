@@ -46,8 +46,9 @@ def test_missing_media_file_is_masked_with_one_warning(default_dataset, tmp_path
     (data / victim["image_path"]).unlink()
     check = run_cli("data", "check", str(data), "--config", str(default_dataset.config))
     assert f"image file(s) not found" in check.stdout and str(victim["item_id"]) in check.stdout
-    enc = run_cli("encode", str(data), "--config", str(default_dataset.config), "--cache-dir",
-                  str(default_dataset.cache_dir), "--no-progress")
+    cache = tmp_path / "cache"  # a copy: this dataset differs, the session's cache must stay valid for others
+    shutil.copytree(default_dataset.cache_dir, cache)
+    enc = run_cli("encode", str(data), "--config", str(default_dataset.config), "--cache-dir", str(cache), "--no-progress")
     assert row(enc.stdout, "image")[6] == "1"  # one missing
     warnings = [l for l in enc.stderr.splitlines() if "warning" in l.lower() and "image" in l]
     assert len(warnings) == 1 and str(victim["item_id"]) in warnings[0], enc.stderr
