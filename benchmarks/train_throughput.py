@@ -161,9 +161,14 @@ def import_psutil():
 
 
 def role_of(cmdline: str) -> str:
+    exe = cmdline.split(" ", 1)[0]
+    if exe.endswith("/raylet"):
+        return "raylet"
+    if exe.endswith("/gcs_server"):
+        return "gcs"
     for key, role in (("RayTrainWorker", "train_worker"), ("SplitCoordinator", "split_coordinator"),
-                      ("TrainController", "train_controller"), ("raylet", "raylet"), ("gcs_server", "gcs"),
-                      ("ray::", "other_ray_worker")):
+                      ("TrainController", "train_controller"), ("FooterReader", "parquet_footer_reader"),
+                      ("ray::", "other_ray_worker"), ("default_worker.py", "other_ray_worker")):
         if key in cmdline:
             return role
     return "other"
@@ -452,14 +457,20 @@ def report(args, machine: dict, thr: dict, mem: dict, bare: list[dict], diag: di
         workers = ", ".join(f"{x:,.0f}" for x in rss["train_workers_mb"]) or "n/a"
         sc = roles.get("split_coordinator", {}).get("max_mb", float("nan"))
         other = roles.get("other_ray_worker", {}).get("max_mb", float("nan"))
-        mem_rows.append((case["driver_ru_maxrss_mb"], max(rss["train_workers_mb"] or [float("nan")]), sc))
+        mem_rows.append((case["driver_ru_maxrss_mb"], rss["train_workers_mb"], sc))
         lines.append(f"| {run['train_rows']:,} | {case['driver_ru_maxrss_mb']:,.0f} | {rss['driver_sampled_mb']:,.0f} | "
                      f"{workers} | {sc:,.0f} | {other:,.0f} | {run['wall_s']:.0f} |")
+    for case in mem["cases"]:
+        fr = case["runs"][0]["rss"]["roles"].get("parquet_footer_reader")
+        if fr:
+            lines.append(f"| ({case['runs'][0]['train_rows']:,} rows: {fr['n']} Parquet FooterReader actor processes, "
+                         f"peak {fr['max_mb']:,.0f} MB each at most, {fr['sum_mb']:,.0f} MB summed) | | | | | | |")
     if len(mem_rows) == 2:
         (d1, w1, s1), (d2, w2, s2) = mem_rows
-        lines.append(f"| **{args.mem_factor}x / 1x** (target <= 1.2) | **{d2 / d1:.2f}** | | **{w2 / w1:.2f}** (max worker) | "
-                     f"{s2 / s1:.2f} | | |")
-    if diag:
+        per_worker = ", ".join(f"{b / a:.2f}" for a, b in zip(w1, w2))
+        lines.append(f"| **{args.mem_factor}x / 1x** (target <= 1.2) | **{d2 / d1:.2f}** | | **{per_worker}** "
+                     f"(workers by RSS rank) | {s2 / s1:.2f} | | |")
+    if diag is not None:
         lines += ["", "Diagnostics (same run):", "",
                   "| what | workers | samples/s | note |", "|---|---:|---:|---|"]
         for b in bare:
@@ -504,6 +515,8 @@ def main() -> None:
                         help="skip the data-only, threads_per_worker=2 and 1-thread bare runs")
     parser.add_argument("--quick", action="store_true", help="smoke test: only the first 150 users (~12k train rows)")
     parser.add_argument("--verbose", action="store_true", help="stream the Ray children's full output")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-print the report from <work-dir>/results.json of an earlier run; measures nothing")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
@@ -511,6 +524,12 @@ def main() -> None:
         return
     if args.quick:
         args.users, args.epochs = args.users or 150, 2
+    if args.report_only:
+        saved = json.loads((Path(args.work_dir) / "results.json").read_text())
+        vars(args).update(saved.get("args", {}))
+        print(report(args, saved["machine"], saved["throughput"], saved["memory"], saved["bare"],
+                     None if args.no_diagnostics else {}, saved["counts"], saved["wall_s"]))
+        return
     started = time.perf_counter()
     import ray
     import torch
@@ -584,7 +603,8 @@ def main() -> None:
     wall = time.perf_counter() - started
     text = report(args, machine, thr, mem, bare, None if args.no_diagnostics else {}, counts, wall)
     (work / "report.md").write_text(text)
-    (work / "results.json").write_text(json.dumps({"machine": machine, "throughput": thr, "bare": bare, "memory": mem,
+    (work / "results.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k not in ("report_only", "_child")},
+                                                   "machine": machine, "throughput": thr, "bare": bare, "memory": mem,
                                                    "counts": counts, "wall_s": wall}, indent=1, default=str))
     print("\n" + text)
     log(f"done in {wall / 60:.1f} min; report -> {work / 'report.md'}")
