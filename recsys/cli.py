@@ -7,6 +7,7 @@ Heavy libraries (torch, transformers, ray) are imported inside the handlers so t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import warnings
@@ -72,7 +73,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     report.raise_for_errors()
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     result = encode_items(Path(args.data_dir), config.encoders, cache_dir=cache_dir, progress=not args.no_progress)
-    print(result.format() if hasattr(result, "format") else result)
+    print(result.format())
     return 0
 
 
@@ -127,7 +128,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = run_training(config, data_dir=data_dir, cache_dir=cache_dir, run_name=run_name)
     print("[5/5] evaluate the best checkpoint on the test split", flush=True)
     metrics = evaluate_checkpoint(result.best_checkpoint, result.prepared_dir / "test")
-    (result.run_dir / "test_metrics.json").write_text(__import__("json").dumps(metrics, indent=1))
+    (result.run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=1))
     print(format_metrics(metrics))
     m, o = metrics["all"], metrics.get("oracle_all")
     print(f"\nsummary: {config.model.name} test AUC {m['auc']:.4f}, GAUC {m['gauc']:.4f}, logloss {m['logloss']:.4f}"

@@ -52,7 +52,7 @@ def make_tiny(n_items: int = 24, n_users: int = 12, n_rows: int = 400, seed: int
     users = pl.DataFrame({"user_id": np.arange(100, 100 + n_users), "gender": rng.choice(["F", "M"], n_users)})
     ts = np.sort(rng.integers(0, 10_000, n_rows))
     n_cold = n_items // 4
-    warm, cold = item_ids[:-n_cold], item_ids[-n_cold:]
+    warm = item_ids[:-n_cold]
     split = np.where(ts < 8000, "train", np.where(ts < 9000, "valid", "test"))
     item = np.where(split == "test", rng.choice(item_ids, n_rows), rng.choice(warm, n_rows))
     interactions = pl.DataFrame({
