@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ examples:
   recsys data check data/default --config configs/default.yaml
   recsys encode data/default --config configs/default.yaml
   recsys config show configs/default.yaml
+  recsys train --config configs/default.yaml --workers 2
+  recsys serve --checkpoint runs/<run>/best --port 8000
 """
 
 
@@ -95,6 +98,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from serving.server import ServeOptions, serve
+
+    serve(args.checkpoint, ServeOptions(host=args.host, port=args.port, workers=args.workers, state_dir=args.state_dir,
+                                        data_dir=args.data, api_key=args.api_key, max_candidates=args.max_candidates,
+                                        max_body_mb=args.max_body_mb))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the built-in data: dataset -> validate -> encode -> train (Ray) -> evaluate."""
     import time
@@ -103,7 +115,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from recsys.data.synthetic import make_default_dataset
     from recsys.data.validate import validate_dataset
     from recsys.encoders.pipeline import encode_items
-    from recsys.evaluation import evaluate_checkpoint, format_metrics
+    from recsys.evaluation import evaluate_checkpoint, format_evaluation
     from training.launch import run_training
 
     started = time.perf_counter()
@@ -127,15 +139,59 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"[4/5] train {config.model.name} with {config.train.workers} Ray workers (run {run_name})", flush=True)
     result = run_training(config, data_dir=data_dir, cache_dir=cache_dir, run_name=run_name)
     print("[5/5] evaluate the best checkpoint on the test split", flush=True)
-    metrics = evaluate_checkpoint(result.best_checkpoint, result.prepared_dir / "test")
-    (result.run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=1))
-    print(format_metrics(metrics))
-    m, o = metrics["all"], metrics.get("oracle_all")
+    evaluation = evaluate_checkpoint(result.best_checkpoint, result.prepared_dir / "test")
+    (result.run_dir / "test_metrics.json").write_text(json.dumps(evaluation.to_json(), indent=1))
+    print(format_evaluation(evaluation))
+    m, o = evaluation.segments["all"], evaluation.oracle.get("all")
     print(f"\nsummary: {config.model.name} test AUC {m['auc']:.4f}, GAUC {m['gauc']:.4f}, logloss {m['logloss']:.4f}"
           + (f" (oracle AUC {o['auc']:.4f})" if o else ""))
     print(f"checkpoint: {result.best_checkpoint}")
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from recsys.evaluation import evaluate_checkpoint, format_evaluation
+
+    evaluation = evaluate_checkpoint(args.checkpoint, data_dir=args.data, split=args.split)
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{args.split}"
+    path = evaluation.write(out)
+    print(format_evaluation(evaluation))
+    print(f"\nwrote {path}")
+    return 0
+
+
+def _seed_list(text: str, base: int) -> list[int]:
+    """``3`` -> three seeds from ``base`` on; ``0,5,9`` -> those seeds."""
+    try:
+        if "," in text:
+            return [int(s) for s in text.split(",") if s.strip()]
+        return list(range(base, base + int(text)))
+    except ValueError:
+        raise RecsysError(f"--seeds: expected a count (3) or a comma list (0,5,9), got {text!r}") from None
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import shlex
+
+    from recsys.config import load_config
+    from recsys.reports.compare import CompareSpec, run_compare
+
+    config = load_config(args.config)
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{Path(args.config).stem}"
+    spec = CompareSpec(
+        config, models=[m.strip() for m in args.models.split(",") if m.strip()],
+        seeds=_seed_list(args.seeds, config.train.seed), out_dir=out,
+        data_dir=Path(args.data) if args.data else None, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        workers=args.workers, address=args.address, epochs=args.epochs, peer_files=[Path(f) for f in args.peer_results],
+        n_boot=args.bootstrap, command="recsys " + shlex.join(sys.argv[1:]),
+    )
+    result = run_compare(spec, progress=not args.no_progress)
+    failed = [r.name for r in result.records if r.status != "ok"]
+    print(f"report: {result.report_md} and {result.report_html}; every run: {result.results_json}")
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see the report's run table)")
+    return 1 if failed else 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -209,6 +265,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--storage", help="checkpoint storage path (overrides train.storage_path)")
     train.set_defaults(func=_cmd_train)
 
+    serve = sub.add_parser(
+        "serve", help="score candidates over HTTP (FastAPI + uvicorn) from a checkpoint",
+        description="Run the scoring service: POST /v1/score, item registration (POST /v1/items), user state, "
+        "hot model swap (POST /v1/admin/reload), /healthz, /readyz, /metrics and OpenAPI docs at /docs. "
+        "Defaults come from the checkpoint config's serve section.",
+    )
+    serve.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. runs/<run>/best)")
+    serve.add_argument("--host", help="interface to listen on (default serve.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default serve.port, 8000)")
+    serve.add_argument("--workers", type=int, help="uvicorn worker processes (default serve.workers)")
+    serve.add_argument("--state-dir", help="registered items, user state and the active model (default serve.state_dir)")
+    serve.add_argument("--data", help="dataset directory whose clicks seed the user state (default data.path)")
+    serve.add_argument("--api-key", help="API key for /v1/admin/* (default serve.api_key; env RECSYS_API_KEY)",
+                       default=os.environ.get("RECSYS_API_KEY"))
+    serve.add_argument("--max-candidates", type=int, help="largest candidate list (default serve.max_candidates)")
+    serve.add_argument("--max-body-mb", type=float, help="largest request body in MiB (default serve.max_body_mb)")
+    serve.set_defaults(func=_cmd_serve)
+
     demo = sub.add_parser(
         "demo", help="the main job on the built-in dataset: make data, validate, encode, train, evaluate",
         description="Run the main job end to end on the built-in dataset, writing everything under --out.",
@@ -220,6 +294,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, help="Ray Train workers (default: train.workers of the config)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="evaluate a checkpoint: AUC/GAUC/logloss/calibration per segment, oracle, modal attention",
+        description="Evaluate a checkpoint on a split: overall, warm/cold items, users by history length, items "
+        "missing a modality; the oracle when the data has true_prob; modal attention per modality and item "
+        "category for models that have it. Prints a table and writes metrics.json.",
+    )
+    evaluate.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. <run>/best)")
+    evaluate.add_argument("--data", help="dataset directory, featurised with the checkpoint's feature map and item "
+                          "table (default: the run's prepared split beside the checkpoint)")
+    evaluate.add_argument("--split", choices=["train", "valid", "test"], default="test", help="split (default test)")
+    evaluate.add_argument("--out", help="output directory for metrics.json (default <checkpoint>/../eval-<split>)")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    compare = sub.add_parser(
+        "compare", help="train models x seeds with Ray, evaluate on test, write a report with tables and plots",
+        description="Train every listed model with every seed (Ray, as `recsys train`), evaluate each best checkpoint "
+        "on the same test split and write report.md/report.html/results.json/plots into --out. Re-running the "
+        "same command resumes: finished runs are reused. Exit 1 when a run failed (the report says which).",
+    )
+    compare.add_argument("--config", required=True, help="experiment YAML (model.name and train.seed are set per run)")
+    compare.add_argument("--models", required=True, help="comma list, e.g. lr,dnn,din,concat,man,man_d1,marn")
+    compare.add_argument("--seeds", default="3", help="a count N (seeds train.seed .. train.seed+N-1) or a comma "
+                         "list (default 3)")
+    compare.add_argument("--out", help="report directory (default runs/compare-<config name>)")
+    compare.add_argument("--data", help="dataset directory (overrides data.path)")
+    compare.add_argument("--cache-dir", help="encoder cache (overrides encoders.cache_dir)")
+    compare.add_argument("--workers", type=int, help="Ray Train workers per run (overrides train.workers)")
+    compare.add_argument("--address", help="Ray cluster address (default: one local Ray for all runs)")
+    compare.add_argument("--epochs", type=int, help="override train.epochs")
+    compare.add_argument("--peer-results", action="append", default=[], metavar="FILE",
+                         help="JSON results of an external model to add as a row (repeatable; format in "
+                         "recsys/reports/peers.py)")
+    compare.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the paired test (default 1000)")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bar")
+    compare.set_defaults(func=_cmd_compare)
     return parser
 
 

@@ -193,7 +193,10 @@ class ServeConfig(StrictModel):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
     max_candidates: int = Field(2000, ge=1)
-    api_key: str | None = None
+    max_body_mb: float = Field(16.0, gt=0)  # larger request bodies get 413
+    api_key: str | None = None  # when set, /v1/admin/* needs it (header X-API-Key)
+    state_dir: str = "serving-state"  # registered items, user state, the active model (SQLite)
+    torch_threads: int = Field(1, ge=1, le=64)  # per worker: latency is best with one thread per worker
 
 
 class ExperimentConfig(StrictModel):

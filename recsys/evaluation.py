@@ -1,7 +1,24 @@
-"""Offline evaluation of a checkpoint on prepared examples: overall, per segment, and the oracle."""
+"""Offline evaluation of a checkpoint: metrics overall and per segment, the oracle, modal attention.
+
+Segments (each a subset of the evaluated rows):
+
+- ``all``; ``warm_items`` / ``cold_items`` (candidate id seen in training or not);
+- ``history_0``, ``history_1-4``, ``history_5-19``, ``history_20+``: users by the length of the
+  behaviour sequence of the impression (capped at ``features.max_history``);
+- ``missing_<modality>``: candidates without that content modality (from the item table masks).
+
+Per segment: AUC, GAUC, logloss, mean predicted CTR, observed CTR and their ratio (calibration).
+With ``true_prob`` (the built-in dataset) the same metrics for the oracle that scores with the
+true click probability. For models with modal attention, the mean attention weight of each
+modality (over candidates that have it), overall and per value of the first item categorical
+feature.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,52 +27,233 @@ import torch
 
 from recsys.checkpoint import Checkpoint, load_checkpoint
 from recsys.data.examples import field_widths, model_batch
+from recsys.data.feature_map import FeatureMap
+from recsys.data.item_table import ItemTable
+from recsys.errors import RecsysError
 from recsys.metrics import compute_metrics
 from recsys.models import ItemInputs
 
+#: (lowest, highest or None, segment name) of the history-length buckets.
+HISTORY_BUCKETS: tuple[tuple[int, int | None, str], ...] = (
+    (0, 0, "history_0"), (1, 4, "history_1-4"), (5, 19, "history_5-19"), (20, None, "history_20+"),
+)
 
-def predict_frame(checkpoint: Checkpoint, frame: pl.DataFrame, batch_size: int = 4096) -> np.ndarray:
-    """Click probabilities for every row of a prepared-examples frame (see recsys.data.prepare)."""
+
+@dataclass
+class Evaluation:
+    """One checkpoint evaluated on one split; ``predictions`` holds the row-level scores."""
+
+    model: str
+    checkpoint: str
+    source: str  # the prepared split directory or the dataset directory evaluated
+    split: str
+    segments: dict[str, dict[str, float]]
+    oracle: dict[str, dict[str, float]] = field(default_factory=dict)
+    attention: dict | None = None
+    predictions: pl.DataFrame | None = None  # user_id, item_id, label, prob (, true_prob)
+
+    def to_json(self) -> dict:
+        """JSON-ready dict (NaN -> null), without the row-level predictions."""
+        return json_safe({"model": self.model, "checkpoint": self.checkpoint, "source": self.source, "split": self.split,
+                        "segments": self.segments, "oracle": self.oracle, "modal_attention": self.attention})
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write ``metrics.json`` into ``out_dir`` (created); returns its path."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "metrics.json"
+        path.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
+        return path
+
+
+def json_safe(obj: object) -> object:
+    """NaN/inf -> None, recursively (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _predict(checkpoint: Checkpoint, frame: pl.DataFrame, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities (N,) and, for models with modal attention, the candidates' weights (N, M)."""
     items = ItemInputs.from_table(checkpoint.item_table)
     widths = field_widths(checkpoint.feature_map)
     model = checkpoint.model.eval()
-    out = []
+    probs, attention = [], []
     with torch.no_grad():
         for start in range(0, frame.height, batch_size):
             chunk = frame.slice(start, batch_size)
             columns = {c: torch.from_numpy(chunk[c].to_numpy().copy()) for c in chunk.columns if not c.startswith("meta_")}
-            out.append(torch.sigmoid(model(model_batch(columns, widths), items).logits).numpy())
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+            out = model(model_batch(columns, widths), items)
+            probs.append(torch.sigmoid(out.logits).numpy())
+            if out.modal_attention is not None:
+                attention.append(out.modal_attention.numpy())
+    p = np.concatenate(probs) if probs else np.zeros(0, np.float32)
+    return p, (np.concatenate(attention) if attention else None)
 
 
-def segment_metrics(frame: pl.DataFrame, probs: np.ndarray) -> dict[str, dict[str, float]]:
-    """Metrics overall and for warm/cold items; with ``meta_true_prob``, the oracle's too."""
-    users, labels = frame["meta_user_id"].to_numpy(), frame["label"].to_numpy()
-    segments = {"all": np.ones(frame.height, bool)}
+def predict_frame(checkpoint: Checkpoint, frame: pl.DataFrame, batch_size: int = 4096) -> np.ndarray:
+    """Click probabilities for every row of a prepared-examples frame (see recsys.data.prepare)."""
+    return _predict(checkpoint, frame, batch_size)[0]
+
+
+# --------------------------------------------------------------------------- segments
+
+
+def segment_masks(frame: pl.DataFrame, item_table: ItemTable | None = None) -> dict[str, np.ndarray]:
+    """Boolean row masks of every segment present in ``frame`` (see the module docstring)."""
+    masks = {"all": np.ones(frame.height, bool)}
     if "meta_is_cold" in frame.columns:
-        cold = frame["meta_is_cold"].to_numpy()
-        segments |= {"warm_items": ~cold, "cold_items": cold}
-    out: dict[str, dict[str, float]] = {}
-    for name, keep in segments.items():
-        if keep.any():
-            out[name] = compute_metrics(users[keep], labels[keep], probs[keep])
-            if "meta_true_prob" in frame.columns:
-                oracle = compute_metrics(users[keep], labels[keep], frame["meta_true_prob"].to_numpy()[keep])
-                out[f"oracle_{name}"] = oracle
+        cold = frame["meta_is_cold"].to_numpy().astype(bool)
+        masks |= {"warm_items": ~cold, "cold_items": cold}
+    if "hist_mask" in frame.columns:
+        length = np.asarray(frame["hist_mask"].to_numpy()).reshape(frame.height, -1).sum(axis=1)
+        for low, high, name in HISTORY_BUCKETS:
+            masks[name] = (length >= low) & (length <= high if high is not None else True)
+    if item_table is not None and "item" in frame.columns:
+        rows = frame["item"].to_numpy()
+        for modality, present in item_table.masks.items():
+            masks[f"missing_{modality}"] = ~present[rows]
+    return {name: keep for name, keep in masks.items() if keep.any()}
+
+
+def segment_metrics(frame: pl.DataFrame, scores: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """:func:`recsys.metrics.compute_metrics` plus the calibration ratio, for every segment mask."""
+    users, labels = frame["meta_user_id"].to_numpy(), frame["label"].to_numpy()
+    out = {}
+    for name, keep in masks.items():
+        m = compute_metrics(users[keep], labels[keep], scores[keep])
+        m["ratio"] = m["mean_pred"] / m["mean_label"] if m["mean_label"] > 0 else float("nan")
+        out[name] = m
     return out
 
 
-def evaluate_checkpoint(checkpoint_dir: str | Path, examples_dir: str | Path) -> dict[str, dict[str, float]]:
-    """Load a checkpoint and evaluate it on a directory of prepared-example Parquet files."""
+def category_labels(item_table: ItemTable, feature_map: FeatureMap, rows: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """(field name, value per row) of the first item categorical feature; None without one."""
+    fields = feature_map.by("item", "categorical")[1:]  # [0] is item_id
+    if not fields or item_table.categorical.shape[1] == 0:
+        return None
+    vocab = np.array(["<pad>", "<other>", *fields[0].vocab], dtype=object)
+    return fields[0].name, vocab[item_table.categorical[rows, 0]]
+
+
+def attention_summary(
+    attention: np.ndarray, modalities: list[str], rows: np.ndarray, item_table: ItemTable, feature_map: FeatureMap
+) -> dict:
+    """Mean modal attention weight per modality, over the candidates that have it; overall and per category."""
+    present = np.stack([np.ones(len(rows), bool) if m == "id" else item_table.masks[m][rows] for m in modalities], axis=1)
+
+    def means(keep: np.ndarray) -> dict[str, float]:
+        sel = present & keep[:, None]
+        total = np.where(sel, attention, 0.0).sum(axis=0)
+        count = sel.sum(axis=0)
+        return {m: float(total[j] / count[j]) if count[j] else float("nan") for j, m in enumerate(modalities)}
+
+    summary: dict = {"modalities": list(modalities), "overall": means(np.ones(len(rows), bool))}
+    labels = category_labels(item_table, feature_map, rows)
+    if labels is not None:
+        name, values = labels
+        uniques, counts = np.unique(values.astype(str), return_counts=True)
+        by_value = {str(v): {"n": int(c), "weights": means(values.astype(str) == v)}
+                    for v, c in sorted(zip(uniques, counts), key=lambda vc: (-vc[1], vc[0]))}
+        summary["by_category"] = {"field": name, "values": by_value}
+    return summary
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def evaluate_frame(checkpoint: Checkpoint, frame: pl.DataFrame, source: str = "", split: str = "test",
+                   batch_size: int = 4096) -> Evaluation:
+    """Score a prepared-examples frame and compute every metric, segment and attention summary."""
+    if frame.height == 0:
+        raise RecsysError(f"{source or 'the examples'}: no rows to evaluate (split {split!r} is empty)")
+    probs, attention = _predict(checkpoint, frame, batch_size)
+    masks = segment_masks(frame, checkpoint.item_table)
+    true_prob = frame["meta_true_prob"].to_numpy() if "meta_true_prob" in frame.columns else None
+    rows = frame["item"].to_numpy()
+    modalities = list(getattr(checkpoint.model, "modalities", []))
+    predictions = frame.select(pl.col("meta_user_id").alias("user_id"), pl.col("meta_item_id").alias("item_id"),
+                               pl.col("label").cast(pl.Int8)).with_columns(pl.Series("prob", probs))
+    if true_prob is not None:
+        predictions = predictions.with_columns(pl.Series("true_prob", true_prob))
+    return Evaluation(
+        model=checkpoint.config.model.name, checkpoint=str(checkpoint.path), source=source, split=split,
+        segments=segment_metrics(frame, probs, masks),
+        oracle=segment_metrics(frame, true_prob, masks) if true_prob is not None else {},
+        attention=attention_summary(attention, modalities, rows, checkpoint.item_table, checkpoint.feature_map)
+        if attention is not None else None,
+        predictions=predictions,
+    )
+
+
+def prepared_split_dir(checkpoint_dir: str | Path, split: str) -> Path:
+    """The run's prepared split beside a checkpoint: ``<checkpoint>/../prepared/<split>``."""
+    return Path(checkpoint_dir).resolve().parent / "prepared" / split
+
+
+def evaluate_checkpoint(
+    checkpoint_dir: str | Path, examples_dir: str | Path | None = None, *, data_dir: str | Path | None = None,
+    split: str = "test",
+) -> Evaluation:
+    """Evaluate a checkpoint on a split of prepared examples or of a dataset directory.
+
+    Sources, first match: ``data_dir`` (a dataset featurised with the checkpoint's feature map
+    and item table, see :func:`recsys.data.prepare.prepare_with`), ``examples_dir`` (Parquet
+    files of prepared examples), else the run's prepared split beside the checkpoint.
+    """
+    from recsys.data.prepare import examples_frame, prepare_with
+
     checkpoint = load_checkpoint(checkpoint_dir)
-    frame = pl.read_parquet(Path(examples_dir))
-    return segment_metrics(frame, predict_frame(checkpoint, frame))
+    if data_dir is not None:
+        examples = prepare_with(checkpoint, data_dir)
+        if split not in set(examples.meta["split"].unique().to_list()):
+            raise RecsysError(f"{Path(data_dir) / 'interactions.parquet'}: no {split!r} rows after splitting (data.split)")
+        return evaluate_frame(checkpoint, examples_frame(examples.split(split)), str(data_dir), split)
+    source = Path(examples_dir) if examples_dir is not None else prepared_split_dir(checkpoint_dir, split)
+    if not source.is_dir() or not any(source.glob("*.parquet")):
+        raise RecsysError(
+            f"{source}: no prepared {split!r} split (Parquet files) found; it is written by `recsys train` beside "
+            "the checkpoint (<run>/prepared/<split>); pass --data DATASET_DIR to evaluate on a dataset directory"
+        )
+    return evaluate_frame(checkpoint, pl.read_parquet(source), str(source), split)
 
 
-def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
-    """A console table: one row per segment."""
-    lines = [f"{'segment':<20}{'AUC':>8}{'GAUC':>8}{'logloss':>9}{'pred CTR':>10}{'CTR':>8}{'rows':>8}"]
-    for name, m in metrics.items():
-        lines.append(f"{name:<20}{m['auc']:>8.4f}{m['gauc']:>8.4f}{m['logloss']:>9.4f}"
-                     f"{m['mean_pred']:>10.4f}{m['mean_label']:>8.4f}{int(m['n']):>8}")
+# --------------------------------------------------------------------------- console
+
+
+def _num(value: float | None, width: int, digits: int = 4) -> str:
+    return f"{'-':>{width}}" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:>{width}.{digits}f}"
+
+
+def format_evaluation(evaluation: Evaluation) -> str:
+    """A console table: one row per segment (model and, when known, the oracle), then modal attention."""
+    oracle = evaluation.oracle
+    head = f"{'segment':<18}{'rows':>7}{'AUC':>8}{'GAUC':>8}{'logloss':>9}{'pred CTR':>10}{'CTR':>8}{'ratio':>7}"
+    lines = [f"{evaluation.model} on {evaluation.split} ({evaluation.source})",
+             head + (f"{'oracle AUC':>12}{'oracle GAUC':>13}" if oracle else "")]
+    for name, m in evaluation.segments.items():
+        line = (f"{name:<18}{int(m['n']):>7}{_num(m['auc'], 8)}{_num(m['gauc'], 8)}{_num(m['logloss'], 9)}"
+                f"{_num(m['mean_pred'], 10)}{_num(m['mean_label'], 8)}{_num(m['ratio'], 7, 3)}")
+        if name in oracle:
+            line += f"{_num(oracle[name]['auc'], 12)}{_num(oracle[name]['gauc'], 13)}"
+        lines.append(line)
+    att = evaluation.attention
+    if att:
+        mods = att["modalities"]
+        lines += ["", "modal attention (mean |weight| over candidates that have the modality)",
+                  f"{'':<24}{'rows':>7}" + "".join(f"{m:>9}" for m in mods),
+                  f"{'all':<24}{int(evaluation.segments['all']['n']):>7}" + "".join(_num(att["overall"][m], 9, 3) for m in mods)]
+        by = att.get("by_category")
+        if by:
+            for value, entry in list(by["values"].items())[:20]:
+                label = f"{by['field']}={value}"[:23]
+                lines.append(f"{label:<24}{entry['n']:>7}" + "".join(_num(entry["weights"][m], 9, 3) for m in mods))
     return "\n".join(lines)

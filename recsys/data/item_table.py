@@ -111,9 +111,16 @@ class ItemTable:
             raise RecsysError(f"{path}: cannot load the item table ({type(exc).__name__}: {exc})") from None
 
 
-def _standardise(vectors: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-dimension standardisation over the items that have a vector (frozen features vary wildly in scale)."""
-    if present.any():
+def _standardise(
+    vectors: np.ndarray, present: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-dimension standardisation over the items that have a vector (frozen features vary wildly in scale).
+
+    With ``stats`` (mean, std) fitted earlier, those are applied instead of fitting new ones.
+    """
+    if stats is not None:
+        mean, std = stats
+    elif present.any():
         mean = vectors[present].mean(axis=0)
         std = vectors[present].std(axis=0)
     else:
@@ -124,9 +131,16 @@ def _standardise(vectors: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, 
 
 
 def build_item_table(
-    items: pl.DataFrame, feature_map: FeatureMap, modality_vectors: Mapping[str, HasVectors]
+    items: pl.DataFrame,
+    feature_map: FeatureMap,
+    modality_vectors: Mapping[str, HasVectors],
+    fitted: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> ItemTable:
-    """Assemble the table for every item of ``items`` (the whole catalogue, cold items included)."""
+    """Assemble the table for every item of ``items`` (the whole catalogue, cold items included).
+
+    ``fitted`` (modality -> mean, std) standardises with an existing table's statistics: how
+    serving builds rows for items registered after training (see ``ItemTable.stats``).
+    """
     item_ids = items["item_id"].to_numpy().astype(np.int64)
     n = len(item_ids)
 
@@ -150,6 +164,6 @@ def build_item_table(
             r = row_of.get(int(iid))
             if r is not None:
                 dense[r], present[r] = vec, True
-        dense, mean, std = _standardise(dense, present)
+        dense, mean, std = _standardise(dense, present, None if fitted is None else fitted[name])
         vectors[name], masks[name], stats[name] = padded(dense), padded(present), (mean, std)
     return ItemTable(item_ids, id_index, categorical, lists, vectors, masks, stats)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -20,6 +21,9 @@ from recsys.data.item_table import ItemTable, build_item_table
 from recsys.data.splits import assign_splits
 from recsys.data.validate import validate_dataset
 from recsys.errors import DatasetError
+
+if TYPE_CHECKING:
+    from recsys.checkpoint import Checkpoint
 
 
 @dataclass
@@ -66,6 +70,31 @@ def prepare_data(
     item_table = build_item_table(items, feature_map, vectors)
     examples = build_examples(interactions, users, feature_map, item_table)
     return PreparedData(config, feature_map, item_table, examples, users)
+
+
+def prepare_with(checkpoint: "Checkpoint", data_dir: str | Path, validate: bool = True) -> Examples:
+    """Featurise a dataset directory with a checkpoint's feature map and item table (nothing is refitted).
+
+    Every split of the interactions is built (a test row's history may hold earlier splits' clicks);
+    pick one with ``.split(name)``. Item content comes from the checkpoint's item table, so every
+    item id of the interactions must be in it: unknown ids raise a DatasetError naming them.
+    """
+    data_dir = Path(data_dir)
+    if validate:
+        validate_dataset(data_dir, checkpoint.config).raise_for_errors()
+    paths = dataset_paths(data_dir)
+    interactions = assign_splits(pl.read_parquet(paths.interactions), checkpoint.config.data.split)
+    known = pl.Series(checkpoint.item_table.item_ids)
+    unknown = interactions.filter(~pl.col("item_id").is_in(known.implode()))["item_id"].unique().sort()
+    if len(unknown):
+        raise DatasetError(
+            f"{paths.interactions}: {len(unknown)} item id(s) unknown to the checkpoint's item table "
+            f"({checkpoint.path / 'item_table.pt'}): {unknown.head(10).to_list()}"
+            f"{' ...' if len(unknown) > 10 else ''}; a checkpoint scores only the items it was trained with "
+            "(their content vectors live in its item table)"
+        )
+    users = pl.read_parquet(paths.users) if paths.users.is_file() else None
+    return build_examples(interactions, users, checkpoint.feature_map, checkpoint.item_table)
 
 
 #: Files of a prepared-data directory (what Ray workers read).

@@ -50,7 +50,9 @@ def decode_image(data: bytes | Path) -> Image.Image:
         with Image.open(source) as image:
             image.load()  # PIL decodes lazily: force it here so a truncated file fails now
             return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        raise MediaError(f"cannot decode image {_describe(data)}: not a recognised image format") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise MediaError(f"cannot decode image {_describe(data)}: {exc}") from None
 
 

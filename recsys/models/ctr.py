@@ -112,12 +112,20 @@ class LogisticRegression(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1))
         self.modalities = ["id"]
 
-    def forward(self, batch: dict[str, torch.Tensor], items: ItemInputs) -> ModelOutput:
-        logit = self.id_features(batch["item"], items).sum(dim=1)  # (B,)
-        logit = logit + self.user(batch["user"]).sum(dim=(1, 2)) + self.context(batch["context"]).sum(dim=(1, 2))
+    def item_representations(self, rows: torch.Tensor, items: ItemInputs) -> ItemReps:
+        """(N,) rows -> (N, 1): the item's summed id/attribute weights (cacheable per item, like CTRModel's)."""
+        return ItemReps(self.id_features(rows, items).sum(dim=1, keepdim=True))
+
+    def head_logits(self, batch: dict[str, torch.Tensor], target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """User, context and numeric weights plus the candidate's item part; the history is not used."""
+        logit = target.squeeze(-1) + self.user(batch["user"]).sum(dim=(1, 2)) + self.context(batch["context"]).sum(dim=(1, 2))
         if self.numeric is not None:
             logit = logit + self.numeric(batch["numeric"]).squeeze(-1)
-        return ModelOutput(logits=logit + self.bias)
+        return logit + self.bias  # (B,)
+
+    def forward(self, batch: dict[str, torch.Tensor], items: ItemInputs) -> ModelOutput:
+        target = self.item_representations(batch["item"], items).rep  # (B, 1)
+        return ModelOutput(logits=self.head_logits(batch, target, target[:, None]))
 
 
 def build_sequence(name: str, dim: int) -> nn.Module:

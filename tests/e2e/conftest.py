@@ -39,3 +39,58 @@ def default_dataset(tmp_path_factory: pytest.TempPathFactory) -> EncodedDataset:
     run_cli("data", "make-default", "--out", str(data_dir), "--seed", "0", "--no-progress")
     out = run_cli("encode", str(data_dir), "--config", "configs/default.yaml", "--cache-dir", str(cache_dir), "--no-progress")
     return EncodedDataset(data_dir, cache_dir, ROOT / "configs" / "default.yaml", out.stdout)
+
+
+def cut_dataset(src: Path, out: Path, n_users: int) -> Path:
+    """``src`` cut to its first ``n_users`` users (same items and media, so the encode cache applies)."""
+    import shutil
+
+    import polars as pl
+
+    out.mkdir(parents=True)
+    for name in ("items.parquet", "users.parquet"):
+        shutil.copy(src / name, out / name)
+    for media in ("images", "audio"):
+        (out / media).symlink_to(src / media)
+    inter = pl.read_parquet(src / "interactions.parquet")
+    keep = inter["user_id"].unique().sort()[:n_users].implode()
+    inter.filter(pl.col("user_id").is_in(keep)).write_parquet(out / "interactions.parquet")
+    return out
+
+
+def write_config(path: Path, data: Path, cache: Path, storage: Path, **train: object) -> Path:
+    """configs/default.yaml pointed at ``data``/``cache``/``storage``, short training (``train`` overrides)."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    raw["data"]["path"] = str(data)
+    raw["encoders"]["cache_dir"] = str(cache)
+    raw["train"].update({"epochs": 2, "batch_size": 256, "storage_path": str(storage), "early_stopping_patience": 5, **train})
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_dataset(default_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in dataset cut to 120 users."""
+    return cut_dataset(default_dataset.data_dir, tmp_path_factory.mktemp("small") / "data", 120)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    run_dir: Path
+    config: Path
+    data_dir: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / "best"
+
+
+@pytest.fixture(scope="session")
+def trained_run(small_dataset, default_dataset, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """A tiny MARN run through `recsys train` (local Ray, 1 worker, 1 epoch): checkpoints plus prepared splits."""
+    root = tmp_path_factory.mktemp("trained")
+    config = write_config(root / "exp.yaml", small_dataset, default_dataset.cache_dir, root / "runs", epochs=1, workers=1)
+    run_cli("train", "--config", str(config), "--run-name", "tiny", timeout=900)
+    return TrainedRun(root / "runs" / "tiny", config, small_dataset)

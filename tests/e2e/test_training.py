@@ -18,9 +18,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, write_config
 from recsys.config import load_config
 from recsys.errors import ConfigError, DatasetError
 
@@ -72,27 +71,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def small_data(default_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built-in dataset cut to 120 users (same items and media, so the encode cache applies)."""
-    out = tmp_path_factory.mktemp("small") / "data"
-    out.mkdir()
-    src = default_dataset.data_dir
-    for name in ("items.parquet", "users.parquet"):
-        shutil.copy(src / name, out / name)
-    for media in ("images", "audio"):
-        (out / media).symlink_to(src / media)
-    inter = pl.read_parquet(src / "interactions.parquet")
-    inter.filter(pl.col("user_id").is_in(inter["user_id"].unique().sort()[:120].implode())).write_parquet(out / "interactions.parquet")
-    return out
-
-
-def write_config(path: Path, data: Path, cache: Path, storage: Path, **train: object) -> Path:
-    raw = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    raw["data"]["path"] = str(data)
-    raw["encoders"]["cache_dir"] = str(cache)
-    raw["train"].update({"epochs": 2, "batch_size": 256, "storage_path": str(storage), "early_stopping_patience": 5, **train})
-    path.write_text(yaml.safe_dump(raw))
-    return path
+def small_data(small_dataset) -> Path:
+    return small_dataset
 
 
 def train_cli(config: Path, address: str, *extra: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,284 @@
+"""A checkpoint made ready to serve: the model, and every catalogue item's representation cached.
+
+Scoring a request costs only the user side and the final layers: candidate-independent item
+representations (``model.item_representations``, the same code as training) are computed once
+for the whole catalogue when the model loads, and once per item registered later. Raw inputs
+become tensors through the training code (``recsys.data``): the feature map, ``encode_users``,
+``encode_context``, ``build_item_table``.
+
+The cache is a :class:`Catalogue` snapshot that is replaced, never mutated in place, so a
+request that started on one snapshot finishes on it while items are being added.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsys.checkpoint import Checkpoint, load_checkpoint
+from recsys.config import ExperimentConfig
+from recsys.data.examples import encode_context, encode_users
+from recsys.data.feature_map import OOV
+from recsys.data.item_table import build_item_table
+from recsys.errors import RecsysError
+from recsys.models import ItemInputs
+from serving.content import ContentEncoders
+from serving.store import StoredItem
+
+#: Items whose representations are computed in one forward pass at load time.
+CHUNK = 8192
+
+
+class ServingError(RecsysError):
+    """A request the service refuses: an HTTP status, the field at fault and (some of) the offending ids."""
+
+    def __init__(self, status: int, field: str, message: str, ids: list | None = None) -> None:
+        super().__init__(f"{field}: {message}")
+        self.status, self.field, self.message, self.ids = status, field, message, ids
+
+    def body(self) -> dict:
+        detail = {"field": self.field, "message": self.message}
+        if self.ids is not None:
+            detail["ids"] = self.ids
+        return {"detail": detail}
+
+
+def model_version(checkpoint: Checkpoint) -> str:
+    """``<model>-<first 12 hex of model.pt's sha256>``: names the weights, not the directory."""
+    digest = checkpoint.meta.get("files", {}).get("model.pt", "unknown")
+    return f"{checkpoint.meta.get('model', checkpoint.config.model.name)}-{digest[:12]}"
+
+
+def serving_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
+    """Config fields a hot swap must keep: request features and item encoders (the model may change)."""
+    diffs = []
+    for section in ("features", "encoders"):
+        a = getattr(old, section).model_dump(exclude={"cache_dir", "batch_size"})
+        b = getattr(new, section).model_dump(exclude={"cache_dir", "batch_size"})
+        diffs += [f"{section}.{k}: serving {a[k]!r}, new checkpoint {b[k]!r}" for k in a if a[k] != b.get(k)]
+    return diffs
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Item representations by row (row 0: padding) and item id -> row; replaced as a whole."""
+
+    reps: torch.Tensor  # (capacity, D); rows >= n are free
+    row_of: dict[int, int]
+    n: int
+
+    def rows(self, item_ids: list[int], field: str) -> np.ndarray:
+        get = self.row_of.get
+        rows = [get(i, -1) for i in item_ids]
+        if -1 in rows:
+            unknown = list(dict.fromkeys(i for i, r in zip(item_ids, rows) if r < 0))
+            raise ServingError(422, field, f"{len(unknown)} unknown item id(s) (not in the catalogue; register new items "
+                               "with POST /v1/items)", unknown[:20])
+        return np.asarray(rows, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """What GET /v1/items/{id} reports about a scorable item."""
+
+    item_id: int
+    source: str  # "catalogue" (in the checkpoint) or "registered" (through the API)
+    modalities: list[str]
+    cold: bool  # its id was not seen in training: scored from content and attributes
+
+
+@dataclass
+class ServedModel:
+    """A loaded checkpoint plus the cached item representations of its catalogue and registered items."""
+
+    checkpoint: Checkpoint
+    encoders: ContentEncoders
+    version: str
+    catalogue: Catalogue
+    registered: dict[int, ItemInfo] = field(default_factory=dict)
+    _write_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def load(cls, path: str | Path, registered: list[StoredItem] = (), vectors: dict | None = None,
+             serving_config: ExperimentConfig | None = None) -> "ServedModel":
+        """Load, check and warm a checkpoint. Raises CheckpointError / ServingError with the reason.
+
+        With ``serving_config`` (the config being served), a checkpoint whose features or
+        encoders differ is refused: requests and registered items must keep their meaning.
+        """
+        checkpoint = load_checkpoint(path)  # hashes verified, weights_only, config rebuilt
+        if serving_config is not None:
+            diffs = serving_differences(serving_config, checkpoint.config)
+            if diffs:
+                raise ServingError(409, "checkpoint", "does not match the served config: " + "; ".join(diffs))
+        if not hasattr(checkpoint.model, "item_representations"):
+            raise ServingError(422, "checkpoint", f"model {checkpoint.config.model.name!r} has no item_representations")
+        torch_model = checkpoint.model.eval()
+        table = checkpoint.item_table
+        items = ItemInputs.from_table(table)
+        with torch.inference_mode():
+            rows = torch.arange(table.n_items + 1)
+            reps = torch.cat([torch_model.item_representations(rows[s : s + CHUNK], items).rep for s in range(0, len(rows), CHUNK)])
+        bad = (~torch.isfinite(reps).all(dim=1)).nonzero().flatten()
+        if len(bad):
+            ids = [int(table.item_ids[r - 1]) for r in bad.tolist() if r > 0][:10]
+            raise ServingError(422, "checkpoint", f"non-finite item representations for {len(bad)} item(s)", ids)
+        row_of = {int(i): r + 1 for r, i in enumerate(table.item_ids)}
+        served = cls(checkpoint, ContentEncoders(checkpoint.config.encoders, table.dims()), model_version(checkpoint),
+                     Catalogue(reps, row_of, len(reps)))
+        if registered:
+            served.add_items(list(registered), vectors or {})
+        served.canary()
+        return served
+
+    def canary(self) -> None:
+        """Score a few items for a user without and with history; refuse non-finite or out-of-range output."""
+        ids = list(self.catalogue.row_of)[:8]
+        if not ids:
+            raise ServingError(422, "checkpoint", "the catalogue is empty")
+        for history in ([], ids[:3]):
+            probs = self.score(self.user_features(-1, {}), self.context_features({}), history, ids)
+            if not np.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
+                raise ServingError(422, "checkpoint", f"canary batch gave invalid probabilities {probs.tolist()}")
+
+    # ---------------------------------------------------------------- items
+    @property
+    def feature_map(self):  # noqa: ANN201 - FeatureMap
+        return self.checkpoint.feature_map
+
+    def attribute_fields(self) -> dict[str, str]:
+        """Item attribute name -> 'categorical' | 'list' (what POST /v1/items accepts)."""
+        fm = self.feature_map
+        out = {f.name: "categorical" for f in fm.by("item", "categorical") if f.name != "item_id"}
+        return out | {f.name: "list" for f in fm.by("item", "list")}
+
+    def add_items(self, items: list[StoredItem], vectors: dict[int, dict[tuple[str, str], np.ndarray]]) -> None:
+        """Compute and cache the representations of registered items (new ids, or updates of known ones)."""
+        if not items:
+            return
+        fm, table = self.feature_map, self.checkpoint.item_table
+        fields = self.attribute_fields()
+        columns: dict[str, pl.Series] = {"item_id": pl.Series("item_id", [it.item_id for it in items], dtype=pl.Int64)}
+        for name, kind in fields.items():
+            values = [it.attributes.get(name) for it in items]
+            if kind == "list":
+                columns[name] = pl.Series(name, [[str(v) for v in (x or [])] for x in values], dtype=pl.List(pl.String))
+            else:
+                columns[name] = _categorical_series(name, values)
+        frame = pl.DataFrame(columns)
+        per_modality = {}
+        for modality, dim in table.dims().items():
+            fingerprint = self.encoders.fingerprint(modality)
+            found = [(it.item_id, vectors.get(it.item_id, {}).get((modality, fingerprint))) for it in items]
+            found = [(i, v) for i, v in found if v is not None and len(v) == dim]
+            per_modality[modality] = _Vectors(
+                np.array([i for i, _ in found], dtype=np.int64),
+                np.stack([v for _, v in found]).astype(np.float32) if found else np.zeros((0, dim), np.float32),
+            )
+        new_table = build_item_table(frame, fm, per_modality, fitted=table.stats)
+        with torch.inference_mode():
+            reps = self.checkpoint.model.item_representations(torch.arange(1, len(items) + 1), ItemInputs.from_table(new_table)).rep
+        if not torch.isfinite(reps).all():
+            raise ServingError(422, "item", "non-finite item representation", [it.item_id for it in items][:20])
+        with self._write_lock:
+            old = self.catalogue
+            buffer, n = old.reps, old.n
+            if n + len(items) > len(buffer):
+                grown = torch.empty((max(2 * len(buffer), n + len(items)), buffer.shape[1]), dtype=buffer.dtype)
+                grown[:n] = buffer[:n]
+                buffer = grown
+            buffer[n : n + len(items)] = reps  # rows beyond the old snapshot's n: nobody reads them yet
+            row_of = dict(old.row_of)
+            for k, it in enumerate(items):
+                row_of[it.item_id] = n + k
+                present = [m for m in new_table.modalities if new_table.masks[m][k + 1]]
+                self.registered[it.item_id] = ItemInfo(it.item_id, "registered", present, bool(new_table.id_index[k + 1] == OOV))
+            self.catalogue = Catalogue(buffer, row_of, n + len(items))
+
+    def item_info(self, item_id: int) -> ItemInfo | None:
+        if item_id in self.registered:
+            return self.registered[item_id]
+        table = self.checkpoint.item_table
+        row = table._row_of.get(item_id)
+        if row is None:
+            return None
+        return ItemInfo(item_id, "catalogue", [m for m in table.modalities if table.masks[m][row]],
+                        bool(table.id_index[row] == OOV))
+
+    # ---------------------------------------------------------------- request features
+    def user_features(self, user_id: int, attributes: dict) -> np.ndarray:
+        """(U,) user field indices, through the training code (encode_users)."""
+        extra = [f.name for f in self.feature_map.by("user", "categorical") if f.name != "user_id"]
+        users = pl.DataFrame({"user_id": [user_id]} | {n: _categorical_series(n, [attributes.get(n)]) for n in extra})
+        return encode_users(users if extra else None, users["user_id"], self.feature_map)[0]
+
+    def context_fields(self) -> dict[str, str]:
+        fm = self.feature_map
+        return {f.name: "categorical" for f in fm.by("context", "categorical")} | {
+            f.name: "numeric" for f in fm.by("context", "numeric")}
+
+    def context_features(self, context: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(C,) categorical indices and (K,) standardised numbers, through the training code (encode_context)."""
+        fields = self.context_fields()
+        unknown = sorted(set(context) - set(fields))
+        if unknown:
+            raise ServingError(422, "context", f"unknown field(s) {unknown}; this model's context fields: {sorted(fields)}")
+        columns = {}
+        for name, kind in fields.items():
+            value = context.get(name)
+            if kind == "numeric":
+                if value is not None and (isinstance(value, (bool, str)) or not np.isfinite(float(value))):
+                    raise ServingError(422, f"context.{name}", f"must be a finite number or null, got {value!r}")
+                columns[name] = pl.Series(name, [value], dtype=pl.Float64)
+            else:
+                columns[name] = _categorical_series(name, [value])
+        frame = pl.DataFrame(columns) if columns else pl.DataFrame({"_": [0]})
+        categorical, numeric = encode_context(frame, self.feature_map)
+        return categorical[0], numeric[0]
+
+    # ---------------------------------------------------------------- scoring
+    def score(self, user: np.ndarray, context: tuple[np.ndarray, np.ndarray], history: list[int],
+              candidates: list[int], catalogue: Catalogue | None = None) -> np.ndarray:
+        """Click probabilities of ``candidates`` (item ids) for one user, history oldest first."""
+        cat = catalogue or self.catalogue
+        cand_rows = torch.from_numpy(cat.rows(candidates, "candidates"))
+        length = self.feature_map.max_history
+        recent = history[-length:] if length else []
+        hist_rows = np.zeros(length, np.int64)
+        hist_mask = np.zeros(length, bool)
+        if recent:
+            hist_rows[length - len(recent):] = cat.rows(recent, "history")
+            hist_mask[length - len(recent):] = True
+        b = len(candidates)
+        categorical, numeric = context
+        batch = {
+            "user": torch.from_numpy(user).expand(b, -1),
+            "context": torch.from_numpy(categorical).expand(b, -1),
+            "numeric": torch.from_numpy(numeric).expand(b, -1),
+            "hist_mask": torch.from_numpy(hist_mask).expand(b, -1),
+        }
+        with torch.inference_mode():
+            target = cat.reps[cand_rows]  # (B, D)
+            hist = cat.reps[torch.from_numpy(hist_rows)]  # (L, D)
+            logits = self.checkpoint.model.head_logits(batch, target, hist.unsqueeze(0).expand(b, -1, -1))
+            return torch.sigmoid(logits).numpy()
+
+
+@dataclass
+class _Vectors:
+    item_ids: np.ndarray
+    vectors: np.ndarray
+
+
+def _categorical_series(name: str, values: list) -> pl.Series:
+    """Raw categorical values as a polars column, as they would come from a Parquet file."""
+    try:
+        return pl.Series(name, values)
+    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):  # mixed types: compare as text
+        return pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.String)

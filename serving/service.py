@@ -1,0 +1,206 @@
+"""The scoring service of one worker process: the served model, the shared store, hot swaps.
+
+Every worker keeps its own :class:`~serving.model.ServedModel` and catches up with the shared
+:class:`~serving.store.Store` before each request (one cheap query): items registered through
+any worker become scorable everywhere as soon as the registering call returns, and a model
+swapped in by any worker is loaded by the others in the background, old model serving meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.errors import RecsysError
+from serving.content import ContentError, ItemContent
+from serving.model import ItemInfo, ServedModel, ServingError
+from serving.settings import ServeSettings
+from serving.store import Store, UserState
+
+log = logging.getLogger("recsys.serving")
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    version: str
+    item_ids: list[int]
+    scores: np.ndarray
+    history_source: str  # "request", "store" or "none"
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    version: str
+    previous: str
+    path: str
+    seconds: float
+
+
+class ScoringService:
+    """Everything a worker serves; thread-safe. Build it with :meth:`start`."""
+
+    def __init__(self, settings: ServeSettings, store: Store, model: ServedModel, items_seq: int) -> None:
+        self.settings = settings
+        self.store = store
+        self.model = model  # replaced atomically by a swap; a request keeps the one it started with
+        self.model_path = str(settings.checkpoint)
+        self._items_seq = items_seq
+        self._sync_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._background: threading.Thread | None = None
+        self._failed_versions: set[str] = set()
+        self.pid = os.getpid()
+
+    @classmethod
+    def start(cls, settings: ServeSettings) -> "ScoringService":
+        """Open the store and load the active model with every registered item."""
+        store = Store(settings.state_dir / "serving.db")
+        versions = store.versions()
+        path = versions.model_path or str(settings.checkpoint)
+        items = store.items_since(0)
+        model = ServedModel.load(path, items, store.vectors_of(i.item_id for i in items))
+        service = cls(settings, store, model, max((i.seq for i in items), default=0))
+        service.model_path = path
+        log.info("worker %d serving %s from %s (%d catalogue items, %d registered)", service.pid, model.version, path,
+                 model.catalogue.n - 1, len(items))
+        return service
+
+    # ---------------------------------------------------------------- catching up
+    def sync(self) -> None:
+        """Catch up with the store: new or updated items now, a new active model in the background."""
+        versions = self.store.versions()
+        if versions.items_seq > self._items_seq:
+            with self._sync_lock:
+                if versions.items_seq > self._items_seq:
+                    items = self.store.items_since(self._items_seq)
+                    if items:
+                        self.model.add_items(items, self.store.vectors_of(i.item_id for i in items))
+                    self._items_seq = max([self._items_seq, *(i.seq for i in items)])
+        if (versions.model_version and versions.model_version != self.model.version
+                and versions.model_version not in self._failed_versions
+                and (self._background is None or not self._background.is_alive())):
+            self._background = threading.Thread(
+                target=self._follow, args=(versions.model_path, versions.model_version), daemon=True, name="model-follow")
+            self._background.start()
+
+    def _follow(self, path: str, version: str) -> None:
+        """Load the model another worker swapped in (this worker keeps serving the old one meanwhile)."""
+        try:
+            self._swap(path)
+        except RecsysError as exc:
+            self._failed_versions.add(version)
+            log.error("worker %d could not follow the swap to %s (%s): %s", self.pid, version, path, exc)
+
+    # ---------------------------------------------------------------- model swap
+    def _swap(self, path: str) -> ReloadResult:
+        with self._reload_lock:
+            start = time.perf_counter()
+            current = self.model
+            items = self.store.items_since(0)
+            new = ServedModel.load(path, items, self.store.vectors_of(i.item_id for i in items),
+                                   serving_config=current.checkpoint.config)
+            loaded_seq = max((i.seq for i in items), default=0)
+            with self._sync_lock:  # items registered while loading: add them before the swap
+                late = self.store.items_since(loaded_seq)
+                if late:
+                    new.add_items(late, self.store.vectors_of(i.item_id for i in late))
+                self._items_seq = max([self._items_seq, loaded_seq, *(i.seq for i in late)])
+                self.model, self.model_path = new, path  # the swap: one reference assignment
+            log.info("worker %d swapped %s -> %s (%s)", self.pid, current.version, new.version, path)
+            return ReloadResult(new.version, current.version, path, time.perf_counter() - start)
+
+    def reload(self, path: str) -> ReloadResult:
+        """Load, validate and swap in a checkpoint; on any problem the old model keeps serving."""
+        if self._reload_lock.locked():
+            raise ServingError(409, "checkpoint", "a reload is already in progress")
+        result = self._swap(path)
+        self.store.set_active_model(path, result.version)  # the other workers follow
+        return result
+
+    # ---------------------------------------------------------------- scoring
+    def score(self, user_id: int, candidates: list[int], history: list[int] | None, context: dict,
+              top_k: int | None) -> ScoreResult:
+        if len(candidates) > self.settings.max_candidates:
+            raise ServingError(422, "candidates", f"{len(candidates)} candidates, more than the limit of "
+                               f"{self.settings.max_candidates} (serve.max_candidates)")
+        self.sync()
+        model = self.model
+        state = self.store.get_user(user_id)
+        source = "request" if history is not None else ("store" if state and state.history else "none")
+        if history is None:
+            history = state.history if state else []
+            catalogue = model.catalogue
+            history = [i for i in history if i in catalogue.row_of]  # stored items may have left the catalogue
+        probs = model.score(model.user_features(user_id, state.attributes if state else {}),
+                            model.context_features(context), history, candidates)
+        ids = list(candidates)
+        if top_k is not None:
+            order = np.argsort(-probs, kind="stable")[:top_k]
+            ids, probs = [ids[i] for i in order], probs[order]
+        return ScoreResult(model.version, ids, probs, source)
+
+    # ---------------------------------------------------------------- items
+    def register_item(self, item_id: int, content: ItemContent, attributes: dict) -> ItemInfo:
+        """Encode and store an item; it is scorable by every worker when this returns."""
+        model = self.model
+        fields = model.attribute_fields()
+        unknown = sorted(set(attributes) - set(fields))
+        if unknown:
+            raise ServingError(422, "attributes", f"unknown attribute(s) {unknown}; this model's item attributes: "
+                               f"{sorted(fields)}")
+        for name, value in attributes.items():
+            if fields[name] == "list" and not (value is None or isinstance(value, list)):
+                raise ServingError(422, f"attributes.{name}", f"must be a list, got {type(value).__name__}")
+            if fields[name] == "categorical" and isinstance(value, (list, dict)):
+                raise ServingError(422, f"attributes.{name}", f"must be a single value, got {type(value).__name__}")
+        try:
+            vectors = model.encoders.encode(content)
+        except ContentError as exc:
+            raise ServingError(422, exc.field, exc.message) from None
+        if not vectors and not attributes:
+            raise ServingError(422, "item", "no content: give a title, an image, audio, vectors or attributes")
+        keyed = {(m, model.encoders.fingerprint(m)): v for m, v in vectors.items()}
+        self.store.put_item(item_id, content.title, attributes, content.image, content.audio, keyed)
+        self.sync()
+        info = self.model.item_info(item_id)
+        assert info is not None
+        return info
+
+    def item(self, item_id: int) -> tuple[ItemInfo, dict]:
+        self.sync()
+        info = self.model.item_info(item_id)
+        if info is None:
+            raise ServingError(404, "item_id", f"unknown item id {item_id}", [item_id])
+        stored = self.store.get_item(item_id)
+        extra = {"title": stored.title, "attributes": stored.attributes} if stored else {}
+        return info, extra
+
+    # ---------------------------------------------------------------- users
+    def user(self, user_id: int) -> UserState:
+        state = self.store.get_user(user_id)
+        if state is None:
+            raise ServingError(404, "user_id", f"unknown user id {user_id}", [user_id])
+        return state
+
+    def _check_items(self, item_ids: list[int], field: str) -> None:
+        self.sync()
+        self.model.catalogue.rows(item_ids, field)  # raises naming unknown ids
+
+    def put_user(self, user_id: int, history: list[int], attributes: dict) -> UserState:
+        self._check_items(history, "history")
+        fields = {f.name for f in self.model.feature_map.by("user", "categorical") if f.name != "user_id"}
+        unknown = sorted(set(attributes) - fields)
+        if unknown:
+            raise ServingError(422, "attributes", f"unknown user attribute(s) {unknown}; this model's: {sorted(fields)}")
+        history = history[-self.model.feature_map.max_history:] if self.model.feature_map.max_history else []
+        self.store.put_user(user_id, history, attributes)
+        return UserState(user_id, history, attributes)
+
+    def add_events(self, user_id: int, clicked: list[int]) -> UserState:
+        self._check_items(clicked, "clicked")
+        return self.store.append_history(user_id, clicked, self.model.feature_map.max_history)

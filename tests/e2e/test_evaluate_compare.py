@@ -1,0 +1,86 @@
+"""`recsys compare` and `recsys evaluate` through the CLI, with Ray, on the tiny dataset directory.
+
+One comparison (din and marn × 2 seeds, 1 epoch, 1 worker) is shared by every test here; the
+evaluate tests use its checkpoints. Orchestration details (failed runs, peers, gains) are
+covered without Ray in tests/unit/test_compare_report.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from support.tiny_dataset import write_tiny_dataset
+
+RUNS = ("din-seed0", "din-seed1", "marn-seed0", "marn-seed1")
+
+
+def compare_cli(config: Path, out: Path):  # noqa: ANN201
+    return run_cli("compare", "--config", str(config), "--models", "din,marn", "--seeds", "2", "--epochs", "1",
+                   "--workers", "1", "--bootstrap", "200", "--out", str(out), check=False)
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory):
+    """(config, report dir, the CompletedProcess) of one comparison."""
+    root = tmp_path_factory.mktemp("compare-e2e")
+    config = write_tiny_dataset(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_ADDRESS", "local")  # a fresh local Ray even if a cluster runs on this machine
+        proc = compare_cli(config, root / "report")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return config, root / "report", proc
+
+
+def test_compare_writes_the_report_with_every_model_and_seed(compared) -> None:
+    _, out, proc = compared
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    for name in (*RUNS, "oracle", "Best baseline: din"):
+        assert name in md and name in page, name
+    for png in ("roc", "calibration", "val_auc", "attention"):
+        assert (out / "plots" / f"{png}.png").is_file(), png
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["model"], r["seed"], r["status"]) for r in results["runs"]] == [
+        ("din", 0, "ok"), ("din", 1, "ok"), ("marn", 0, "ok"), ("marn", 1, "ok")]
+    for run in results["runs"]:
+        assert len(run["history"]) == 1 and 0 <= run["history"][0]["val_auc"] <= 1
+        assert all(0 <= m["auc"] <= 1 for m in run["test"]["segments"].values() if m["auc"] is not None)
+    assert "compare: 100%" in proc.stderr  # the progress bar across runs
+    assert "report:" in proc.stdout
+
+
+def test_evaluate_a_compare_checkpoint(compared) -> None:
+    _, out, _ = compared
+    checkpoint = out / "train" / "marn-seed0" / "best"
+    proc = run_cli("evaluate", "--checkpoint", str(checkpoint))
+    metrics = json.loads((checkpoint.parent / "eval-test" / "metrics.json").read_text())
+    for name in ("all", "warm_items", "cold_items", "missing_audio"):
+        assert name in proc.stdout and 0 <= metrics["segments"][name]["auc"] <= 1, name
+    assert set(metrics["oracle"]) == set(metrics["segments"]) and metrics["modal_attention"]["by_category"]["field"] == "dept"
+    assert "modal attention" in proc.stdout
+    recorded = json.loads((out / "runs" / "marn-seed0" / "result.json").read_text())["test"]["segments"]["all"]
+    assert metrics["segments"]["all"]["auc"] == pytest.approx(recorded["auc"])  # compare evaluated the same way
+
+
+def test_rerun_resumes_and_the_same_seed_reproduces_the_metrics(compared) -> None:
+    config, out, _ = compared
+    result = out / "runs" / "din-seed0" / "result.json"
+    before = json.loads(result.read_text())["test"]["segments"]
+    result.unlink()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_ADDRESS", "local")
+        proc = compare_cli(config, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    lines = {line.split(":")[0]: line for line in log.splitlines() if line.startswith("[compare] ")}
+    assert all(f"[compare] {name}" in lines for name in RUNS), lines
+    assert "(reused)" not in lines["[compare] din-seed0"]  # trained again
+    assert all("(reused)" in lines[f"[compare] {name}"] for name in RUNS[1:])
+    after = json.loads(result.read_text())["test"]["segments"]
+    for name, m in before.items():
+        for key in ("auc", "gauc", "logloss"):
+            assert after[name][key] == pytest.approx(m[key], abs=1e-6), (name, key)
+    assert "| din | baseline | 2/2 |" in (out / "report.md").read_text()

@@ -1,0 +1,121 @@
+"""`recsys compare`'s orchestration and report, with a Ray-free stand-in for run_training.
+
+The e2e test (tests/e2e/test_evaluate_compare.py) runs the same through the CLI and Ray.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys.config import load_config
+from recsys.errors import ConfigError, RecsysError
+from recsys.reports.compare import CompareSpec, run_compare
+from recsys.reports.peers import load_peers
+from support.tiny_dataset import train_without_ray, write_tiny_dataset
+
+
+class FakeTrain:
+    """run_training's signature; fails for the (model, seed) pairs in ``fail``; counts calls."""
+
+    def __init__(self, fail: set[tuple[str, int]] = frozenset()) -> None:
+        self.fail, self.calls = fail, []
+
+    def __call__(self, config, *, data_dir, cache_dir, address, workers, run_name):  # noqa: ANN001, ANN204
+        self.calls.append(run_name)
+        if (config.model.name, config.train.seed) in self.fail:
+            raise RuntimeError("injected failure for the test")
+        return train_without_ray(config, Path(data_dir or config.data.path), Path(config.train.storage_path) / run_name)
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("compare")
+    config = load_config(write_tiny_dataset(root))
+    peer = root / "peer.json"
+    peer.write_text(json.dumps({"model": "fuxictr_din", "source": "FuxiCTR DIN", "runs": [
+        {"seed": 0, "test": {"auc": 0.61, "gauc": 0.6, "logloss": 0.66}, "train_samples_per_s": 5000.0},
+        {"seed": 1, "test": {"auc": 0.63, "gauc": 0.6, "logloss": 0.65}, "cold_items": {"auc": 0.5}}]}))
+    # A peer with row-level predictions (the true click probabilities, in test-row order): paired test.
+    test = pl.read_parquet(Path(config.data.path) / "interactions.parquet").filter(pl.col("split") == "test")
+    test.select(pl.int_range(pl.len()).alias("row_id"), "user_id", "label", pl.col("true_prob").alias("pred")
+                ).reverse().write_parquet(root / "knows.parquet")
+    knows = root / "knows.json"
+    knows.write_text(json.dumps([{"model": "knows_all", "runs": [
+        {"seed": 0, "test": {"auc": 0.75}, "predictions": "knows.parquet"}]}]))
+    spec = CompareSpec(config, ["din", "marn"], [0, 1], root / "report", peer_files=[peer, knows], n_boot=200,
+                       command="recsys compare --models din,marn --seeds 2")
+    fake = FakeTrain(fail={("din", 1)})
+    return spec, run_compare(spec, train_fn=fake, progress=False), fake
+
+
+def test_report_lists_every_model_and_seed_and_the_failed_run(compared) -> None:
+    spec, result, fake = compared
+    assert fake.calls == ["din-seed0", "din-seed1", "marn-seed0", "marn-seed1"]
+    assert [(r.name, r.status) for r in result.records] == [
+        ("din-seed0", "ok"), ("din-seed1", "failed"), ("marn-seed0", "ok"), ("marn-seed1", "ok")]
+    md, page = result.report_md.read_text(), result.report_html.read_text()
+    for text in (md, page):
+        for name in ("din-seed0", "din-seed1", "marn-seed0", "marn-seed1", "fuxictr_din", "oracle"):
+            assert name in text, name
+        assert "injected failure for the test" in text
+        assert "Best baseline: din" in text and "p (paired bootstrap)" in text
+        assert "cold_items" in text and "missing_audio" in text
+    assert "| din | baseline | 1/2 |" in md and "| marn | ours | 2/2 |" in md
+    assert "data:image/png;base64," in page  # plots embedded
+    for png in ("roc", "calibration", "val_auc", "attention"):
+        assert (spec.out_dir / "plots" / f"{png}.png").stat().st_size > 1000, png
+        assert f"plots/{png}.png" in md
+
+
+def test_results_json_has_every_run_summaries_and_the_gain_test(compared) -> None:
+    spec, result, _ = compared
+    results = json.loads(result.results_json.read_text())
+    assert [r["status"] for r in results["runs"]] == ["ok", "failed", "ok", "ok"]
+    assert "injected failure" in results["runs"][1]["error"]
+    summary = results["summary"]
+    assert summary["din"]["n_ok"] == 1 and summary["marn"]["segments"]["all"]["auc"]["n"] == 2
+    assert summary["fuxictr_din"]["kind"] == "peer" and summary["fuxictr_din"]["segments"]["all"]["auc"]["mean"] == pytest.approx(0.62)
+    assert summary["oracle"]["segments"]["all"]["auc"]["mean"] > 0.6
+    gain = {g["model"]: g for g in results["gains"]}
+    assert results["best_baseline"] == "din"
+    marn = gain["marn"]
+    expected = summary["marn"]["segments"]["all"]["auc"]["mean"] - summary["din"]["segments"]["all"]["auc"]["mean"]
+    assert marn["diff_auc"] == pytest.approx(expected)
+    assert 0 < marn["test"]["p_value"] <= 1 and marn["test"]["ci_low"] <= marn["diff_auc"] <= marn["test"]["ci_high"]
+    assert gain["fuxictr_din"]["test"] is None and "no row-level predictions" in gain["fuxictr_din"]["note"]
+    assert summary["fuxictr_din"]["segments"]["cold_items"]["auc"]["mean"] == pytest.approx(0.5)
+    assert gain["knows_all"]["test"]["p_value"] < 0.05 and gain["knows_all"]["test"]["ci_low"] > 0
+    for run in results["runs"]:
+        if run["status"] == "ok":
+            assert all(0 <= m["auc"] <= 1 for m in run["test"]["segments"].values() if m["auc"] is not None)
+
+
+def test_rerun_resumes_only_the_failed_run_and_a_changed_config_is_refused(compared) -> None:
+    spec, _, _ = compared
+    again = FakeTrain()
+    result = run_compare(spec, train_fn=again, progress=False)
+    assert again.calls == ["din-seed1"]
+    assert all(r.status == "ok" for r in result.records)
+    assert "| din | baseline | 2/2 |" in result.report_md.read_text()
+    changed = CompareSpec(spec.config.model_copy(deep=True), ["din"], [0], spec.out_dir)
+    changed.config.train.learning_rate = 0.5
+    with pytest.raises(RecsysError, match=r"another config .*train.learning_rate"):
+        run_compare(changed, train_fn=FakeTrain(), progress=False)
+
+
+def test_bad_models_seeds_and_peer_files_fail_before_any_run(compared, tmp_path) -> None:
+    spec, _, _ = compared
+    fake = FakeTrain()
+    with pytest.raises(ConfigError, match=r"unknown model\(s\) \['marnn'\]"):
+        run_compare(CompareSpec(spec.config, ["marnn"], [0], tmp_path / "a"), train_fn=fake)
+    with pytest.raises(ConfigError, match="--seeds"):
+        run_compare(CompareSpec(spec.config, ["din"], [1, 1], tmp_path / "b"), train_fn=fake)
+    bad = tmp_path / "peer.json"
+    bad.write_text(json.dumps({"model": "x", "runs": [{"seed": 0, "test": {"auc": "high"}}]}))
+    with pytest.raises(RecsysError, match=r"peer.json \(x\): runs\[0\].test.auc must be a number"):
+        load_peers([bad])
+    assert fake.calls == []
