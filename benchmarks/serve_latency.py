@@ -202,16 +202,17 @@ def main() -> None:
     print(f"checkpoint {checkpoint} ({args.items} items), {args.workers} worker(s), {os.cpu_count()} CPUs", flush=True)
     inproc = in_process(checkpoint, tmp / "state-inproc", item_ids, reps=200)
 
-    env = {**os.environ, "PYTHONPATH": str(tmp)}
+    env = {**os.environ, "PYTHONPATH": f"{tmp}:{ROOT}"}
     (tmp / "echo_app.py").write_text(ECHO_APP)
     port, echo_port = free_port(), free_port()
     service = subprocess.Popen(
         [sys.executable, "-m", "recsys.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(port),
          "--workers", str(args.workers), "--state-dir", str(tmp / "state")],
         cwd=ROOT, env=env, stdout=(tmp / "serve.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    echo = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "echo_app:app", "--port", str(echo_port), "--workers", str(args.workers),
-         "--no-access-log", "--log-level", "warning"],
+    echo = subprocess.Popen(  # the same uvicorn settings as `recsys serve` (serving/server.py)
+        [sys.executable, "-c", "import uvicorn; uvicorn.run('echo_app:app', port=%d, workers=%d, "
+         "http='serving.protocol:NoDelayHTTPProtocol', loop='auto', access_log=False, log_level='warning')"
+         % (echo_port, args.workers)],
         cwd=tmp, env=env, stdout=(tmp / "echo.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     rows = []
     try:

@@ -3,8 +3,9 @@
 Scoring a request costs only the user side and the final layers: candidate-independent item
 representations (``model.item_representations``, the same code as training) are computed once
 for the whole catalogue when the model loads, and once per item registered later. Raw inputs
-become tensors through the training code (``recsys.data``): the feature map, ``encode_users``,
-``encode_context``, ``build_item_table``.
+become tensors through the training code (``recsys.data``): the feature map's vocabularies and
+statistics (``FeatureMap.encode_value``, the one-value form of ``encode_categorical``) and
+``build_item_table``.
 
 The cache is a :class:`Catalogue` snapshot that is replaced, never mutated in place, so a
 request that started on one snapshot finishes on it while items are being added.
@@ -22,7 +23,6 @@ import torch
 
 from recsys.checkpoint import Checkpoint, load_checkpoint
 from recsys.config import ExperimentConfig
-from recsys.data.examples import encode_context, encode_users
 from recsys.data.feature_map import OOV
 from recsys.data.item_table import build_item_table
 from recsys.errors import RecsysError
@@ -213,10 +213,11 @@ class ServedModel:
 
     # ---------------------------------------------------------------- request features
     def user_features(self, user_id: int, attributes: dict) -> np.ndarray:
-        """(U,) user field indices, through the training code (encode_users)."""
-        extra = [f.name for f in self.feature_map.by("user", "categorical") if f.name != "user_id"]
-        users = pl.DataFrame({"user_id": [user_id]} | {n: _categorical_series(n, [attributes.get(n)]) for n in extra})
-        return encode_users(users if extra else None, users["user_id"], self.feature_map)[0]
+        """(U,) user field indices: the layout of ``encode_users``, one value at a time (FeatureMap.encode_value)."""
+        fm = self.feature_map
+        extra = [f.name for f in fm.by("user", "categorical") if f.name != "user_id"]
+        return np.array([fm.encode_value("user_id", user_id), *(fm.encode_value(n, attributes.get(n)) for n in extra)],
+                        dtype=np.int64)
 
     def context_fields(self) -> dict[str, str]:
         fm = self.feature_map
@@ -224,23 +225,20 @@ class ServedModel:
             f.name: "numeric" for f in fm.by("context", "numeric")}
 
     def context_features(self, context: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(C,) categorical indices and (K,) standardised numbers, through the training code (encode_context)."""
+        """(C,) categorical indices and (K,) standardised numbers: the layout of ``encode_context``."""
+        fm = self.feature_map
         fields = self.context_fields()
         unknown = sorted(set(context) - set(fields))
         if unknown:
             raise ServingError(422, "context", f"unknown field(s) {unknown}; this model's context fields: {sorted(fields)}")
-        columns = {}
-        for name, kind in fields.items():
-            value = context.get(name)
-            if kind == "numeric":
-                if value is not None and (isinstance(value, (bool, str)) or not np.isfinite(float(value))):
-                    raise ServingError(422, f"context.{name}", f"must be a finite number or null, got {value!r}")
-                columns[name] = pl.Series(name, [value], dtype=pl.Float64)
-            else:
-                columns[name] = _categorical_series(name, [value])
-        frame = pl.DataFrame(columns) if columns else pl.DataFrame({"_": [0]})
-        categorical, numeric = encode_context(frame, self.feature_map)
-        return categorical[0], numeric[0]
+        numeric = []
+        for f in fm.by("context", "numeric"):
+            value = context.get(f.name)
+            if value is not None and (isinstance(value, (bool, str)) or not np.isfinite(float(value))):
+                raise ServingError(422, f"context.{f.name}", f"must be a finite number or null, got {value!r}")
+            numeric.append(fm.standardise(f.name, value))
+        categorical = [fm.encode_value(f.name, context.get(f.name)) for f in fm.by("context", "categorical")]
+        return np.array(categorical, dtype=np.int64), np.array(numeric, dtype=np.float32)
 
     # ---------------------------------------------------------------- scoring
     def score(self, user: np.ndarray, context: tuple[np.ndarray, np.ndarray], history: list[int],

@@ -96,7 +96,8 @@ def run_server(settings: ServeSettings) -> None:
     log.info("serving %s on http://%s:%d with %d worker(s); docs at /docs", settings.checkpoint, settings.host,
              settings.port, settings.workers)
     uvicorn.run("serving.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, access_log=False, log_level="warning", timeout_graceful_shutdown=10)
+                workers=settings.workers, http="serving.protocol:NoDelayHTTPProtocol", loop="auto",
+                access_log=False, log_level="warning", timeout_graceful_shutdown=10)
 
 
 def serve(checkpoint_dir: str | Path, options: ServeOptions) -> None:

@@ -59,11 +59,32 @@ class FeatureMap:
         return [f for f in self.fields.values() if f.source == source and f.kind == kind]
 
     # ---------------------------------------------------------------- encoding
+    def _index(self, name: str) -> dict[str, int]:
+        """The field's value -> index mapping, built once (vocabularies can hold millions of ids)."""
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if name not in cache:
+            cache[name] = self.fields[name].index_of()
+        return cache[name]
+
     def encode_categorical(self, name: str, values: pl.Series) -> np.ndarray:
         """Raw values -> int64 indices (OOV for unseen, and for nulls)."""
-        f = self.fields[name]
-        idx = values.cast(pl.String).replace_strict(f.index_of(), default=OOV, return_dtype=pl.Int64)
+        idx = values.cast(pl.String).replace_strict(self._index(name), default=OOV, return_dtype=pl.Int64)
         return idx.fill_null(OOV).to_numpy()
+
+    def encode_value(self, name: str, value: object) -> int:
+        """One raw value -> its index: the mapping of :meth:`encode_categorical` without building a
+        column (serving encodes one user and one context per request). Values are compared as
+        polars casts them to text: booleans as ``true``/``false``, numbers as written."""
+        if value is None:
+            return OOV
+        key = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        return self._index(name).get(key, OOV)
+
+    def standardise(self, name: str, value: float | None) -> float:
+        """One raw number -> its standardised value (None/NaN: the training mean, i.e. 0), as :meth:`encode_numeric`."""
+        f = self.fields[name]
+        x = f.mean if value is None or value != value else float(value)
+        return float(np.float32((x - f.mean) / f.std))
 
     def encode_list(self, name: str, values: pl.Series) -> np.ndarray:
         """A list column -> (N, max_list_len) int64 indices, 0-padded, truncated."""

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys.modules.mlp import MLP
@@ -43,6 +44,8 @@ def _zero_padding(
             f"{tuple(history.shape)}, {tuple(history_mask.shape)}, {tuple(target.shape)}"
         )
     mask = history_mask.bool()
+    if b > 1 and history.stride(0) == 0 and mask.stride(0) == 0:  # one history shared by all rows (serving)
+        return _zero_padding(history[:1], mask[:1], target[:1])[0].expand(b, -1, -1), mask
     return torch.where(mask.unsqueeze(-1), history, torch.zeros_like(history)), mask
 
 
@@ -78,9 +81,18 @@ class AttentionScorer(nn.Module):
         self.mlp = MLP(4 * dim, list(hidden), out_dim=1, activation=activation)
 
     def forward(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        t = target.unsqueeze(1).expand_as(history)  # (B, L, D)
-        pair = torch.cat([history, t, history - t, history * t], dim=-1)  # (B, L, 4D)
-        return self.mlp(pair).squeeze(-1)  # (B, L)
+        # The first layer on [h, t, h - t, h * t] is computed without building that (B, L, 4D) tensor:
+        # W [h; t; h-t; h*t] = (W_h + W_d) h + (W_t - W_d) t + W_p (h * t). The h part is per history
+        # item and the t part per row, so only the product term costs B * L; a history shared by every
+        # row (serving: one user, many candidates, an expanded view) is projected once.
+        first, rest = self.mlp.layers[0], self.mlp.layers[1:]
+        w_h, w_t, w_d, w_p = first.weight.split(history.shape[-1], dim=1)  # (H, D) each
+        shared = history.shape[0] > 1 and history.stride(0) == 0
+        hist_part = F.linear(history[:1] if shared else history, w_h + w_d)  # (B or 1, L, H)
+        target_part = F.linear(target, w_t - w_d, first.bias)  # (B, H)
+        hidden = hist_part + target_part.unsqueeze(1) + F.linear(history * target.unsqueeze(1), w_p)  # (B, L, H)
+        b, l, h = hidden.shape
+        return rest(hidden.reshape(b * l, h)).reshape(b, l)  # (B, L)
 
 
 # --------------------------------------------------------------------------- DIN

@@ -78,3 +78,23 @@ def test_examples_carry_rows_that_point_at_the_right_items() -> None:
     assert np.array_equal(tiny.table.item_ids[ex.arrays["item"] - 1], tiny.interactions["item_id"].to_numpy())
     assert (ex.arrays["hist"][~ex.arrays["hist_mask"]] == 0).all()
     assert (ex.arrays["hist"][ex.arrays["hist_mask"]] > 0).all()
+
+
+def test_encode_value_agrees_with_encode_categorical() -> None:
+    """Serving encodes one value at a time; it must give the indices the training columns get."""
+    from recsys.config import FeaturesConfig
+    from recsys.data.feature_map import fit_feature_map
+
+    train = pl.DataFrame({"user_id": [1, 2, 3], "item_id": [1, 1, 2], "label": [1, 0, 1],
+                          "hour": [5, 17, 5], "device": ["mobile", "desktop", "mobile"], "flag": [True, False, True],
+                          "ratio": [0.5, 1.0, 2.5], "price": [1.0, 3.0, 5.0]})
+    items = pl.DataFrame({"item_id": [1, 2]})
+    fm = fit_feature_map(train, items, None, FeaturesConfig(context_categorical=["hour", "device", "flag", "ratio"],
+                                                             context_numeric=["price"]))
+    probes = {"hour": [5, 17, 3, None], "device": ["mobile", "tablet", None], "flag": [True, False, None],
+              "ratio": [0.5, 1.0, 2.5, 7.0, None], "user_id": [1, 2, 99, None]}
+    for name, values in probes.items():
+        column = fm.encode_categorical(name, pl.Series(name, values))
+        assert [fm.encode_value(name, v) for v in values] == column.tolist(), name
+    prices = [1.0, 4.0, None, float("nan")]
+    assert [fm.standardise("price", v) for v in prices] == fm.encode_numeric("price", pl.Series(prices)).tolist()

@@ -382,3 +382,17 @@ def test_unknown_sequence_encoder_lists_valid_names() -> None:
     with pytest.raises(ValueError) as err:
         build_sequence_encoder("transformer", dim=4)
     assert "din" in str(err.value) and "apgru" in str(err.value)
+
+
+def test_attention_scorer_equals_the_mlp_on_the_concatenated_pair_and_shares_an_expanded_history() -> None:
+    from recsys.modules.sequence import AttentionScorer
+
+    torch.manual_seed(0)
+    scorer = AttentionScorer(8)
+    history, target = torch.randn(5, 7, 8), torch.randn(5, 8)
+    t = target.unsqueeze(1).expand_as(history)
+    naive = scorer.mlp(torch.cat([history, t, history - t, history * t], dim=-1)).squeeze(-1)
+    assert torch.allclose(scorer(history, target), naive, atol=1e-6)
+    one = torch.randn(1, 7, 8)
+    shared = scorer(one.expand(5, -1, -1), target)  # serving: one user's history for every candidate
+    assert torch.allclose(shared, scorer(one.repeat(5, 1, 1), target), atol=1e-6)
