@@ -85,7 +85,8 @@ def init_ray(address: str | None, workers: int) -> None:
     else:
         # Logical CPUs above the physical count: training workers hold one CPU each for the whole
         # run, and Ray Data's read tasks must still find a CPU to stream the shards.
-        ray.init(num_cpus=max(os.cpu_count() or 1, workers + 2), include_dashboard=False,
+        # address="local": always a new local instance, never a cluster someone else started here.
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers + 2), include_dashboard=False,
                  object_store_memory=512 * 1024**2)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
