@@ -4,19 +4,28 @@ Measures, in one run, on the built-in dataset (configs/default.yaml with ``encod
 logmel`` so that encoding stays fast; the model cost is what is measured):
 
 1. samples/s of MARN and DIN through ``training.launch.run_training`` on a local Ray (prepared
-   Parquet -> Ray Data -> TorchTrainer), with 1 and 2 workers: the ``samples_per_s`` the training
-   loop reports for the LAST epoch (epoch 1 includes warm-up and is excluded);
+   Parquet -> Ray Data -> TorchTrainer), with 1 and 2 workers (1 torch thread each, the loop's
+   default): the ``samples_per_s`` the training loop reports for the LAST epoch (epoch 1 includes
+   warm-up and is excluded). That figure runs from asking Ray Data for the epoch's iterator to the
+   last optimizer step, so it includes Ray Data's time to the first batch and every per-batch
+   conversion; the loop also reports where the epoch went (``epoch_s``, ``data_wait_s``,
+   ``first_batch_s``), shown in the table. Validation and checkpointing are outside it.
 2. samples/s of a bare single-process loop over in-memory tensors: same model
    (``recsys.models.build_model`` on the same prepared feature map / item table), same global
-   batch size, same loss and Adam, one full pass over the prepared train split after 3 warm-up
-   steps, ``torch.set_num_threads(--threads)``; and the ratio Ray / bare per case;
-3. peak RSS (MB) of the driver and of each RayTrainWorker process for the train split (1x) and for
-   the same Parquet file written 10 times (10x rows, same file/row-group size, same valid split,
-   same feature map): this isolates the size of the training table. Worker RSS is sampled with
-   psutil every 0.2 s from a thread of the driver; the driver's peak is ``ru_maxrss``. Each
-   memory case runs in its own fresh driver process with its own local Ray. Not covered: the
-   driver's input checks (``check_inputs`` reads the raw interactions) and the featurising
-   Ray task, which scale with the raw dataset, not with the prepared table.
+   batch size, same loss and Adam, one full pass over pre-built batches of the prepared train
+   split after 3 warm-up steps, at every total thread count a Ray run uses. Like for like: a Ray
+   run with W workers x T threads is compared with the bare loop at W x T torch threads.
+3. peak memory (RSS and USS, MB) of the driver and of each RayTrainWorker process for the train
+   split (1x) and for the same Parquet file written 10 times (10x rows, same file/row-group size,
+   same valid split, same feature map): this isolates the size of the training table. Cases: 1x
+   and 10x as ``run_training`` loads them by default (a split that fits its budget is kept in the
+   object store, a larger one is streamed), and 1x forced to stream. Workers are sampled with
+   psutil every 0.2 s from a thread of the driver; the driver's peak RSS is ``ru_maxrss``. RSS
+   includes pages of Ray's shared-memory object store a process has read (the store has a fixed
+   size), USS only the process's private pages. Each memory case runs in its own fresh driver
+   process with its own local Ray. Not covered: the driver's input checks (``check_inputs``
+   reads the raw interactions) and the featurising Ray task, which scale with the raw dataset,
+   not with the prepared table.
 
 The bare loop runs before and after the Ray runs; its reference rate is the mean of the two
 (the machine is shared: the spread between the two rounds shows how much the load drifted).
@@ -24,15 +33,15 @@ The bare loop runs before and after the Ray runs; its reference rate is the mean
 Every Ray case runs in a child process of this script (a fresh driver and local Ray per group);
 runs reuse one prepared directory (the Ray runs are pre-seeded with it, so the measured runs do
 not re-featurise). Diagnostics (on by default): Ray Data iteration alone (no model) through the
-same TorchTrainer/streaming-split path, Ray 1 worker with ``threads_per_worker=2``, and the bare
-loop with 1 thread. Artefacts go to ``--work-dir`` (default ``benchmarks/_work/train_throughput``,
-git-ignored); the dataset and the encode cache there are reused by later runs.
+same TorchTrainer/streaming-split path, and Ray 1 worker with ``threads_per_worker=--threads``.
+Artefacts go to ``--work-dir`` (default ``benchmarks/_work/train_throughput``, git-ignored); the
+dataset and the encode cache there are reused by later runs.
 
-Run (full benchmark, ~15 min on 2 cores; the first run also makes and encodes the dataset):
+Run (full benchmark, ~20 min on 2 idle cores; the first run also makes and encodes the dataset):
 
     .venv/bin/python benchmarks/train_throughput.py
 
-Quick smoke test (150 users = ~12k train rows, same steps, ~5 min on an idle machine):
+Quick smoke test (150 users = ~12k train rows, same steps):
 
     .venv/bin/python benchmarks/train_throughput.py --quick
 """
@@ -168,27 +177,88 @@ def role_of(cmdline: str) -> str:
         return "gcs"
     for key, role in (("RayTrainWorker", "train_worker"), ("SplitCoordinator", "split_coordinator"),
                       ("TrainController", "train_controller"), ("FooterReader", "parquet_footer_reader"),
-                      ("ray::", "other_ray_worker"), ("default_worker.py", "other_ray_worker")):
+                      ("log_monitor.py", "log_monitor"), ("dashboard/agent.py", "dashboard_agent"),
+                      ("DashboardAgent", "dashboard_agent"), ("RuntimeEnvAgent", "runtime_env_agent"),
+                      ("runtime_env/agent", "runtime_env_agent"), ("autoscaler/_private/monitor.py", "autoscaler_monitor"),
+                      ("dashboard/dashboard.py", "dashboard"), ("ray::IDLE", "idle_ray_worker")):
         if key in cmdline:
             return role
+    if cmdline.startswith("ray::"):  # another actor or task: its name (e.g. _StatsActor, PlacementGroupCleaner)
+        return cmdline[5:].split(" ", 1)[0].split(".", 1)[0] or "other_ray_worker"
+    if "default_worker.py" in cmdline:
+        return "other_ray_worker"
     return "other"
 
 
 class RssSampler(threading.Thread):
-    """Peak RSS per (phase, role, pid) of this process's descendants, sampled every ``interval`` s."""
+    """Memory and CPU of this process and its descendants, sampled every ``interval`` s.
 
-    def __init__(self, interval: float = 0.2) -> None:
+    Memory: peak RSS and USS per (phase, role, pid). RSS counts every resident page a process
+    maps, including pages of Ray's shared-memory object store it has read (those belong to the
+    object store, fixed in size, not to the process); USS counts only the process's private pages.
+    Train workers also get a time series (every ~1 s) so that growth over a run can be told apart
+    from growth with the table size. CPU: cumulative CPU seconds per process and the machine's
+    busy CPU seconds (``/proc/stat``) over time, so that :meth:`cpu_between` can say where the
+    cores went during any window, e.g. the epoch a throughput figure comes from.
+    """
+
+    def __init__(self, interval: float = 0.2, uss: bool = True) -> None:
         super().__init__(daemon=True)
-        self.psutil, self.interval = import_psutil(), interval
+        self.psutil, self.interval, self.uss = import_psutil(), interval, uss
+        self.own_cpu: dict[str, float] = {}  # CPU seconds of this sampling thread, per phase
         self.me = self.psutil.Process()
         self.phase = "idle"
         self.peaks: dict[str, dict] = {}
+        self.series: dict[str, list] = {}
+        self.cpu: dict[int, dict] = {}  # pid -> {"role", "born", "points": [(unix time, cpu s)]}
+        self.machine: list[tuple[float, float]] = []  # (unix time, busy cpu s of the whole machine, steal excluded)
+        self.steal: list[tuple[float, float]] = []  # (unix time, steal s of the whole machine)
+        self._t0, self._last_series = time.perf_counter(), 0.0
+        self._lock = threading.Lock()
         self._halt = threading.Event()
 
+    def set_phase(self, phase: str) -> None:
+        with self._lock:
+            self._sample()
+            self.phase = phase
+
     def sample(self) -> None:
+        with self._lock:
+            self._sample()
+
+    def _memory(self, proc):
+        """RSS and USS; USS reads /proc/PID/smaps_rollup, which costs CPU, so it is optional (then USS = RSS)."""
+        if self.uss:
+            return proc.memory_full_info()
+        info = proc.memory_info()
+        return type("Mem", (), {"rss": info.rss, "uss": info.rss})
+
+    def _cpu_point(self, role: str, proc, now: float) -> None:
+        try:
+            t = proc.cpu_times()
+            born = proc.create_time()
+        except self.psutil.Error:
+            return
+        entry = self.cpu.setdefault(proc.pid, {"role": role, "born": born, "points": []})
+        entry["role"] = role  # a Ray worker process is renamed when it becomes an actor
+        entry["points"].append((now, t.user + t.system))
+
+    def _sample(self) -> None:
         ps = self.psutil
-        book = self.peaks.setdefault(self.phase, {"driver": 0, "procs": {}})
-        book["driver"] = max(book["driver"], self.me.memory_info().rss)
+        book = self.peaks.setdefault(self.phase, {"driver": {"rss": 0, "uss": 0}, "procs": {}})
+        mine = self._memory(self.me)
+        book["driver"] = {"rss": max(book["driver"]["rss"], mine.rss), "uss": max(book["driver"]["uss"], mine.uss)}
+        now = time.perf_counter() - self._t0
+        wall = time.time()
+        keep_series = now - self._last_series >= 1.0
+        if keep_series:
+            self._last_series = now
+            busy = ps.cpu_times()
+            steal = getattr(busy, "steal", 0.0)  # time the hypervisor gave this VM's CPUs to someone else
+            self.machine.append((wall, busy.user + busy.nice + busy.system + getattr(busy, "irq", 0.0)
+                                 + getattr(busy, "softirq", 0.0)))
+            self.steal.append((wall, steal))
+            self._cpu_point("driver", self.me, wall)
         try:
             children = self.me.children(recursive=True)
         except ps.Error:
@@ -196,15 +266,44 @@ class RssSampler(threading.Thread):
         for proc in children:
             try:
                 role = role_of(" ".join(proc.cmdline()))
-                rss = proc.memory_info().rss
+                mem = self._memory(proc)
             except ps.Error:
                 continue
             key = f"{role}:{proc.pid}"
-            book["procs"][key] = max(book["procs"].get(key, 0), rss)
+            old = book["procs"].get(key, {"rss": 0, "uss": 0})
+            book["procs"][key] = {"rss": max(old["rss"], mem.rss), "uss": max(old["uss"], mem.uss)}
+            if keep_series:
+                self._cpu_point(role, proc, wall)
+                if role == "train_worker":
+                    self.series.setdefault(self.phase, []).append((round(now, 1), proc.pid, mem.rss, mem.uss))
+
+    def cpu_between(self, start: float, end: float) -> dict:
+        """CPU seconds per role, the machine's busy CPU seconds and the wall seconds in [start, end] (unix)."""
+
+        def at(points: list, t: float, born: float) -> float:
+            if t <= points[0][0]:  # before the first sample: linear from the process's birth (0 s of CPU)
+                t0, c0 = points[0]
+                return 0.0 if t <= born else c0 * (t - born) / max(t0 - born, 1e-9)
+            for (ta, ca), (tb, cb) in zip(points, points[1:]):
+                if ta <= t <= tb:
+                    return ca + (cb - ca) * (t - ta) / max(tb - ta, 1e-9)
+            return points[-1][1]  # after the last sample (the process ended): what it had then
+
+        with self._lock:
+            out: dict[str, float] = {}
+            for entry in self.cpu.values():
+                used = at(entry["points"], end, entry["born"]) - at(entry["points"], start, entry["born"])
+                out[entry["role"]] = out.get(entry["role"], 0.0) + max(0.0, used)
+            m, st = self.machine, self.steal
+            busy = at(m, end, -1.0) - at(m, start, -1.0) if len(m) > 1 else float("nan")
+            steal = at(st, end, -1.0) - at(st, start, -1.0) if len(st) > 1 else float("nan")
+        return {"by_role": out, "machine_busy": busy, "steal": steal, "wall": end - start}
 
     def run(self) -> None:
         while not self._halt.is_set():
+            t, phase = time.thread_time(), self.phase
             self.sample()
+            self.own_cpu[phase] = self.own_cpu.get(phase, 0.0) + time.thread_time() - t
             self._halt.wait(self.interval)
 
     def stop(self) -> None:
@@ -212,14 +311,18 @@ class RssSampler(threading.Thread):
         self.join()
 
 
-def summarise_rss(book: dict) -> dict:
+def summarise_rss(book: dict, series: list | None = None) -> dict:
     mb = 1024 ** 2
-    by_role: dict[str, list[float]] = {}
-    for key, rss in book["procs"].items():
-        by_role.setdefault(key.split(":")[0], []).append(rss / mb)
-    return {"driver_sampled_mb": book["driver"] / mb,
-            "roles": {r: {"n": len(v), "max_mb": max(v), "sum_mb": sum(v)} for r, v in by_role.items()},
-            "train_workers_mb": sorted(by_role.get("train_worker", []), reverse=True)}
+    by_role: dict[str, list[dict]] = {}
+    for key, mem in book["procs"].items():
+        by_role.setdefault(key.split(":")[0], []).append({"pid": int(key.split(":")[1]), "rss": mem["rss"] / mb,
+                                                          "uss": mem["uss"] / mb})
+    workers = sorted(by_role.get("train_worker", []), key=lambda m: -m["rss"])
+    return {"driver_sampled_mb": book["driver"]["rss"] / mb, "driver_sampled_uss_mb": book["driver"]["uss"] / mb,
+            "roles": {r: {"n": len(v), "max_mb": max(m["rss"] for m in v), "sum_mb": sum(m["rss"] for m in v),
+                          "max_uss_mb": max(m["uss"] for m in v)} for r, v in by_role.items()},
+            "train_workers_mb": [m["rss"] for m in workers], "train_workers_uss_mb": [m["uss"] for m in workers],
+            "train_worker_series": [(t, pid, rss / mb, uss / mb) for t, pid, rss, uss in (series or [])]}
 
 
 # --------------------------------------------------------------------------- child: Ray runs
@@ -231,6 +334,7 @@ def data_only_loop(loop_config: dict) -> None:
 
     from recsys.data.examples import field_widths, model_batch
     from recsys.data.feature_map import FeatureMap
+    from training.loop import epoch_batches
 
     ctx = ray.train.get_context()
     world = ctx.get_world_size()
@@ -242,8 +346,7 @@ def data_only_loop(loop_config: dict) -> None:
     rates = []
     for epoch in range(loop_config["epochs"]):
         start, seen, first = time.perf_counter(), 0, None
-        for batch in shard.iter_torch_batches(batch_size=per_worker, local_shuffle_buffer_size=4 * per_worker,
-                                              local_shuffle_seed=epoch * 1000 + ctx.get_world_rank()):
+        for batch in epoch_batches(shard, per_worker, seed=epoch * 1000 + ctx.get_world_rank()):
             seen += len(model_batch(batch, widths)["label"])
             first = time.perf_counter() - start if first is None else first
         elapsed = time.perf_counter() - start
@@ -258,17 +361,20 @@ def data_only_loop(loop_config: dict) -> None:
         Path(loop_config["out"]).write_text(json.dumps(rates))
 
 
-def run_data_only(config, prepared: Path, workers: int, epochs: int, storage: Path, name: str) -> list[dict]:
+def run_data_only(config, prepared: Path, workers: int, epochs: int, storage: Path, name: str,
+                  materialize: bool | None = None) -> list[dict]:
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
+
+    from training.launch import training_datasets
 
     trainer = TorchTrainer(
         data_only_loop,
         train_loop_config={"prepared_dir": str(prepared), "batch_size": config.train.batch_size, "epochs": epochs,
                            "out": str(storage / f"{name}.json")},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}),
-        datasets={"train": ray.data.read_parquet(str(prepared / "train"))},
+        datasets={"train": training_datasets(prepared, materialize)[0]["train"]},  # as run_training loads it
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(name=name, storage_path=str(storage / name)),
     )
@@ -284,7 +390,7 @@ def child_main(spec_path: Path) -> None:
 
     spec = json.loads(spec_path.read_text())
     os.environ.update(ENV)
-    sampler = RssSampler(spec.get("interval", 0.2))
+    sampler = RssSampler(spec.get("interval", 0.2), uss=spec.get("uss", True))
     sampler.start()
     init_ray(None, max(r["workers"] for r in spec["runs"]))
     storage = Path(spec["storage"])
@@ -300,21 +406,32 @@ def child_main(spec_path: Path) -> None:
         seed_run(storage, r["name"], base, Path(r["train_dir"]), counts)
         print(f"[bench-child] run {r['name']}: {r['model']} x{r['workers']} workers, {r['epochs']} epochs, "
               f"{r['train_rows']} train rows, load {loadavg()}", flush=True)
-        sampler.phase = r["name"]
+        sampler.set_phase(r["name"])
         load_before = os.getloadavg()
-        t = time.perf_counter()
+        t, t_unix = time.perf_counter(), time.time()
         if r.get("data_only"):
             history = run_data_only(config, storage / r["name"] / "prepared", r["workers"], r["epochs"], storage,
-                                    r["name"] + "-ray")
+                                    r["name"] + "-ray", r.get("materialize"))
         else:
             res = run_training(config, data_dir=spec["data_dir"], cache_dir=spec["cache_dir"], workers=r["workers"],
-                               run_name=r["name"], resume=True, loop_options=r.get("loop_options"))
+                               run_name=r["name"], resume=True, loop_options=r.get("loop_options"),
+                               materialize=r.get("materialize"))
             history = res.history
+            r = {**r, "materialized": (res.splits or {}).get("materialized")}
         wall = time.perf_counter() - t
-        sampler.sample()
-        sampler.phase = "idle"
-        results.append({**r, "wall_s": wall, "history": history, "load_before": load_before,
-                        "load_after": os.getloadavg(), "rss": summarise_rss(sampler.peaks.get(r["name"], {"driver": 0, "procs": {}}))})
+        sampler.set_phase("idle")
+        time.sleep(1.5)  # one more CPU sample after the run's end
+        cpu = {"run": sampler.cpu_between(t_unix, t_unix + wall), "sampler_s": sampler.own_cpu.get(r["name"], 0.0)}
+        steady = [h for h in (history[1:] or history) if "epoch_end_unix" in h]
+        if steady:  # the windows the reported samples/s comes from (epochs 2..N), summed
+            windows = [sampler.cpu_between(h["epoch_end_unix"] - h["epoch_s"], h["epoch_end_unix"]) for h in steady]
+            roles = {k for w in windows for k in w["by_role"]}
+            cpu["steady"] = {"by_role": {k: sum(w["by_role"].get(k, 0.0) for w in windows) for k in roles},
+                             **{k: sum(w[k] for w in windows) for k in ("machine_busy", "steal", "wall")}}
+        results.append({**r, "wall_s": wall, "history": history, "load_before": load_before, "cpu": cpu,
+                        "load_after": os.getloadavg(),
+                        "rss": summarise_rss(sampler.peaks.get(r["name"], {"driver": {"rss": 0, "uss": 0}, "procs": {}}),
+                                             sampler.series.get(r["name"]))})
         print(f"[bench-child] run {r['name']} done in {wall:.0f} s: samples/s per epoch "
               f"{[round(h.get('samples_per_s', 0)) for h in history]}", flush=True)
     sampler.stop()
@@ -399,11 +516,14 @@ def bare_pass(config_path: Path, model_name: str, prepared: Path, tensors: dict,
     model.train()
     for b in batches[:warmup]:
         step(b)
-    start = time.perf_counter()
+    steal = getattr(import_psutil().cpu_times(), "steal", 0.0)
+    start, thread_cpu, process_cpu = time.perf_counter(), time.thread_time(), time.process_time()
     for b in batches:
         step(b)
     elapsed = time.perf_counter() - start
-    return {"model": model_name, "threads": threads, "samples": n, "seconds": elapsed, "samples_per_s": n / elapsed}
+    return {"model": model_name, "threads": threads, "samples": n, "seconds": elapsed, "samples_per_s": n / elapsed,
+            "main_thread_cpu_s": time.thread_time() - thread_cpu, "process_cpu_s": time.process_time() - process_cpu,
+            "steal_s": getattr(import_psutil().cpu_times(), "steal", 0.0) - steal}
 
 
 # --------------------------------------------------------------------------- report
@@ -413,82 +533,144 @@ def last_rate(run: dict) -> float:
     return float(run["history"][-1]["samples_per_s"])
 
 
-def report(args, machine: dict, thr: dict, mem: dict, bare: list[dict], diag: dict | None, counts: dict,
-           wall: float) -> str:
-    rounds: dict[tuple, list[float]] = {}
+def steady_rate(run: dict) -> float:
+    """samples/s over epochs 2..N together (epoch 1 = warm-up); the last epoch's if there is only one."""
+    hist = run["history"][1:] or run["history"]
+    if not all("epoch_s" in h for h in hist):
+        return last_rate(run)
+    return sum(h["samples_per_s"] * h["epoch_s"] for h in hist) / sum(h["epoch_s"] for h in hist)
+
+
+def compute_threads(run: dict) -> int:
+    """Torch compute threads a Ray run uses in all: workers x threads_per_worker (the loop's default is 1)."""
+    return run["workers"] * int((run.get("loop_options") or {}).get("threads_per_worker", 1))
+
+
+def steady_epochs(run: dict) -> list[dict]:
+    return run["history"][1:] or run["history"]
+
+
+def epoch_breakdown(run: dict) -> str:
+    hist = steady_epochs(run)
+    if not all("epoch_s" in h for h in hist):
+        return ""
+    return (f"{sum(h['epoch_s'] for h in hist):.1f} s: {sum(h['data_wait_s'] for h in hist):.2f} s waiting on Ray Data "
+            f"({sum(h['first_batch_s'] for h in hist):.2f} s of it to the first batches)")
+
+
+def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[dict], counts: dict, wall: float) -> str:
+    rounds: dict[tuple, list[dict]] = {}
     for b in bare:
-        rounds.setdefault((b["model"], b["threads"]), []).append(b["samples_per_s"])
-    bare_by = {k: sum(v) / len(v) for k, v in rounds.items()}  # mean of the before/after rounds
+        rounds.setdefault((b["model"], b["threads"]), []).append(b)
+    bare_by = {k: sum(x["samples_per_s"] for x in v) / len(v) for k, v in rounds.items()}  # mean of before/after
     lines = [f"## Training throughput (`{' '.join(machine['argv'])}`)", "",
              f"Machine: {machine['cores']} logical cores ({machine['physical']} physical), {machine['ram_gb']:.0f} GiB RAM, "
              f"torch {machine['torch']}, ray {machine['ray']}. Load average (1/5/15 min): before {machine['load_before']}, "
-             f"after {machine['load_after']}. Wall time {wall / 60:.1f} min.", "",
-             f"Data: built-in `{args.size}` dataset{' cut to %d users' % args.users if args.users else ''}, "
-             f"{counts['train']:,} train rows, global batch {machine['batch_size']}, {args.epochs} epochs per Ray run "
-             f"(samples/s of the last epoch; epoch 1 = warm-up excluded). Bare loop: {args.threads} torch threads, "
-             f"in-memory tensors, one full pass after 3 warm-up steps. Ray workers use the loop's default "
-             f"threads_per_worker (1).", "",
-             "| what | workers | samples/s | ratio vs bare (target >= 0.8) | per epoch / per round | run wall s | 1-min load start -> end |",
-             "|---|---:|---:|---:|---|---:|---|"]
-    for model in args.models:
-        b = bare_by[(model, args.threads)]
-        each = ", ".join(f"{x:,.0f}" for x in rounds[(model, args.threads)])
-        loads = ", ".join(x["load"].split(" / ")[0] for x in bare if x["model"] == model and x["threads"] == args.threads)
-        lines.append(f"| {model} bare loop ({args.threads} threads; mean of before/after Ray) | 1 process | {b:,.0f} | 1.00 "
-                     f"| {each} | | {loads} |")
-        for run in thr["runs"]:
-            if run["model"] == model and not run.get("loop_options") and not run.get("data_only"):
-                r = last_rate(run)
+             f"after {machine['load_after']}. Wall time {wall / 60:.1f} min.", ""]
+    if thr is not None:
+        lines += [
+            f"Data: built-in `{args.size}` dataset{' cut to %d users' % args.users if args.users else ''}, "
+            f"{counts['train']:,} train rows, global batch {machine['batch_size']} (each of W workers takes "
+            f"{machine['batch_size']}/W), {args.epochs} epochs per Ray run. "
+            "Steady state on both sides: Ray = samples/s over epochs 2..N together, as the training loop times "
+            "them (from asking Ray Data for an epoch's iterator to its last optimizer step: includes Ray Data's time "
+            "to the first batch and every per-batch conversion; excludes validation and checkpointing; epoch 1 = "
+            "warm-up, excluded); bare = one full pass over pre-built in-memory batches after 3 warm-up steps. Like "
+            "for like: a Ray run with W workers x T torch threads each is compared with the bare loop at W x T "
+            "threads (the same number of compute threads). Per model: bare loop, that model's Ray runs (one fresh "
+            "driver + local Ray), bare loop again; the reference is the mean of the two rounds.", "",
+            "| what | workers x threads | samples/s | bare ref. (threads) | ratio (target >= 0.8) | per epoch / per round "
+            "| epochs 2..N | steal, % of the cores | run wall s | 1-min load start -> end |",
+            "|---|---:|---:|---:|---:|---|---|---|---:|---|"]
+        for model in args.models:
+            for (m, threads), got in sorted(rounds.items()):
+                if m != model:
+                    continue
+                each = ", ".join(f"{x['samples_per_s']:,.0f}" for x in got)
+                loads = ", ".join(x["load"].split(" / ")[0] for x in got)
+                steal = ", ".join(f"{100 * x['steal_s'] / (machine['cores'] * x['seconds']):.0f}%" for x in got
+                                  if "steal_s" in x)
+                lines.append(f"| {model} bare loop | 1 process x {threads} | {bare_by[(m, threads)]:,.0f} | | | {each} | "
+                             f"| {steal} | | {loads} |")
+            for run in thr["runs"]:
+                if run["model"] != model or run.get("data_only"):
+                    continue
+                r, t = steady_rate(run), compute_threads(run)
+                ref = bare_by.get((model, t))
                 eps = ", ".join(f"{h['samples_per_s']:,.0f}" for h in run["history"])
-                lines.append(f"| {model} Ray pipeline | {run['workers']} | {r:,.0f} | **{r / b:.2f}** | {eps} | {run['wall_s']:.0f} "
+                how = {True: "materialised", False: "streamed"}.get(run.get("materialize"), "auto")
+                tpw = int((run.get("loop_options") or {}).get("threads_per_worker", 1))
+                ratio = f"**{r / ref:.2f}**" if ref else "n/a"
+                win = run.get("cpu", {}).get("steady", {})
+                steal = f"{100 * win['steal'] / (machine['cores'] * win['wall']):.0f}%" if win.get("wall") else ""
+                lines.append(f"| {model} Ray pipeline ({how} splits) | {run['workers']} x {tpw} | {r:,.0f} | "
+                             f"{'n/a' if ref is None else f'{ref:,.0f} ({t})'} | {ratio} | {eps} | "
+                             f"{epoch_breakdown(run)} | {steal} | {run['wall_s']:.0f} "
                              f"| {run['load_before'][0]:.1f} -> {run['load_after'][0]:.1f} |")
-    lines += ["", f"Memory: {mem['model']} with {mem['workers']} Ray workers, {mem['epochs']} epoch(s), each case "
-              f"in a fresh driver + local Ray. {args.mem_factor}x = the 1x train Parquet file(s) written {args.mem_factor} times (same file and "
-              "row-group size, same valid split and feature map): only the table size changes. Peak RSS in MB "
-              "(workers: psutil every 0.2 s; RSS includes object-store pages a process touched).", "",
-              "| train rows | driver peak (ru_maxrss) | driver peak (sampled) | peak per train worker | "
-              "SplitCoordinator peak | other Ray workers (max) | run wall s |",
-              "|---:|---:|---:|---|---:|---:|---:|"]
-    mem_rows = []
-    for case in mem["cases"]:
-        run = case["runs"][0]
-        rss = run["rss"]
-        roles = rss["roles"]
-        workers = ", ".join(f"{x:,.0f}" for x in rss["train_workers_mb"]) or "n/a"
-        sc = roles.get("split_coordinator", {}).get("max_mb", float("nan"))
-        other = roles.get("other_ray_worker", {}).get("max_mb", float("nan"))
-        mem_rows.append((case["driver_ru_maxrss_mb"], rss["train_workers_mb"], sc))
-        lines.append(f"| {run['train_rows']:,} | {case['driver_ru_maxrss_mb']:,.0f} | {rss['driver_sampled_mb']:,.0f} | "
-                     f"{workers} | {sc:,.0f} | {other:,.0f} | {run['wall_s']:.0f} |")
-    for case in mem["cases"]:
-        fr = case["runs"][0]["rss"]["roles"].get("parquet_footer_reader")
-        if fr:
-            lines.append(f"| ({case['runs'][0]['train_rows']:,} rows: {fr['n']} Parquet FooterReader actor processes, "
-                         f"peak {fr['max_mb']:,.0f} MB each at most, {fr['sum_mb']:,.0f} MB summed) | | | | | | |")
-    if len(mem_rows) == 2:
-        (d1, w1, s1), (d2, w2, s2) = mem_rows
-        per_worker = ", ".join(f"{b / a:.2f}" for a, b in zip(w1, w2))
-        lines.append(f"| **{args.mem_factor}x / 1x** (target <= 1.2) | **{d2 / d1:.2f}** | | **{per_worker}** "
-                     f"(workers by RSS rank) | {s2 / s1:.2f} | | |")
-    if diag is not None:
-        lines += ["", "Diagnostics (same run):", "",
-                  "| what | workers | samples/s | note |", "|---|---:|---:|---|"]
-        for b in bare:
-            if b["threads"] != args.threads:
-                same_round = [x for x in bare if x["model"] == b["model"] and x["threads"] == args.threads
-                              and x["when"] == b["when"]][0]["samples_per_s"]
-                lines.append(f"| {b['model']} bare loop, {b['threads']} thread(s) | 1 process | {b['samples_per_s']:,.0f} | "
-                             f"ratio to {args.threads} threads (same round) {b['samples_per_s'] / same_round:.2f} |")
         for run in thr["runs"]:
-            if run.get("loop_options"):
-                r = last_rate(run)
-                lines.append(f"| {run['model']} Ray pipeline, threads_per_worker={run['loop_options']['threads_per_worker']} "
-                             f"| {run['workers']} | {r:,.0f} | ratio vs bare {r / bare_by[(run['model'], args.threads)]:.2f} |")
             if run.get("data_only"):
                 h = run["history"][-1]
-                lines.append(f"| Ray Data iteration only (no model) | {run['workers']} | {last_rate(run):,.0f} | "
-                             f"same shard/batch/shuffle as the loop; epoch {h['epoch']}: {h['seconds']:.1f} s, of which "
-                             f"{h['first_batch_s']:.1f} s to the first batch, then {h['after_first_samples_per_s']:,.0f} samples/s |")
+                lines.append(f"| Ray Data iteration only (no model; same shard/batch/shuffle) | {run['workers']} | "
+                             f"{last_rate(run):,.0f} | | | | {h['seconds']:.2f} s, {h['first_batch_s']:.2f} s to the first "
+                             f"batch, then {h['after_first_samples_per_s']:,.0f} samples/s | | {run['wall_s']:.0f} | |")
+        lines += ["", "Where the cores went during the epochs each Ray figure comes from (2..N; core-seconds; the machine has "
+                  f"{machine['cores']} cores, so the window offers {machine['cores']} x wall). Machine busy = all "
+                  "processes on the machine (/proc/stat), of which: the train worker processes, Ray's other processes "
+                  "(SplitCoordinator, TrainController, raylet, gcs, agents, idle workers; the three largest named), this "
+                  "benchmark's driver (the Ray driver plus this script's memory/CPU sampler, whose own share is given), "
+                  "and the rest = processes outside this run (other users of the machine). Steal = CPU time the "
+                  "hypervisor gave this VM's cores to other guests (not in machine busy). Training thread = rank 0's "
+                  "loop thread (`time.thread_time()`); bare = the bare loop's CPU for the same samples per worker at 1 "
+                  "thread: what the same model work costs without Ray.", "",
+                  "| run | wall s (epochs 2..N) | waiting on Ray Data s | machine busy | train workers | other Ray processes | "
+                  "driver (sampler) | outside this run | steal | rank 0 training thread / bare, same samples |",
+                  "|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+        for run in thr["runs"]:
+            hist, win = steady_epochs(run), run.get("cpu", {}).get("steady")
+            if run.get("data_only") or win is None:
+                continue
+            h = {k: sum(e[k] for e in hist) for k in ("epoch_s", "data_wait_s", "train_thread_cpu_s")}
+            per_worker = len(hist) * run["train_rows"] / run["workers"]
+            cpu_per_sample = [b["main_thread_cpu_s"] / b["samples"] for b in rounds.get((run["model"], 1), [])
+                              if "main_thread_cpu_s" in b]
+            bare_cpu = per_worker * sum(cpu_per_sample) / len(cpu_per_sample) if cpu_per_sample else float("nan")
+            by_role = dict(win["by_role"])
+            workers_cpu, driver_cpu = by_role.pop("train_worker", 0.0), by_role.pop("driver", 0.0)
+            others = sum(by_role.values())
+            top = ", ".join(f"{k} {v:.1f}" for k, v in sorted(by_role.items(), key=lambda kv: -kv[1])[:3] if v >= 0.05)
+            outside = win["machine_busy"] - workers_cpu - driver_cpu - others
+            sampler = run["cpu"].get("sampler_s", 0.0) * win["wall"] / max(run["wall_s"], 1e-9)  # pro rata
+            lines.append(f"| {run['name']} | {h['epoch_s']:.1f} | {h['data_wait_s']:.2f} | {win['machine_busy']:.1f} | "
+                         f"{workers_cpu:.1f} | {others:.1f} ({top}) | {driver_cpu:.1f} ({sampler:.1f}) | {outside:.1f} | "
+                         f"{win.get('steal', float('nan')):.1f} | {h['train_thread_cpu_s']:.1f} / {bare_cpu:.1f} |")
+    if mem is not None:
+        lines += ["", f"Memory: {mem['model']} with {mem['workers']} Ray workers, {mem['epochs']} epoch(s), each case "
+                  f"in a fresh driver + local Ray. {args.mem_factor}x = the 1x train Parquet file(s) written "
+                  f"{args.mem_factor} times (same file and row-group size, same valid split and feature map): only the "
+                  "table size changes. Peak MB; workers sampled with psutil every 0.2 s. RSS includes pages of Ray's "
+                  "shared-memory object store (512 MB, fixed) that a process has read; USS = the process's own "
+                  "(private) pages.", "",
+                  "| train rows | splits | driver peak RSS (ru_maxrss) | driver peak USS | peak RSS per train worker | "
+                  "peak USS per train worker | SplitCoordinator peak RSS | run wall s |",
+                  "|---:|---|---:|---:|---|---|---:|---:|"]
+        by_tag = {}
+        for case in mem["cases"]:
+            run = case["runs"][0]
+            rss = run["rss"]
+            how = {True: "materialised", False: "streamed"}.get(run.get("materialize"), "auto")
+            if run.get("materialize") is None:
+                how += f" ({'materialised' if run.get('materialized') else 'streamed'})"
+            sc = rss["roles"].get("split_coordinator", {}).get("max_mb", float("nan"))
+            by_tag[run["tag"]] = (case["driver_ru_maxrss_mb"], rss["driver_sampled_uss_mb"], rss["train_workers_mb"],
+                                  rss["train_workers_uss_mb"])
+            lines.append(f"| {run['train_rows']:,} | {how} | {case['driver_ru_maxrss_mb']:,.0f} | "
+                         f"{rss['driver_sampled_uss_mb']:,.0f} | {', '.join(f'{x:,.0f}' for x in rss['train_workers_mb'])} | "
+                         f"{', '.join(f'{x:,.0f}' for x in rss['train_workers_uss_mb'])} | {sc:,.0f} | {run['wall_s']:.0f} |")
+        for big, small in mem["ratios"]:
+            if big in by_tag and small in by_tag:
+                (d2, du2, w2, wu2), (d1, du1, w1, wu1) = by_tag[big], by_tag[small]
+                lines.append(f"| **{big} / {small}** (target <= 1.2) | | **{d2 / d1:.2f}** | **{du2 / du1:.2f}** | "
+                             f"**{max(w2) / max(w1):.2f}** (max worker) | **{max(wu2) / max(wu1):.2f}** (max worker) | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -505,14 +687,23 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=0, help="keep only the first N users (0 = all)")
     parser.add_argument("--models", nargs="+", default=["marn", "din"], help="models to time")
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="Ray worker counts")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per Ray throughput run (the last is reported)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="torch threads of the bare loop")
+    parser.add_argument("--epochs", type=int, default=4,
+                        help="epochs per Ray throughput run (epochs 2..N are reported; epoch 1 is warm-up)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2,
+                        help="torch threads per worker of the extra 1-worker diagnostic run (and a bare-loop thread "
+                             "count measured in any case); default: %(default)s")
+    parser.add_argument("--materialize", choices=["auto", "on", "off"], default="auto",
+                        help="train/valid splits of the throughput runs: run_training's size rule (auto), kept in the "
+                             "object store (on) or streamed from Parquet every epoch (off)")
+    parser.add_argument("--prefetch-batches", type=int, default=None, help="the loop's prefetch_batches (default: its own)")
     parser.add_argument("--mem-model", default="marn", help="model of the memory runs")
     parser.add_argument("--mem-workers", type=int, default=2, help="Ray workers of the memory runs")
     parser.add_argument("--mem-epochs", type=int, default=1, help="epochs of each memory run")
     parser.add_argument("--mem-factor", type=int, default=10, help="how many times the train table is repeated")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the throughput runs and the bare loop")
     parser.add_argument("--no-diagnostics", action="store_true",
-                        help="skip the data-only, threads_per_worker=2 and 1-thread bare runs")
+                        help="skip the data-only run and the threads_per_worker=--threads run")
     parser.add_argument("--quick", action="store_true", help="smoke test: only the first 150 users (~12k train rows)")
     parser.add_argument("--verbose", action="store_true", help="stream the Ray children's full output")
     parser.add_argument("--report-only", action="store_true",
@@ -523,12 +714,12 @@ def main() -> None:
         child_main(Path(args._child))
         return
     if args.quick:
-        args.users, args.epochs = args.users or 150, 2
+        args.users = args.users or 150
     if args.report_only:
         saved = json.loads((Path(args.work_dir) / "results.json").read_text())
         vars(args).update(saved.get("args", {}))
-        print(report(args, saved["machine"], saved["throughput"], saved["memory"], saved["bare"],
-                     None if args.no_diagnostics else {}, saved["counts"], saved["wall_s"]))
+        print(report(args, saved["machine"], saved["throughput"], saved["memory"], saved["bare"], saved["counts"],
+                     saved["wall_s"]))
         return
     started = time.perf_counter()
     import ray
@@ -561,47 +752,71 @@ def main() -> None:
         shutil.rmtree(storage)
     common = {"config": str(config_path), "data_dir": str(data_dir), "cache_dir": str(cache_dir),
               "storage": str(storage), "prepared_base": str(base)}
+    bare: list[dict] = []
+    thr = mem = None
 
-    # 2a. bare loop before the Ray runs (in-memory tensors loaded once, in this process; no Ray here)
-    tensors, _ = load_train_tensors(base)
-    bare = []
+    if not args.no_throughput:
+        materialize = {"auto": None, "on": True, "off": False}[args.materialize]
+        base_options = {} if args.prefetch_batches is None else {"prefetch_batches": args.prefetch_batches}
+        common_run = {"epochs": args.epochs, "train_dir": str(base / "train"), "train_rows": counts["train"],
+                      "materialize": materialize}
+        groups: dict[str, list[dict]] = {m: [{"name": f"{m}-w{w}", "model": m, "workers": w, **common_run,
+                                              "loop_options": dict(base_options)} for w in args.workers]
+                                         for m in args.models}
+        if not args.no_diagnostics:
+            m = args.models[0]
+            if args.threads != 1:
+                groups[m].append({"name": f"{m}-w1-t{args.threads}", "model": m, "workers": 1, **common_run,
+                                  "loop_options": {**base_options, "threads_per_worker": args.threads}})
+            groups[m].append({"name": "data-only-w1", "model": m, "workers": 1, **common_run, "data_only": True})
+        # like for like: the bare loop at every total thread count a Ray run uses (workers x threads_per_worker)
+        thread_counts = sorted({compute_threads(r) for g in groups.values() for r in g if not r.get("data_only")}
+                               | {args.threads})
+        tensors, _ = load_train_tensors(base)  # in-memory tensors, loaded once, in this process (no Ray here)
 
-    def bare_round(when: str, thread_counts: list[int]) -> None:
-        for m in args.models:
+        def bare_round(model: str, when: str) -> None:
             for threads in thread_counts:
-                res = {**bare_pass(config_path, m, base, tensors, threads), "when": when, "load": loadavg()}
+                res = {**bare_pass(config_path, model, base, tensors, threads), "when": when, "load": loadavg()}
                 bare.append(res)
-                log(f"bare {m} {threads} thread(s) ({when} Ray): {res['samples_per_s']:,.0f} samples/s "
+                log(f"bare {model} {threads} thread(s) ({when} Ray): {res['samples_per_s']:,.0f} samples/s "
                     f"({res['seconds']:.1f} s), load {res['load']}")
 
-    bare_round("before", [args.threads])
+        # Per model: bare loop, then that model's Ray runs in one fresh driver + local Ray, then the bare loop
+        # again; the reference is the mean of the two rounds (load drifts on a shared machine, so the bare
+        # rounds are kept as close in time to the Ray runs as the Ray startup allows).
+        thr = {"runs": []}
+        for model, runs in groups.items():
+            bare_round(model, "before")
+            # memory sampled every 1 s and without USS: the sampler's own CPU should not slow the runs timed
+            thr["runs"] += run_child(work, f"throughput-{model}", {**common, "runs": runs, "interval": 1.0,
+                                                                   "uss": False}, args.verbose)["runs"]
+            bare_round(model, "after")
+        del tensors
 
-    # 1. Ray throughput (+ diagnostics) in one driver
-    runs = [{"name": f"{m}-w{w}", "model": m, "workers": w, "epochs": args.epochs, "train_dir": str(base / "train"),
-             "train_rows": counts["train"]} for m in args.models for w in args.workers]
-    if not args.no_diagnostics:
-        runs.append({"name": "data-only-w1", "model": args.models[0], "workers": 1, "epochs": args.epochs,
-                     "train_dir": str(base / "train"), "train_rows": counts["train"], "data_only": True})
-        runs.append({"name": f"{args.models[0]}-w1-t{args.threads}", "model": args.models[0], "workers": 1,
-                     "epochs": args.epochs, "train_dir": str(base / "train"), "train_rows": counts["train"],
-                     "loop_options": {"threads_per_worker": args.threads}})
-    thr = run_child(work, "throughput", {**common, "runs": runs}, args.verbose)
+    if not args.no_memory:
+        # 3. memory: each case in a fresh driver + Ray. What users get (auto) at 1x and at factor x, and 1x
+        # streamed: auto materialises a small split, so "factor x / 1x streamed" compares streaming with streaming.
+        f = f"{args.mem_factor}x"
+        mem = {"model": args.mem_model, "workers": args.mem_workers, "epochs": args.mem_epochs, "cases": [],
+               "ratios": [(f"{f} auto", "1x auto"), (f"{f} auto", "1x streamed")]}
 
-    # 2b. bare loop again after the Ray runs (the reference is the mean of before and after: load drifts)
-    bare_round("after", [args.threads] + ([1] if not args.no_diagnostics and args.threads != 1 else []))
-    del tensors
+        def mem_case(tag: str, train_dir: Path, rows: int, materialize: bool | None) -> dict:
+            name = "mem-" + tag.replace(" ", "-")
+            run = {"name": name, "tag": tag, "model": args.mem_model, "workers": args.mem_workers,
+                   "epochs": args.mem_epochs, "train_dir": str(train_dir), "train_rows": rows, "materialize": materialize}
+            case = run_child(work, name, {**common, "runs": [run]}, args.verbose)
+            mem["cases"].append(case)
+            return case["runs"][0]
 
-    # 3. memory: 1x vs factor x, each in a fresh driver + Ray
-    mem = {"model": args.mem_model, "workers": args.mem_workers, "epochs": args.mem_epochs, "cases": []}
-    for tag, train_dir, rows in (("1x", base / "train", counts["train"]),
-                                 (f"{args.mem_factor}x", big, counts["train"] * args.mem_factor)):
-        run = {"name": f"mem-{tag}", "model": args.mem_model, "workers": args.mem_workers, "epochs": args.mem_epochs,
-               "train_dir": str(train_dir), "train_rows": rows}
-        mem["cases"].append(run_child(work, f"mem-{tag}", {**common, "runs": [run]}, args.verbose))
+        mem_case("1x auto", base / "train", counts["train"], None)
+        mem_case("1x streamed", base / "train", counts["train"], False)
+        if mem_case(f"{f} auto", big, counts["train"] * args.mem_factor, None).get("materialized"):
+            mem_case(f"{f} streamed", big, counts["train"] * args.mem_factor, False)  # auto kept it in memory
+            mem["ratios"][1] = (f"{f} streamed", "1x streamed")
 
     machine["load_after"] = loadavg()
     wall = time.perf_counter() - started
-    text = report(args, machine, thr, mem, bare, None if args.no_diagnostics else {}, counts, wall)
+    text = report(args, machine, thr, mem, bare, counts, wall)
     (work / "report.md").write_text(text)
     (work / "results.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k not in ("report_only", "_child")},
                                                    "machine": machine, "throughput": thr, "bare": bare, "memory": mem,

@@ -6,6 +6,21 @@
 
 Resume: a run name that already exists in the storage path is continued with ``resume=True``
 (Ray Train restores the latest reported checkpoint: model, optimizer, epoch/step, RNG).
+
+How the splits reach the workers (see :func:`configure_data_context` and :func:`load_split`):
+
+* Parquet is read with Ray Data's V1 Parquet datasource. Ray 2.60's default V2 datasource starts
+  a pool of ``RAY_DATA_PARQUET_FOOTER_NUM_ACTORS`` (32) footer-reader actors on every execution,
+  i.e. every epoch, which cost seconds before the first batch and CPU taken from training on a
+  small machine. Setting ``RAY_DATA_USE_DATASOURCE_V2`` in the driver's environment overrides.
+* Only the columns the workers use are read (the ``meta_*`` columns stay on disk, except the
+  user id that validation needs for GAUC).
+* A split whose decoded size fits a budget (``MATERIALIZE_FRACTION`` of the cluster's object
+  store, or ``RECSYS_TRAIN_MATERIALIZE_MAX_MB`` MB when set; 0 = always stream) is read from
+  Parquet once and kept in Ray's object store for the run: every epoch then iterates blocks in
+  memory instead of re-reading files. A larger split streams from Parquet every epoch, so memory
+  stays bounded whatever the table size. ``run_training(materialize=True/False)`` forces either.
+  The driver holds only object references either way; it never loads the table.
 """
 
 from __future__ import annotations
@@ -23,6 +38,11 @@ from recsys.errors import ConfigError, RecsysError
 
 RUN_INFO = "run.json"
 
+#: Splits up to this fraction of the cluster's object-store memory (train and valid together) are
+#: materialised once per run instead of re-read from Parquet every epoch.
+MATERIALIZE_FRACTION = 0.25
+MATERIALIZE_ENV = "RECSYS_TRAIN_MATERIALIZE_MAX_MB"
+
 
 class TrainError(RecsysError):
     """A training run cannot start or did not finish."""
@@ -38,6 +58,7 @@ class TrainResult:
     best_metrics: dict
     history: list[dict]
     prepared_dir: Path
+    splits: dict | None = None  # how the train/valid splits were loaded: materialised or streamed, decoded MB
 
 
 # --------------------------------------------------------------------------- checks before Ray
@@ -78,19 +99,78 @@ def init_ray(address: str | None, workers: int) -> None:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # Logical CPUs above the physical count: training workers hold one CPU each for the whole
-        # run, and Ray Data's read tasks must still find a CPU to stream the shards.
-        # address="local": always a new local instance, never a cluster someone else started here.
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers + 2), include_dashboard=False,
-                 object_store_memory=512 * 1024**2)
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            # Logical CPUs above the physical count: training workers hold one CPU each for the whole
+            # run, and Ray Data's read tasks must still find a CPU to stream the shards.
+            # address="local": always a new local instance, never a cluster someone else started here.
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers + 2), include_dashboard=False,
+                     object_store_memory=512 * 1024**2)
+    configure_data_context()
+
+
+def configure_data_context() -> None:
+    """The driver's Ray Data settings; datasets created afterwards carry them to the executors."""
+    import ray
+
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = True  # same seed + same data -> same batches
+    if "RAY_DATA_USE_DATASOURCE_V2" not in os.environ:  # an explicit choice in the environment wins
+        ctx.use_datasource_v2 = False  # V1: no per-execution pool of footer-reader actors (module docstring)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def split_nbytes(split_dir: Path) -> int | None:
+    """Decoded (uncompressed) size of a prepared split from its Parquet footers; None if unknown."""
+    try:
+        import pyarrow.parquet as pq
+
+        total = 0
+        for path in sorted(Path(split_dir).glob("*.parquet")):
+            meta = pq.ParquetFile(path).metadata
+            total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        return total
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def materialize_budget() -> int:
+    """Bytes of decoded split data that may be pinned in the object store for a run."""
+    import ray
+
+    if os.environ.get(MATERIALIZE_ENV, "").strip():
+        try:
+            return int(float(os.environ[MATERIALIZE_ENV]) * 1024**2)
+        except ValueError:
+            raise ConfigError(f"{MATERIALIZE_ENV}: expected a number of MB, got {os.environ[MATERIALIZE_ENV]!r}") from None
+    return int(MATERIALIZE_FRACTION * ray.cluster_resources().get("object_store_memory", 0))
+
+
+def load_split(split_dir: Path, columns: list[str], materialize: bool):
+    """A Ray dataset over a prepared split: only ``columns``, materialised once or streamed every epoch."""
+    import ray
+
+    ds = ray.data.read_parquet(str(split_dir)).select_columns(columns)
+    return ds.materialize() if materialize else ds
+
+
+def training_datasets(prepared_dir: Path, materialize: bool | None = None) -> tuple[dict, dict]:
+    """The ``train`` and ``valid`` datasets for TorchTrainer, and how each was loaded (for the log)."""
+    from recsys.data.examples import BATCH_KEYS
+
+    splits = {"train": list(BATCH_KEYS), "valid": [*BATCH_KEYS, "meta_user_id"]}
+    sizes = {name: split_nbytes(prepared_dir / name) for name in splits}
+    if materialize is None:
+        known = all(n is not None for n in sizes.values())
+        materialize = known and sum(sizes.values()) <= materialize_budget()
+    datasets = {name: load_split(prepared_dir / name, cols, materialize) for name, cols in splits.items()}
+    return datasets, {"materialized": materialize, "decoded_mb": {k: None if v is None else round(v / 1024**2, 1)
+                                                                   for k, v in sizes.items()}}
 
 
 def _prepare_remote(config_dict: dict, data_dir: str, cache_dir: str | None, out_dir: str) -> dict:
@@ -126,8 +206,13 @@ def run_training(
     run_name: str | None = None,
     resume: bool = False,
     loop_options: dict | None = None,
+    materialize: bool | None = None,
 ) -> TrainResult:
-    """Train ``config.model`` with Ray Train; see the module docstring."""
+    """Train ``config.model`` with Ray Train; see the module docstring.
+
+    ``materialize``: keep the train/valid splits in Ray's object store for the whole run (True),
+    stream them from Parquet every epoch (False), or decide by their size (None, the default).
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -157,8 +242,12 @@ def run_training(
     if counts["valid"] == 0:
         raise TrainError("the validation split is empty: early stopping and model selection need it (data.split)")
 
-    datasets = {"train": ray.data.read_parquet(str(prepared_dir / "train")),
-                "valid": ray.data.read_parquet(str(prepared_dir / "valid"))}
+    t = time.perf_counter()
+    datasets, how = training_datasets(prepared_dir, materialize)
+    sizes = ", ".join(f"{k} {'?' if v is None else v} MB" for k, v in how["decoded_mb"].items())
+    print(f"[recsys] splits ({sizes} decoded): "
+          + ("materialised in the object store once" if how["materialized"] else "streamed from Parquet every epoch")
+          + f" ({time.perf_counter() - t:.1f} s)", flush=True)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"experiment": config.model_dump(mode="json"), "prepared_dir": str(prepared_dir),
@@ -181,7 +270,9 @@ def run_training(
         raise TrainError(f"training run '{run_name}' failed: {type(exc).__name__}: {exc}") from exc
     if result.error is not None:
         raise TrainError(f"training run '{run_name}' failed: {result.error}")
-    return _finish(run_dir, result, prepared_dir)
+    finished = _finish(run_dir, result, prepared_dir)
+    finished.splits = how
+    return finished
 
 
 def _finish(run_dir: Path, result, prepared_dir: Path) -> TrainResult:

@@ -5,6 +5,16 @@ Each worker streams its shard of the training split from Ray Data, trains the mo
 checkpoint directory (model + config + feature map + item table + train state) and all ranks
 report it with ``ray.train.report``. A restarted worker group resumes from the latest
 checkpoint (``ray.train.get_checkpoint()``), with optimizer, counters and RNG restored.
+
+Options in ``train_loop_config`` besides the config (``run_training(loop_options=...)``):
+``threads_per_worker`` (torch intra-op threads per worker, default 1: one per CPU a worker
+reserves), ``prefetch_batches`` (Ray Data chunks prepared ahead in a background thread, default
+1; see :func:`epoch_batches`), ``log_every`` (steps between progress lines) and the
+fault-injection keys the tests use.
+Every epoch's report carries ``samples_per_s`` and where rank 0's epoch went: ``epoch_s``,
+``data_wait_s`` (blocked on Ray Data), ``first_batch_s`` (of that, until the first batch), and
+the CPU seconds of the training thread and of the whole worker process (``train_thread_cpu_s``,
+``worker_cpu_s``: a training thread with less CPU than wall time was waiting for a core).
 """
 
 from __future__ import annotations
@@ -49,6 +59,28 @@ def predict_dataset(model: torch.nn.Module, items: ItemInputs, dataset, widths: 
             labels.append(b["label"].numpy())
             users.append(batch["meta_user_id"].numpy())
     return np.concatenate(probs), np.concatenate(labels), np.concatenate(users)
+
+
+#: Rows Ray Data hands the loop at a time, in training batches: rows are shuffled within such a chunk.
+SHUFFLE_CHUNK_BATCHES = 8
+
+
+def epoch_batches(shard, batch_size: int, seed: int, prefetch_batches: int = 1,
+                  chunk_batches: int = SHUFFLE_CHUNK_BATCHES):
+    """One epoch of shuffled training batches (dicts of tensors) from a Ray Data shard or dataset.
+
+    Ray Data hands over chunks of ``chunk_batches * batch_size`` rows, converted to tensors once
+    per chunk (Ray Data's own cost is mostly per batch it yields, ~5 ms); the rows of each chunk
+    are permuted with a torch generator seeded with ``seed`` and cut into batches of
+    ``batch_size``: a local shuffle over a window of ``chunk_batches`` batches. Same seed, same
+    data -> the same batches.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for chunk in shard.iter_torch_batches(batch_size=chunk_batches * batch_size, prefetch_batches=prefetch_batches):
+        order = torch.randperm(len(chunk["label"]), generator=generator)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            yield {key: column.index_select(0, rows) for key, column in chunk.items()}
 
 
 def _broadcast(obj: object) -> object:
@@ -101,13 +133,23 @@ def train_loop_per_worker(loop_config: dict) -> None:
     per_worker_batch = max(1, config.train.batch_size // world)
     crash_at = loop_config.get("crash_after_steps")  # fault injection for tests (see tests/e2e)
 
+    prefetch = int(loop_config.get("prefetch_batches", 1))
+
     for epoch in range(state.epoch, config.train.epochs):
         ddp_model.train()
         start, seen, loss_sum, n_batches = time.perf_counter(), 0, 0.0, 0
-        for batch in train_shard.iter_torch_batches(
-            batch_size=per_worker_batch, local_shuffle_buffer_size=4 * per_worker_batch,
-            local_shuffle_seed=config.train.seed + epoch * 1000 + rank,
-        ):
+        data_wait, first_batch = 0.0, None  # seconds blocked on Ray Data; until the first batch
+        cpu_start = time.thread_time(), time.process_time()  # this thread's CPU; the whole worker's
+        batches = epoch_batches(train_shard, per_worker_batch, seed=config.train.seed + epoch * 1000 + rank,
+                                prefetch_batches=prefetch)
+        while True:
+            t_wait = time.perf_counter()
+            batch = next(batches, None)
+            data_wait += time.perf_counter() - t_wait
+            if batch is None:
+                break
+            if first_batch is None:
+                first_batch = time.perf_counter() - start
             b = model_batch(batch, widths)
             loss, parts = total_loss(ddp_model(b, items), b["label"], config.model)
             optimizer.zero_grad()
@@ -125,12 +167,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 rate = seen * world / (time.perf_counter() - start)
                 print(f"[recsys] epoch {epoch + 1}/{config.train.epochs} step {state.global_step} "
                       f"samples/s {rate:,.0f} loss {loss_sum / n_batches:.4f}", flush=True)
-        elapsed = time.perf_counter() - start
+        batches.close()  # the finished iterator's buffers are not kept through validation
+        elapsed, ended_at = time.perf_counter() - start, time.time()
+        thread_cpu, worker_cpu = time.thread_time() - cpu_start[0], time.process_time() - cpu_start[1]
         samples_per_s = sum(_gather(seen)) / elapsed if elapsed > 0 else 0.0
 
         metrics = None
         if rank == 0:
-            probs, labels, users = predict_dataset(model, items, valid, widths, batch_size=4096)
+            # Batches of the training size: a 4096-row MARN forward pass held ~300 MB more at its peak.
+            probs, labels, users = predict_dataset(model, items, valid, widths, batch_size=config.train.batch_size)
             m = compute_metrics(users, labels, probs)
             metrics = {f"val_{k}": float(v) for k, v in m.items()}
         metrics = _broadcast(metrics)
@@ -143,6 +188,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         report = {
             **metrics, "epoch": epoch + 1, "step": state.global_step,
             "train_loss": loss_sum / max(n_batches, 1), "samples_per_s": samples_per_s,
+            # where rank 0's epoch went: total, blocked on Ray Data (of which until the first batch), CPU
+            # time of the training thread and of the whole worker process (all its threads)
+            "epoch_s": elapsed, "data_wait_s": data_wait, "first_batch_s": first_batch or 0.0,
+            "train_thread_cpu_s": thread_cpu, "worker_cpu_s": worker_cpu, "epoch_end_unix": ended_at,
             "world_size": world, "node_ids": node_ids, "best_val_auc": state.best_auc,
         }
         state.history.append(report)
