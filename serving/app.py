@@ -93,10 +93,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     )
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
 
-    def service_of(request: Request) -> ScoringService:
+    async def service_of(request: Request) -> ScoringService:  # async: no threadpool hop per request
         return request.app.state.service
 
-    def require_admin(request: Request) -> None:
+    async def require_admin(request: Request) -> None:
         if settings.api_key is None:
             return
         given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")

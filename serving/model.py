@@ -246,13 +246,16 @@ class ServedModel:
         """Click probabilities of ``candidates`` (item ids) for one user, history oldest first."""
         cat = catalogue or self.catalogue
         cand_rows = torch.from_numpy(cat.rows(candidates, "candidates"))
-        length = self.feature_map.max_history
-        recent = history[-length:] if length else []
+        recent = history[-self.feature_map.max_history:] if self.feature_map.max_history else []
+        # Only the real history positions: padding has weight exactly 0 in every sequence encoder
+        # (and carries the GRU state through), so a short history costs less and scores the same.
+        # One padded position stands for an empty history.
+        length = max(len(recent), 1)
         hist_rows = np.zeros(length, np.int64)
         hist_mask = np.zeros(length, bool)
         if recent:
-            hist_rows[length - len(recent):] = cat.rows(recent, "history")
-            hist_mask[length - len(recent):] = True
+            hist_rows[:] = cat.rows(recent, "history")
+            hist_mask[:] = True
         b = len(candidates)
         categorical, numeric = context
         batch = {

@@ -82,24 +82,44 @@ def _check_port(host: str, port: int) -> None:
             raise ConfigError(f"serve.port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def run_server(settings: ServeSettings) -> None:
-    """Run uvicorn (blocking) with ``settings.workers`` processes, each building the app once."""
+def run_server(settings: ServeSettings) -> int:
+    """Run the service (blocking) with ``settings.workers`` processes, each building the app once.
+
+    Several workers: each listens on its own SO_REUSEPORT socket (:mod:`serving.workers`), so the
+    kernel spreads connections across them. Returns the exit code.
+    """
     import uvicorn
 
-    if settings.port:
-        _check_port(settings.host, settings.port)
+    from serving.workers import Supervisor, reuseport_supported
+
+    port = settings.port
+    if port:
+        _check_port(settings.host, port)
     metrics_dir = settings.state_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # set before any worker imports prometheus_client
+    uvicorn_kwargs = dict(app="serving.app:create_app", factory=True, http="serving.protocol:NoDelayHTTPProtocol",
+                          loop="auto", access_log=False, log_level="warning", timeout_graceful_shutdown=10)
+    own_sockets = settings.workers > 1 and reuseport_supported()
+    if own_sockets and not port:
+        port = _free_port(settings.host)  # every worker must bind the same port
+        settings = settings.model_copy(update={"port": port})
     settings.to_env()
     log.info("serving %s on http://%s:%d with %d worker(s); docs at /docs", settings.checkpoint, settings.host,
-             settings.port, settings.workers)
-    uvicorn.run("serving.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, http="serving.protocol:NoDelayHTTPProtocol", loop="auto",
-                access_log=False, log_level="warning", timeout_graceful_shutdown=10)
+             port, settings.workers)
+    if own_sockets:
+        return Supervisor(settings.workers, settings.host, port, {**uvicorn_kwargs, "host": settings.host, "port": port}).run()
+    uvicorn.run(**uvicorn_kwargs, host=settings.host, port=port, workers=settings.workers)
+    return 0
 
 
-def serve(checkpoint_dir: str | Path, options: ServeOptions) -> None:
-    """The `recsys serve` command."""
-    run_server(prepare_state(checkpoint_dir, options))
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def serve(checkpoint_dir: str | Path, options: ServeOptions) -> int:
+    """The `recsys serve` command; its exit code."""
+    return run_server(prepare_state(checkpoint_dir, options))

@@ -315,6 +315,37 @@ def test_health_metrics_and_docs(server) -> None:
     assert model["registered_items"] == 2
 
 
+def test_connections_spread_over_workers_and_a_killed_worker_is_replaced(server) -> None:
+    # 16 keep-alive connections opened at once: each worker listens on its own SO_REUSEPORT socket, so they
+    # do not all land on the worker that wakes first (the kernel hashes each connection to a worker).
+    clients = [httpx.Client(base_url=server.url) for _ in range(16)]
+    try:
+        owners = [c.get("/healthz").headers["x-recsys-worker"] for c in clients]
+    finally:
+        for c in clients:
+            c.close()
+    assert len(set(owners)) == 2, owners
+    victim = int(owners[0])
+    os.kill(victim, signal.SIGKILL)
+    seen, resets, deadline = set(), 0, time.time() + 120
+    while time.time() < deadline and not (len(seen) == 2 and str(victim) not in seen):
+        try:
+            with httpx.Client() as client:  # new connections: they reach whichever workers are listening
+                r = client.get(f"{server.url}/readyz", timeout=10)
+        except httpx.TransportError:
+            # A connection the kernel queued on the killed worker's socket before it closed is reset: that is the
+            # crash itself. What must hold is that the survivor and a replacement answer new connections.
+            resets += 1
+            time.sleep(0.05)
+            continue
+        if r.status_code == 200:
+            seen = (seen | {r.headers["x-recsys-worker"]}) - {str(victim)}
+        time.sleep(0.05)
+    assert resets < 20, f"{resets} connections reset after the kill: the dead worker's socket kept receiving them"
+    assert len(seen) == 2, f"no replacement worker answered: {seen}\n{server.log.read_text()[-3000:]}"
+    assert "starting a new one" in server.log.read_text()
+
+
 def test_registered_items_survive_a_restart(server, trained_run, state, tmp_path) -> None:
     version = httpx.get(f"{server.url}/readyz").json()["model_version"]
     before = score(server.url, user_id=7, candidates=[990001, 990002]).json()

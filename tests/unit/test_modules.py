@@ -311,6 +311,26 @@ def test_sequence_encoder_ignores_padding(name: str, poison: float) -> None:
     assert all(torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("name", sorted(SEQUENCE_ENCODERS))
+@pytest.mark.parametrize("real", [0, 1, 5])
+def test_left_padding_length_does_not_change_the_interest(name: str, real: int) -> None:
+    """The scoring service feeds only the real history positions (one padded position for none),
+    shared by every candidate as an expanded view: that must equal the padded training layout."""
+    b, l, d = 6, 8, 4
+    torch.manual_seed(real)
+    encoder = build_sequence_encoder(name, dim=d, hidden=[5]).eval()
+    items, target = torch.randn(max(real, 1), d), torch.randn(b, d)
+    padded = torch.zeros(b, l, d)
+    padded_mask = torch.zeros(b, l, dtype=torch.bool)
+    if real:
+        padded[:, l - real:], padded_mask[:, l - real:] = items, True
+    trimmed = items[None].expand(b, -1, -1)  # (B, max(real, 1), D), stride 0 over rows
+    trimmed_mask = torch.full((max(real, 1),), bool(real))[None].expand(b, -1)
+    with torch.inference_mode():
+        torch.testing.assert_close(encoder(trimmed, trimmed_mask, target), encoder(padded, padded_mask, target),
+                                   rtol=1e-5, atol=1e-6)
+
+
 def test_target_attention_softmax_sums_to_one_and_sigmoid_does_not_normalise() -> None:
     history, mask, target = _history(4, 5, 3)
     w = TargetAttention(3, hidden=[4]).attention(history, mask, target)
