@@ -101,10 +101,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.server import ServeOptions, serve
 
-    serve(args.checkpoint, ServeOptions(host=args.host, port=args.port, workers=args.workers, state_dir=args.state_dir,
-                                        data_dir=args.data, api_key=args.api_key, max_candidates=args.max_candidates,
-                                        max_body_mb=args.max_body_mb))
-    return 0
+    return serve(args.checkpoint, ServeOptions(host=args.host, port=args.port, workers=args.workers,
+                                               state_dir=args.state_dir, data_dir=args.data, api_key=args.api_key,
+                                               max_candidates=args.max_candidates, max_body_mb=args.max_body_mb))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -184,7 +183,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         seeds=_seed_list(args.seeds, config.train.seed), out_dir=out,
         data_dir=Path(args.data) if args.data else None, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         workers=args.workers, address=args.address, epochs=args.epochs, peer_files=[Path(f) for f in args.peer_results],
-        n_boot=args.bootstrap, command="recsys " + shlex.join(sys.argv[1:]),
+        n_boot=args.bootstrap, command="recsys " + shlex.join(sys.argv[1:]), reevaluate=args.reevaluate,
     )
     result = run_compare(spec, progress=not args.no_progress)
     failed = [r.name for r in result.records if r.status != "ok"]
@@ -329,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "recsys/reports/peers.py)")
     compare.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the paired test (default 1000)")
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
+    compare.add_argument("--reevaluate", action="store_true",
+                         help="evaluate finished runs again from their best checkpoints (after a change to the "
+                              "evaluation); nothing is retrained")
     compare.set_defaults(func=_cmd_compare)
     return parser
 

@@ -248,7 +248,7 @@ def format_evaluation(evaluation: Evaluation) -> str:
     att = evaluation.attention
     if att:
         mods = att["modalities"]
-        lines += ["", "modal attention (mean |weight| over candidates that have the modality)",
+        lines += ["", "modal attention: each modality's share of the fused item feature, |a_m*s_m| / sum_k |a_k*s_k|",
                   f"{'':<24}{'rows':>7}" + "".join(f"{m:>9}" for m in mods),
                   f"{'all':<24}{int(evaluation.segments['all']['n']):>7}" + "".join(_num(att["overall"][m], 9, 3) for m in mods)]
         by = att.get("by_category")

@@ -99,7 +99,7 @@ class MultimodalItemEncoder(nn.Module):
         s = torch.stack([self.specific[m](x[m]) for m in self.modalities], dim=1)  # (N, M, D)
         fused = self.fusion(s, mask)
         s_item = fused.fused  # (N, D)
-        attention = fused.weights.abs().mean(dim=-1) if fused.weights is not None else None  # (N, M)
+        attention = modal_share(fused.weights, s) if fused.weights is not None else None  # (N, M)
         if self.parts is None or not self.parts.shared:
             return ItemReps(s_item, None, attention)
 
@@ -120,6 +120,19 @@ class MultimodalItemEncoder(nn.Module):
             d1_weights=w, shared=c_item, specific=s_item,
         )
         return ItemReps(s_item + c_item, terms, attention)
+
+
+def modal_share(weights: torch.Tensor, specific: torch.Tensor) -> torch.Tensor:
+    """Each modality's share of the fused item feature: |a_m * s_m|_1 / sum_k |a_k * s_k|_1, (N, M).
+
+    The raw weights a_m = tanh(W_m s_m + b_m) are read through what they weight: trained, they
+    saturate (mean |a| ~0.97 for every modality on the built-in data, >90% of elements beyond 0.9),
+    so their mean says nothing about which modality the item representation is made of. Absent
+    modalities (a = 0) get 0; the shares of an item sum to 1 (0 for an item with no content).
+    """
+    part = (weights * specific).abs().sum(dim=-1).detach()  # (N, M)
+    total = part.sum(dim=-1, keepdim=True)
+    return part / torch.where(total > 0, total, torch.ones_like(total))
 
 
 class IdItemEncoder(nn.Module):

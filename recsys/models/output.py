@@ -26,4 +26,4 @@ class ModelOutput:
 
     logits: torch.Tensor  # (B,)
     adversarial: AdversarialTerms | None = None
-    modal_attention: torch.Tensor | None = None  # (B, M) mean |attention weight| of each candidate's modalities
+    modal_attention: torch.Tensor | None = None  # (B, M) each modality's share of the candidate's fused feature (marn.modal_share)

@@ -16,7 +16,8 @@ The output directory (``--out``)::
 
 Resumable: running the same command again reuses every run that already finished (its
 ``result.json`` says ok) and redoes the others, so an interrupted comparison continues where it
-stopped; a different config in the same directory is refused. External rows come from
+stopped; a different config in the same directory is refused; ``--reevaluate`` scores the finished
+runs again from their best checkpoints (after a change to the evaluation). External rows come from
 ``--peer-results`` files (format in :mod:`recsys.reports.peers`).
 """
 
@@ -58,6 +59,7 @@ class CompareSpec:
     peer_files: list[Path] = field(default_factory=list)
     n_boot: int = 1000
     command: str = ""  # the command line, quoted in the report
+    reevaluate: bool = False  # re-score finished runs' best checkpoints (evaluation changed; no retraining)
 
 
 @dataclass
@@ -169,13 +171,27 @@ def run_one(spec: CompareSpec, config: ExperimentConfig, model: str, seed: int, 
         record = RunRecord(model, seed, "failed", error=f"{type(exc).__name__}: {exc}",
                            seconds=time.perf_counter() - started)
     else:
-        evaluation.predictions.write_parquet(run_out / PREDICTIONS_FILE)
         record = RunRecord(
             model, seed, "ok", seconds=time.perf_counter() - started, run_dir=str(result.run_dir),
             checkpoint=str(result.best_checkpoint), best_epoch=result.best_metrics.get("epoch"),
             history=list(result.history), train_samples_per_s=_mean_speed(result.history), test=evaluation.to_json(),
         )
+        evaluation.predictions.write_parquet(run_out / PREDICTIONS_FILE)
+    _write_record(run_out, record)
+    return record
+
+
+def _write_record(run_out: Path, record: RunRecord) -> None:
     (run_out / RESULT_FILE).write_text(json.dumps(asdict(record), indent=1, default=str), encoding="utf-8")
+
+
+def reevaluate_run(spec: CompareSpec, record: RunRecord) -> RunRecord:
+    """A finished run evaluated again from its best checkpoint and prepared test split (no training)."""
+    run_out = spec.out_dir / "runs" / record.name
+    evaluation = evaluate_checkpoint(Path(record.checkpoint), Path(record.run_dir) / "prepared" / "test")
+    evaluation.predictions.write_parquet(run_out / PREDICTIONS_FILE)
+    record.test = evaluation.to_json()
+    _write_record(run_out, record)
     return record
 
 
@@ -202,28 +218,38 @@ def run_compare(spec: CompareSpec, train_fn: Callable | None = None, progress: b
         config.train.epochs = spec.epochs
     _claim_out_dir(spec, config)
     own_ray = train_fn is None
+    if own_ray:  # what every run needs (a valid dataset, encoded items) fails once, before any training
+        from training.launch import check_inputs
+
+        check_inputs(config, Path(spec.data_dir or config.data.path), spec.cache_dir,
+                     spec.workers or config.train.workers)
     train_fn = train_fn or _default_train_fn()
     ray_was_up = _ray_initialized() if own_ray else True
 
     records: list[RunRecord] = []
-    jobs = [(m, s) for m in spec.models for s in spec.seeds]
+    # Seed by seed: an interrupted comparison already holds every model at the first seeds.
+    jobs = [(m, s) for s in spec.seeds for m in spec.models]
     bar = tqdm(jobs, desc="compare", unit="run", disable=not progress, dynamic_ncols=True)
     try:
         for model, seed in bar:
             bar.set_postfix_str(run_name(model, seed))
             record = load_record(spec.out_dir / "runs" / run_name(model, seed))
             reused = record is not None
+            if reused and spec.reevaluate:
+                record = reevaluate_run(spec, record)
             record = record or run_one(spec, config, model, seed, train_fn)
             records.append(record)
             outcome = (f"test AUC {record.test['segments']['all']['auc']:.4f}" if record.status == "ok"
                        else f"FAILED: {record.error.splitlines()[0][:200]}")
-            bar.write(f"[compare] {record.name}: {outcome}{' (reused)' if reused else f' in {record.seconds:.0f} s'}")
+            how = (" (reused, re-evaluated)" if spec.reevaluate else " (reused)") if reused else f" in {record.seconds:.0f} s"
+            bar.write(f"[compare] {record.name}: {outcome}{how}")
     finally:
         bar.close()
         if not ray_was_up:
             import ray
 
             ray.shutdown()
+    records.sort(key=lambda r: (spec.models.index(r.model), spec.seeds.index(r.seed)))  # the report: by model
     md, page, results = write_compare_report(spec, config, records, peers)
     return CompareResult(spec.out_dir, records, md, page, results)
 

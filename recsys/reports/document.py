@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -108,8 +109,11 @@ def _attention_blocks(records: list[RunRecord], out_dir: Path) -> list:
             attention[model] = summary
     if not attention:
         return [Paragraph("No model in this comparison has modal attention.")]
-    blocks: list = [Paragraph("Mean |modal attention weight| of the candidate's modalities, over the test candidates "
-                              "that have the modality, averaged over seeds; per value of the first item categorical feature.")]
+    blocks: list = [Paragraph("Modal attention, read through what it weights: each modality's share of the candidate's "
+                              "fused item feature, |a_m * s_m|_1 / sum_k |a_k * s_k|_1 (a_m = tanh(W_m s_m + b_m), the "
+                              "paper's element-wise weights; their raw mean saturates near 1). Mean over the test "
+                              "candidates that have the modality, averaged over seeds; per value of the first item "
+                              "categorical feature.")]
     for model, att in attention.items():
         mods = att["modalities"]
         by = att.get("by_category")
@@ -121,7 +125,7 @@ def _attention_blocks(records: list[RunRecord], out_dir: Path) -> list:
         blocks.append(Table(["candidates", "rows", *mods], rows, caption=model))
     path = plots.attention_plot(attention, out_dir / "plots" / "attention.png")
     if path:
-        blocks.append(Image("plots/attention.png", "Modal attention weight per modality and item category"))
+        blocks.append(Image("plots/attention.png", "Modal attention share per modality and item category"))
     return blocks
 
 
@@ -184,7 +188,7 @@ def write_compare_report(
     doc.add(
         Paragraph(f"{len(records)} run(s): models {', '.join(spec.models)} × seeds {', '.join(map(str, spec.seeds))}; "
                   f"{n_ok} finished, {len(records) - n_ok} failed. Test split of "
-                  f"{Path(spec.data_dir or config.data.path).resolve()}; {config.train.epochs} epoch(s) at most, "
+                  f"{shown_path(spec.data_dir or config.data.path)}; {config.train.epochs} epoch(s) at most, "
                   f"early stopping patience {config.train.early_stopping_patience}, best checkpoint by validation AUC. "
                   f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}."),
         Code(spec.command or "recsys compare"),
@@ -210,7 +214,7 @@ def write_compare_report(
 
     results = {
         "command": spec.command, "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "data_dir": str(Path(spec.data_dir or config.data.path).resolve()), "models": spec.models, "seeds": spec.seeds,
+        "data_dir": shown_path(spec.data_dir or config.data.path), "models": spec.models, "seeds": spec.seeds,
         "config": config.model_dump(mode="json"), "runs": [asdict(r) for r in records],
         "peers": [asdict(p) for p in peers],
         "summary": {s.model: {"kind": s.kind, "n_ok": s.n_ok, "n_runs": s.n_runs, "errors": s.errors,
@@ -222,8 +226,27 @@ def write_compare_report(
                    "test": g.test.to_json() if g.test else None, "note": g.note} for g in gain_list],
     }
     path = out / "results.json"
-    path.write_text(json.dumps(json_safe(results), indent=1, default=_json_default), encoding="utf-8")
+    path.write_text(json.dumps(_portable(json_safe(results)), indent=1, default=_json_default), encoding="utf-8")
     return md, page, path
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as reports show it: relative to the working directory when it lies beside it (the
+    project and its sibling folders), so a committed report names no machine's directories."""
+    full = Path(path).resolve()
+    base = Path.cwd().resolve()
+    return os.path.relpath(full, base) if full.is_relative_to(base.parent) else str(full)
+
+
+def _portable(obj: object) -> object:
+    """Every absolute path string in ``obj`` through :func:`shown_path`, recursively."""
+    if isinstance(obj, dict):
+        return {k: _portable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_portable(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith(os.sep) and "\n" not in obj:
+        return shown_path(obj)
+    return obj
 
 
 def _json_default(obj: object) -> object:

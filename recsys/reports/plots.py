@@ -70,7 +70,7 @@ def val_auc_plot(histories: dict[str, list[list[dict]]], path: Path) -> Path:
 
 
 def attention_plot(attention: dict[str, dict], path: Path, max_categories: int = 12) -> Path | None:
-    """Mean modal attention weight per modality and item category, one panel per model; None if none has it."""
+    """Mean modal attention share per modality and item category, one panel per model; None if none has it."""
     models = {m: a for m, a in attention.items() if a and a.get("by_category")}
     if not models:
         return None
@@ -85,6 +85,6 @@ def attention_plot(attention: dict[str, dict], path: Path, max_categories: int =
             heights = [att["overall"][m]] + [by["values"][c]["weights"][m] for c in cats]
             ax.bar(x + j * width - 0.4 + width / 2, np.nan_to_num(np.array(heights, dtype=float)), width, label=m)
         ax.set_xticks(x, ["all", *cats], rotation=30, ha="right", fontsize=8)
-        ax.set(ylabel="mean |attention|", title=f"{model}: modal attention by {by['field']}")
+        ax.set(ylabel="share of the fused feature", title=f"{model}: modal attention by {by['field']}")
         ax.legend(fontsize=8, ncol=len(mods))
     return _save(fig, path)

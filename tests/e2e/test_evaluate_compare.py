@@ -18,9 +18,9 @@ from support.tiny_dataset import write_tiny_dataset
 RUNS = ("din-seed0", "din-seed1", "marn-seed0", "marn-seed1")
 
 
-def compare_cli(config: Path, out: Path):  # noqa: ANN201
+def compare_cli(config: Path, out: Path, *extra: str):  # noqa: ANN201
     return run_cli("compare", "--config", str(config), "--models", "din,marn", "--seeds", "2", "--epochs", "1",
-                   "--workers", "1", "--bootstrap", "200", "--out", str(out), check=False)
+                   "--workers", "1", "--bootstrap", "200", "--out", str(out), *extra, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,31 @@ def test_rerun_resumes_and_the_same_seed_reproduces_the_metrics(compared) -> Non
         for key in ("auc", "gauc", "logloss"):
             assert after[name][key] == pytest.approx(m[key], abs=1e-6), (name, key)
     assert "| din | baseline | 2/2 |" in (out / "report.md").read_text()
+
+
+def test_reevaluate_scores_finished_runs_again_without_training(compared) -> None:
+    config, out, _ = compared
+    result = out / "runs" / "marn-seed1" / "result.json"
+    record = json.loads(result.read_text())
+    truth = record["test"]["segments"]["all"]["auc"]
+    record["test"]["segments"]["all"]["auc"] = 0.0  # what an outdated evaluation left behind
+    result.write_text(json.dumps(record))
+    proc = compare_cli(config, out, "--reevaluate")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("[compare] ")]
+    assert len(lines) == len(RUNS) and all("(reused, re-evaluated)" in line for line in lines), lines
+    assert json.loads(result.read_text())["test"]["segments"]["all"]["auc"] == pytest.approx(truth, abs=1e-9)
+
+
+def test_compare_on_an_invalid_dataset_fails_once_before_training(tmp_path: Path) -> None:
+    import polars as pl
+
+    config = write_tiny_dataset(tmp_path)
+    inter = tmp_path / "data" / "interactions.parquet"
+    frame = pl.read_parquet(inter)
+    frame.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(2).otherwise(pl.col("label"))
+                       .cast(pl.Int8).alias("label")).write_parquet(inter)
+    proc = compare_cli(config, tmp_path / "report")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "label" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "report" / "runs").exists()  # no run was started, none recorded as failed

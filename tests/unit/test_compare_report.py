@@ -54,7 +54,8 @@ def compared(tmp_path_factory: pytest.TempPathFactory):
 
 def test_report_lists_every_model_and_seed_and_the_failed_run(compared) -> None:
     spec, result, fake = compared
-    assert fake.calls == ["din-seed0", "din-seed1", "marn-seed0", "marn-seed1"]
+    # trained seed by seed (an interrupted comparison already has every model), reported model by model
+    assert fake.calls == ["din-seed0", "marn-seed0", "din-seed1", "marn-seed1"]
     assert [(r.name, r.status) for r in result.records] == [
         ("din-seed0", "ok"), ("din-seed1", "failed"), ("marn-seed0", "ok"), ("marn-seed1", "ok")]
     md, page = result.report_md.read_text(), result.report_html.read_text()
@@ -119,3 +120,12 @@ def test_bad_models_seeds_and_peer_files_fail_before_any_run(compared, tmp_path)
     with pytest.raises(RecsysError, match=r"peer.json \(x\): runs\[0\].test.auc must be a number"):
         load_peers([bad])
     assert fake.calls == []
+
+
+def test_reports_name_paths_beside_the_project_relative_to_it(tmp_path) -> None:
+    from recsys.reports.document import shown_path
+
+    here = Path.cwd()
+    assert shown_path(here / "runs" / "x") == "runs/x"
+    assert shown_path(here.parent / "shared" / "data") == "../shared/data"
+    assert shown_path("runs/x") == "runs/x"

@@ -59,6 +59,8 @@ def test_marn_reports_every_adversarial_term(tiny) -> None:
     assert ((w >= 0) & (w <= 1)).all()
     assert torch.allclose(w.sum(dim=1), torch.ones(w.shape[0]))
     assert out.modal_attention.shape == (32, 3)  # id, image, audio
+    share = out.modal_attention  # each modality's share of the fused feature: sums to 1, 0 where absent
+    assert torch.allclose(share.sum(dim=1), torch.ones(32)) and (share >= 0).all()
     ablation, cfg1 = build(tiny, "man_d1")
     parts1 = total_loss(ablation(next(tiny.examples.split("train").batches(32)), ItemInputs.from_table(tiny.table)), torch.zeros(32), cfg1)[1]
     assert "d1" in parts1 and "d0" not in parts1 and "ds" not in parts1
