@@ -233,8 +233,10 @@ def write_compare_report(
 def shown_path(path: str | Path) -> str:
     """A path as reports show it: relative to the working directory when it lies beside it (the
     project and its sibling folders), so a committed report names no machine's directories."""
-    full = Path(path).resolve()
-    base = Path.cwd().resolve()
+    # abspath, not resolve(): a sibling folder may be a symlink (e.g. ../shared), and following it
+    # would turn a path beside the project into some other machine directory.
+    full = Path(os.path.abspath(path))
+    base = Path(os.path.abspath(Path.cwd()))
     return os.path.relpath(full, base) if full.is_relative_to(base.parent) else str(full)
 
 

@@ -129,3 +129,17 @@ def test_reports_name_paths_beside_the_project_relative_to_it(tmp_path) -> None:
     assert shown_path(here / "runs" / "x") == "runs/x"
     assert shown_path(here.parent / "shared" / "data") == "../shared/data"
     assert shown_path("runs/x") == "runs/x"
+
+
+def test_a_symlinked_sibling_folder_stays_relative(tmp_path, monkeypatch) -> None:
+    """CI clones the project beside a symlink to the shared data: following the link would print
+    the machine directory it points to."""
+    from recsys.reports.document import shown_path
+
+    elsewhere = tmp_path / "elsewhere" / "data"
+    elsewhere.mkdir(parents=True)
+    (tmp_path / "checkout" / "project").mkdir(parents=True)
+    (tmp_path / "checkout" / "shared").symlink_to(tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path / "checkout" / "project")
+    assert shown_path(tmp_path / "checkout" / "shared" / "data") == "../shared/data"
+    assert shown_path(elsewhere) == str(elsewhere)
