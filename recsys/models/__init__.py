@@ -70,7 +70,8 @@ def build_model(config: ModelConfig, feature_map: FeatureMap, content_dims: dict
     ids = ItemIdFeatures(feature_map, config.embedding_dim, config.id_dropout) if "id" in modalities else None
     content = {m: content_dims[m] for m in modalities if m != "id"}
     try:
-        encoder = MultimodalItemEncoder(ids, content, dim, fusion=config.fusion or fusion, parts=parts)
+        encoder = MultimodalItemEncoder(ids, content, dim, fusion=config.fusion or fusion, parts=parts,
+                                        specific_norm=config.specific_norm)
     except ValueError as exc:
         raise ConfigError(f"model ({name}, modalities {modalities}): {exc}") from None
     return ctr(encoder, config.sequence)

@@ -60,6 +60,7 @@ class MultimodalItemEncoder(nn.Module):
         dim: int,
         fusion: str = "modal_attention",
         parts: AdversarialParts | None = None,
+        specific_norm: bool = False,
     ) -> None:
         super().__init__()
         self.id_features = id_features
@@ -71,7 +72,14 @@ class MultimodalItemEncoder(nn.Module):
         self.parts = parts
         self.out_dim = dim
         # Modality-specific encoders S_m: small MLPs to the common width D.
-        self.specific = nn.ModuleDict({m: MLP(in_dims[m], [dim], out_dim=dim) for m in self.modalities})
+        # With ``specific_norm`` each ends in a LayerNorm without a learned gain: s_m has RMS 1 and
+        # only the modal attention a_m in [-1, 1] scales it. A separable classification loss on s_m
+        # (Ds) is otherwise lowered by growing the features' norm, without limit.
+        self.specific = nn.ModuleDict({
+            m: nn.Sequential(MLP(in_dims[m], [dim], out_dim=dim), nn.LayerNorm(dim, elementwise_affine=False))
+            if specific_norm
+            else MLP(in_dims[m], [dim], out_dim=dim)
+            for m in self.modalities})
         self.fusion = build_fusion(fusion, n_modalities=len(self.modalities), dim=dim)
         if parts is not None and parts.shared:
             if len(self.modalities) < 2:

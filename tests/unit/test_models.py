@@ -158,3 +158,22 @@ def test_one_modality_dropped_ablation_builds(tiny) -> None:
     assert model.modalities == ["id", "image"]
     out = model(next(tiny.examples.split("train").batches(8)), ItemInputs.from_table(tiny.table))
     assert out.modal_attention.shape == (8, 2)
+
+
+@pytest.mark.parametrize("specific_norm", [False, True])
+def test_specific_norm_bounds_the_specific_features(tiny, specific_norm: bool) -> None:
+    """model.specific_norm: each modality-specific feature has RMS 1, so the fused specific feature
+    (sum of a_m s_m, |a_m| <= 1) stays within the number of modalities however large the inputs;
+    without it, its scale follows the inputs' (what let MARN's Ds loss inflate it in training)."""
+    model, _ = build(tiny, "marn", specific_norm=specific_norm)
+    model.eval()
+    base = ItemInputs.from_table(tiny.table)
+    scaled = ItemInputs({k: v * 1000 if k.startswith("vector.") else v for k, v in base.tensors.items()})
+    rows = torch.arange(1, base.id_index.shape[0])  # every item (row 0 is padding)
+    with torch.no_grad():
+        rms = model.item_representations(rows, scaled).adversarial.specific.pow(2).mean(dim=1).sqrt()
+    n_modalities = len(model.modalities)
+    if specific_norm:
+        assert float(rms.max()) <= n_modalities + 1e-4
+    else:
+        assert float(rms.max()) > 10 * n_modalities
