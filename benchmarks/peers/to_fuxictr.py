@@ -129,6 +129,16 @@ def fuxictr_frame(
     return pl.DataFrame(list(cols.values()))
 
 
+def placeholder_history(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every history column set to the one token ``<oov>``: for datasets whose behaviour sequences
+    are all empty (no timestamps, e.g. lastfm-2k-mm). FuxiCTR cannot build a vocabulary for a
+    sequence that never holds a value (IndexError in its tokenizer). A history that is the same
+    constant item for every row carries no information about the user, like our empty one: DIN's
+    attention over it is a function of the candidate alone, which its MLP already sees."""
+    hist = [c for c in frame.columns if c.startswith("hist_")]
+    return frame.with_columns([pl.lit(OOV_TOKEN, dtype=pl.String).alias(c) for c in hist])
+
+
 def feature_cols(feature_map: dict) -> tuple[list[dict], dict]:
     """FuxiCTR ``feature_cols`` and ``label_col`` for the frame :func:`fuxictr_frame` writes.
 
@@ -226,8 +236,12 @@ def convert_prepared(prepared_dir: Path, out_dir: Path, dataset_id: str | None =
     dataset_id = dataset_id or "recsys_" + "".join(c if c.isalnum() else "_" for c in name)
     (out_dir / "raw").mkdir(parents=True, exist_ok=True)
     counts = {}
-    for split in SPLITS:
-        frame = fuxictr_frame(read_split(prepared_dir, split), feature_map, id_index, categorical, lists)
+    frames = {split: fuxictr_frame(read_split(prepared_dir, split), feature_map, id_index, categorical, lists)
+              for split in SPLITS}
+    empty_history = (frames["train"]["hist_item_id"] == "").all()
+    for split, frame in frames.items():
+        if empty_history:
+            frame = placeholder_history(frame)
         frame.write_parquet(out_dir / "raw" / f"{split}.parquet")
         counts[split] = frame.height
     cols, label = feature_cols(feature_map)
@@ -247,6 +261,7 @@ def convert_prepared(prepared_dir: Path, out_dir: Path, dataset_id: str | None =
         "# Written by benchmarks/peers/to_fuxictr.py from " + str(prepared_dir) + "\n"
         + yaml.safe_dump(dataset_cfg, sort_keys=False, default_flow_style=None, width=120))
     peer = {"dataset": name, "dataset_id": dataset_id, "prepared_dir": str(prepared_dir), "rows": counts,
+            "placeholder_history": bool(empty_history),
             "din_target_field": target, "din_sequence_field": sequence, "max_history": feature_map["max_history"],
             "ours": our_hyperparameters(prepared_dir)}
     (out_dir / "peer.json").write_text(json.dumps(peer, indent=1))
