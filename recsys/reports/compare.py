@@ -122,6 +122,22 @@ def _flat(d: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def _is_new_default(key: str, value: object) -> bool:
+    """Whether ``config.<section>.<field>`` is a setting added after a comparison was made, at its
+    default: the runs there were made with the behaviour that default keeps, so they still match."""
+    parts = key.split(".")
+    if parts[0] != "config" or len(parts) < 3:
+        return False
+    model: type = ExperimentConfig
+    for name in parts[1:-1]:
+        field = getattr(model, "model_fields", {}).get(name)
+        if field is None or not isinstance(field.annotation, type):
+            return False
+        model = field.annotation
+    field = getattr(model, "model_fields", {}).get(parts[-1])
+    return field is not None and not field.is_required() and field.get_default(call_default_factory=True) == value
+
+
 def _claim_out_dir(spec: CompareSpec, config: ExperimentConfig) -> None:
     """Create the output directory, or check that the one there holds runs of the same config."""
     spec.out_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +146,8 @@ def _claim_out_dir(spec: CompareSpec, config: ExperimentConfig) -> None:
     if marker.is_file():
         theirs = json.loads(marker.read_text(encoding="utf-8"))
         a, b = _flat(theirs), _flat(mine)
-        diffs = [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        diffs = [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
+                 if a.get(k) != b.get(k) and not (k not in a and _is_new_default(k, b.get(k)))]
         if diffs:
             raise RecsysError(f"{spec.out_dir} holds a comparison of another config ({'; '.join(diffs[:5])}): "
                               "use another --out, or delete the directory")

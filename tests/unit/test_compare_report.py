@@ -108,6 +108,27 @@ def test_rerun_resumes_only_the_failed_run_and_a_changed_config_is_refused(compa
         run_compare(changed, train_fn=FakeTrain(), progress=False)
 
 
+def test_a_setting_added_later_at_its_default_still_matches_the_comparison(compared) -> None:
+    """A comparison made before a config field existed is resumed when the field keeps its default
+    (the runs there had that behaviour), and refused when it does not."""
+    spec, _, _ = compared
+    marker = spec.out_dir / "compare.json"
+    saved = marker.read_text()
+    try:
+        older = json.loads(saved)
+        del older["config"]["model"]["specific_norm"]
+        marker.write_text(json.dumps(older))
+        again = FakeTrain()
+        run_compare(spec, train_fn=again, progress=False)
+        assert again.calls == []  # every run reused
+        changed = CompareSpec(spec.config.model_copy(deep=True), spec.models, spec.seeds, spec.out_dir)
+        changed.config.model.specific_norm = True
+        with pytest.raises(RecsysError, match=r"model.specific_norm: None there, True now"):
+            run_compare(changed, train_fn=FakeTrain(), progress=False)
+    finally:
+        marker.write_text(saved)
+
+
 def test_bad_models_seeds_and_peer_files_fail_before_any_run(compared, tmp_path) -> None:
     spec, _, _ = compared
     fake = FakeTrain()
