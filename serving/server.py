@@ -73,13 +73,15 @@ def prepare_state(checkpoint_dir: str | Path, options: ServeOptions) -> ServeSet
     )
 
 
-def _check_port(host: str, port: int) -> None:
+def _check_port(host: str, port: int) -> int:
+    """The port ``host:port`` can be bound on (``port`` 0: a free one the kernel picks), checked now."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
             raise ConfigError(f"serve.port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        return sock.getsockname()[1]
 
 
 def run_server(settings: ServeSettings) -> int:
@@ -92,19 +94,17 @@ def run_server(settings: ServeSettings) -> int:
 
     from serving.workers import Supervisor, reuseport_supported
 
+    own_sockets = settings.workers > 1 and reuseport_supported()
     port = settings.port
-    if port:
-        _check_port(settings.host, port)
+    if port or own_sockets:  # port 0 with own sockets: one free port, which every worker then binds
+        port = _check_port(settings.host, port)
+        settings = settings.model_copy(update={"port": port})
     metrics_dir = settings.state_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # set before any worker imports prometheus_client
     uvicorn_kwargs = dict(app="serving.app:create_app", factory=True, http="serving.protocol:NoDelayHTTPProtocol",
                           loop="auto", access_log=False, log_level="warning", timeout_graceful_shutdown=10)
-    own_sockets = settings.workers > 1 and reuseport_supported()
-    if own_sockets and not port:
-        port = _free_port(settings.host)  # every worker must bind the same port
-        settings = settings.model_copy(update={"port": port})
     settings.to_env()
     log.info("serving %s on http://%s:%d with %d worker(s); docs at /docs", settings.checkpoint, settings.host,
              port, settings.workers)
@@ -113,11 +113,6 @@ def run_server(settings: ServeSettings) -> int:
     uvicorn.run(**uvicorn_kwargs, host=settings.host, port=port, workers=settings.workers)
     return 0
 
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def serve(checkpoint_dir: str | Path, options: ServeOptions) -> int:

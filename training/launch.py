@@ -270,12 +270,10 @@ def run_training(
         raise TrainError(f"training run '{run_name}' failed: {type(exc).__name__}: {exc}") from exc
     if result.error is not None:
         raise TrainError(f"training run '{run_name}' failed: {result.error}")
-    finished = _finish(run_dir, result, prepared_dir)
-    finished.splits = how
-    return finished
+    return _finish(run_dir, result, prepared_dir, how)
 
 
-def _finish(run_dir: Path, result, prepared_dir: Path) -> TrainResult:
+def _finish(run_dir: Path, result, prepared_dir: Path, splits: dict) -> TrainResult:
     """Copy the best and the latest checkpoint to stable names: <run>/best and <run>/latest."""
     ranked = sorted(result.best_checkpoints, key=lambda cm: cm[1].get("val_auc", float("-inf")))
     best_ckpt, best_metrics = ranked[-1]
@@ -289,4 +287,5 @@ def _finish(run_dir: Path, result, prepared_dir: Path) -> TrainResult:
     from training.state import STATE_FILE
 
     history = torch.load(run_dir / "latest" / STATE_FILE, weights_only=True)["state"]["history"]
-    return TrainResult(run_dir, run_dir / "best", run_dir / "latest", dict(best_metrics), history, prepared_dir)
+    return TrainResult(run_dir, run_dir / "best", run_dir / "latest", dict(best_metrics), history, prepared_dir,
+                       splits)
