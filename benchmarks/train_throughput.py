@@ -41,6 +41,12 @@ Run (full benchmark, ~20 min on 2 idle cores; the first run also makes and encod
 
     .venv/bin/python benchmarks/train_throughput.py
 
+Weak scaling (each Ray worker steps on the config's batch, as the bare loop does, so W workers
+step on a global batch of W x batch; the default, strong scaling, splits the config's global batch
+over the W workers):
+
+    .venv/bin/python benchmarks/train_throughput.py --scaling weak --no-memory
+
 Quick smoke test (150 users = ~12k train rows, same steps):
 
     .venv/bin/python benchmarks/train_throughput.py --quick
@@ -399,6 +405,8 @@ def child_main(spec_path: Path) -> None:
         config = load_config(spec["config"])
         config.model.name = r["model"]
         config.train.epochs = r["epochs"]
+        if r.get("batch_size"):  # weak scaling: a global batch of W x the bare loop's batch
+            config.train.batch_size = r["batch_size"]
         config.train.storage_path = str(storage)
         base = Path(spec["prepared_base"])
         counts = json.loads((base / "counts.json").read_text())
@@ -570,8 +578,12 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
     if thr is not None:
         lines += [
             f"Data: built-in `{args.size}` dataset{' cut to %d users' % args.users if args.users else ''}, "
-            f"{counts['train']:,} train rows, global batch {machine['batch_size']} (each of W workers takes "
-            f"{machine['batch_size']}/W), {args.epochs} epochs per Ray run. "
+            f"{counts['train']:,} train rows, "
+            + (f"global batch {machine['batch_size']} (strong scaling: each of W workers takes {machine['batch_size']}/W)"
+               if getattr(args, "scaling", "strong") == "strong" else
+               f"batch {machine['batch_size']} per worker (weak scaling: W workers step on a global batch of "
+               f"W x {machine['batch_size']}; the bare loop steps on {machine['batch_size']})")
+            + f", {args.epochs} epochs per Ray run. "
             "Steady state on both sides: Ray = samples/s over epochs 2..N together, as the training loop times "
             "them (from asking Ray Data for an epoch's iterator to its last optimizer step: includes Ray Data's time "
             "to the first batch and every per-batch conversion; excludes validation and checkpointing; epoch 1 = "
@@ -687,6 +699,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=0, help="keep only the first N users (0 = all)")
     parser.add_argument("--models", nargs="+", default=["marn", "din"], help="models to time")
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="Ray worker counts")
+    parser.add_argument("--scaling", choices=["strong", "weak"], default="strong",
+                        help="strong: the config's global batch split over the W workers; weak: each worker takes "
+                        "the config's batch (the bare loop's batch), a global batch of W x batch")
     parser.add_argument("--epochs", type=int, default=4,
                         help="epochs per Ray throughput run (epochs 2..N are reported; epoch 1 is warm-up)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2,
@@ -760,8 +775,14 @@ def main() -> None:
         base_options = {} if args.prefetch_batches is None else {"prefetch_batches": args.prefetch_batches}
         common_run = {"epochs": args.epochs, "train_dir": str(base / "train"), "train_rows": counts["train"],
                       "materialize": materialize}
+        # strong scaling: every run has the config's global batch (each of W workers takes batch/W); weak
+        # scaling: each worker takes the config's batch (a global batch of W x batch), as the bare loop does.
+        def batch_of(w: int) -> dict:
+            return {"batch_size": w * machine["batch_size"]} if args.scaling == "weak" else {}
+
         groups: dict[str, list[dict]] = {m: [{"name": f"{m}-w{w}", "model": m, "workers": w, **common_run,
-                                              "loop_options": dict(base_options)} for w in args.workers]
+                                              **batch_of(w), "loop_options": dict(base_options)}
+                                             for w in args.workers]
                                          for m in args.models}
         if not args.no_diagnostics:
             m = args.models[0]

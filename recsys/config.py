@@ -156,6 +156,10 @@ class ModelConfig(StrictModel):
     lambda_s: float = Field(0.1, ge=0.0, description="Weight of the Ds loss on specific features.")
     lambda_0: float = Field(0.1, ge=0.0, description="Weight of the D0 loss.")
     lambda_orth: float = Field(0.0, ge=0.0, description="Weight of the shared/specific orthogonality loss.")
+    user_tower: bool = Field(
+        False, description="A candidate-independent user vector (MLP over the user's fields and mean history "
+        "rep) matched against the candidate, besides target attention: shares what users with similar click "
+        "profiles like (docs/results/README.md).")
     specific_norm: bool = Field(
         False, description="LayerNorm on each modality-specific feature s_m: bounds their scale, which the Ds "
         "classifier otherwise rewards without limit (docs/results/README.md, medium-size run).")

@@ -60,7 +60,7 @@ def build_model(config: ModelConfig, feature_map: FeatureMap, content_dims: dict
 
     def ctr(item_encoder: nn.Module, sequence: str) -> CTRModel:
         return CTRModel(item_encoder, build_sequence(sequence, dim), feature_map, config.embedding_dim,
-                        config.mlp_hidden, config.dropout)
+                        config.mlp_hidden, config.dropout, user_tower=config.user_tower)
 
     if name in ("dnn", "din"):
         ids = ItemIdFeatures(feature_map, config.embedding_dim, config.id_dropout)

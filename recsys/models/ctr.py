@@ -54,6 +54,7 @@ class CTRModel(nn.Module):
         embedding_dim: int,
         mlp_hidden: list[int],
         dropout: float,
+        user_tower: bool = False,
     ) -> None:
         super().__init__()
         self.item_encoder = item_encoder
@@ -64,7 +65,14 @@ class CTRModel(nn.Module):
         self.user = FieldEmbeddings([f.cardinality for f in user_fields], embedding_dim)
         self.context = FieldEmbeddings([f.cardinality for f in context_fields], embedding_dim)
         dim = item_encoder.out_dim
-        in_dim = (len(user_fields) + len(context_fields)) * embedding_dim + self.n_numeric + 3 * dim
+        user_width = len(user_fields) * embedding_dim
+        in_dim = user_width + len(context_fields) * embedding_dim + self.n_numeric + 3 * dim
+        # The user tower: one candidate-independent vector per user from the user's fields and the mean of
+        # the history, matched against the candidate (see :meth:`user_vector`).
+        self.user_tower = MLP(user_width + dim, [dim], out_dim=dim) if user_tower else None
+        self.history_mean = MeanPooling(dim) if user_tower else None
+        if user_tower:
+            in_dim += 2 * dim
         self.head = MLP(in_dim, mlp_hidden, out_dim=1, dropout=dropout)
 
     @property
@@ -75,12 +83,31 @@ class CTRModel(nn.Module):
         """Candidate-independent item part, (N,) rows -> reps; serving caches these per catalogue."""
         return self.item_encoder(rows, items)
 
+    def user_vector(self, user: torch.Tensor, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """(B, D) candidate-independent user vector from the user's fields (B, U) and history reps (B, L, D).
+
+        Target attention answers "how like the candidate is what this user clicked"; it cannot pool
+        what users have in common. This tower maps the user's field embeddings and whole click profile
+        (the mean item rep) to a point in item space through weights shared by every user, so users
+        with similar profiles land together and their preferences inform each other (a user who
+        clicked 20 items has too few to estimate a preference for every attribute alone).
+        """
+        b = history.shape[0]
+        if b > 1 and history.stride(0) == 0 and history_mask.stride(0) == 0 and user.stride(0) == 0:
+            # one user for every row (serving: one user, many candidates, expanded views): compute it once
+            return self.user_vector(user[:1], history[:1], history_mask[:1]).expand(b, -1)
+        pooled = self.history_mean(history, history_mask, history[:, 0])  # (B, D)
+        return self.user_tower(torch.cat([self.user(user).flatten(1), pooled], dim=1))
+
     def head_logits(self, batch: dict[str, torch.Tensor], target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """The user side and final layers, given candidate (B, D) and history (B, L, D) reps."""
         interest = self.sequence(history, batch["hist_mask"], target)  # (B, D)
         # target * interest: an explicit match term (an MLP learns multiplicative interactions slowly).
         parts = [self.user(batch["user"]).flatten(1), self.context(batch["context"]).flatten(1), target, interest,
                  target * interest]
+        if self.user_tower is not None:
+            user = self.user_vector(batch["user"], history, batch["hist_mask"])
+            parts += [user, target * user]
         if self.n_numeric:
             parts.append(batch["numeric"])
         return self.head(torch.cat(parts, dim=1)).squeeze(-1)  # (B,)

@@ -177,3 +177,47 @@ def test_specific_norm_bounds_the_specific_features(tiny, specific_norm: bool) -
         assert float(rms.max()) <= n_modalities + 1e-4
     else:
         assert float(rms.max()) > 10 * n_modalities
+
+
+def test_user_tower_reads_the_real_history_and_moves_the_scores(tiny) -> None:
+    """model.user_tower: one vector per user from the user's fields and the mean history rep; the
+    history changes it, padded positions never do, and the scores use it."""
+    model, _ = build(tiny, "marn", user_tower=True)
+    model.eval()
+    items = ItemInputs.from_table(tiny.table)
+    batch = next(tiny.examples.split("test").batches(16))
+    assert batch["hist_mask"].any(dim=1).all()  # every test row has some history
+    rows = torch.cat([batch["item"].unsqueeze(1), batch["hist"]], dim=1)
+    with torch.no_grad():
+        reps = model.item_representations(rows.reshape(-1), items).rep.reshape(*rows.shape, -1)
+        fields = batch["user"]
+        user = model.user_vector(fields, reps[:, 1:], batch["hist_mask"])
+        padded = torch.where(batch["hist_mask"].unsqueeze(-1), reps[:, 1:], torch.full_like(reps[:, 1:], float("nan")))
+        assert torch.allclose(model.user_vector(fields, padded, batch["hist_mask"]), user, atol=1e-6)
+        shuffled_history = model.user_vector(fields, reps[:, 1:].roll(1, dims=0), batch["hist_mask"].roll(1, dims=0))
+        assert not torch.allclose(shuffled_history, user)
+        # the logits use it: with the tower's output zeroed the scores move
+        logits = model(batch, items).logits
+        torch.nn.init.zeros_(model.user_tower.layers[-1].weight)
+        torch.nn.init.zeros_(model.user_tower.layers[-1].bias)
+        assert not torch.allclose(model(batch, items).logits, logits)
+
+
+def test_user_tower_scores_a_shared_history_view_like_materialised_rows(tiny) -> None:
+    """Serving passes one user's history as an expanded (stride-0) view for every candidate; the
+    user tower computes it once and must score exactly like the materialised batch."""
+    model, _ = build(tiny, "marn", user_tower=True)
+    model.eval()
+    items = ItemInputs.from_table(tiny.table)
+    one = next(tiny.examples.split("test").batches(1))
+    candidates = torch.arange(1, 9)
+    n = len(candidates)
+    with torch.no_grad():
+        target = model.item_representations(candidates, items).rep
+        hist = model.item_representations(one["hist"][0], items).rep
+        shared = {"user": one["user"].expand(n, -1), "context": one["context"].expand(n, -1),
+                  "numeric": one["numeric"].expand(n, -1), "hist_mask": one["hist_mask"].expand(n, -1)}
+        dense = {k: v.contiguous() for k, v in shared.items()}
+        a = model.head_logits(shared, target, hist.unsqueeze(0).expand(n, -1, -1))
+        b = model.head_logits(dense, target, hist.unsqueeze(0).repeat(n, 1, 1))
+    assert torch.allclose(a, b, atol=1e-6)
