@@ -591,9 +591,9 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
             "for like: a Ray run with W workers x T torch threads each is compared with the bare loop at W x T "
             "threads (the same number of compute threads). Per model: bare loop, that model's Ray runs (one fresh "
             "driver + local Ray), bare loop again; the reference is the mean of the two rounds.", "",
-            "| what | workers x threads | samples/s | bare ref. (threads) | ratio (target >= 0.8) | per epoch / per round "
-            "| epochs 2..N | steal, % of the cores | run wall s | 1-min load start -> end |",
-            "|---|---:|---:|---:|---:|---|---|---|---:|---|"]
+            "| what | workers x threads | samples/s | bare ref. (threads) | ratio (target >= 0.8) | W x bare at 1 thread "
+            "(ratio) | per epoch / per round | epochs 2..N | steal, % of the cores | run wall s | 1-min load start -> end |",
+            "|---|---:|---:|---:|---:|---|---|---|---|---:|---|"]
         for model in args.models:
             for (m, threads), got in sorted(rounds.items()):
                 if m != model:
@@ -602,7 +602,7 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
                 loads = ", ".join(x["load"].split(" / ")[0] for x in got)
                 steal = ", ".join(f"{100 * x['steal_s'] / (machine['cores'] * x['seconds']):.0f}%" for x in got
                                   if "steal_s" in x)
-                lines.append(f"| {model} bare loop | 1 process x {threads} | {bare_by[(m, threads)]:,.0f} | | | {each} | "
+                lines.append(f"| {model} bare loop | 1 process x {threads} | {bare_by[(m, threads)]:,.0f} | | | | {each} | "
                              f"| {steal} | | {loads} |")
             for run in thr["runs"]:
                 if run["model"] != model or run.get("data_only"):
@@ -613,17 +613,20 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
                 how = {True: "materialised", False: "streamed"}.get(run.get("materialize"), "auto")
                 tpw = int((run.get("loop_options") or {}).get("threads_per_worker", 1))
                 ratio = f"**{r / ref:.2f}**" if ref else "n/a"
+                # perfect scaling: every worker as fast as the bare loop on one thread (no Ray, no all-reduce)
+                single = bare_by.get((model, 1))
+                perfect = f"{t * single:,.0f} ({r / (t * single):.2f})" if single else "n/a"
                 win = run.get("cpu", {}).get("steady", {})
                 steal = f"{100 * win['steal'] / (machine['cores'] * win['wall']):.0f}%" if win.get("wall") else ""
                 lines.append(f"| {model} Ray pipeline ({how} splits) | {run['workers']} x {tpw} | {r:,.0f} | "
-                             f"{'n/a' if ref is None else f'{ref:,.0f} ({t})'} | {ratio} | {eps} | "
+                             f"{'n/a' if ref is None else f'{ref:,.0f} ({t})'} | {ratio} | {perfect} | {eps} | "
                              f"{epoch_breakdown(run)} | {steal} | {run['wall_s']:.0f} "
                              f"| {run['load_before'][0]:.1f} -> {run['load_after'][0]:.1f} |")
         for run in thr["runs"]:
             if run.get("data_only"):
                 h = run["history"][-1]
                 lines.append(f"| Ray Data iteration only (no model; same shard/batch/shuffle) | {run['workers']} | "
-                             f"{last_rate(run):,.0f} | | | | {h['seconds']:.2f} s, {h['first_batch_s']:.2f} s to the first "
+                             f"{last_rate(run):,.0f} | | | | | {h['seconds']:.2f} s, {h['first_batch_s']:.2f} s to the first "
                              f"batch, then {h['after_first_samples_per_s']:,.0f} samples/s | | {run['wall_s']:.0f} | |")
         lines += ["", "Where the cores went during the epochs each Ray figure comes from (2..N; core-seconds; the machine has "
                   f"{machine['cores']} cores, so the window offers {machine['cores']} x wall). Machine busy = all "
