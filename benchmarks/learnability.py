@@ -2,23 +2,26 @@
 
 The oracle scores each impression with ``true_prob``: it knows every user's hidden preference
 weights. A model has to estimate them from the user's past impressions. This script scores the
-test split with reference predictors that read the HIDDEN item attributes directly (perfect
-encoders: ``truth/items.parquet``), so what separates them from the oracle is the user side alone:
+test split with reference predictors that read the HIDDEN item attributes and item quality
+directly (perfect encoders: ``truth/items.parquet``), so what separates them from the oracle is
+the user side alone. They are reference points, not bounds (a model could, for instance, learn
+users' individual deviations, which ``bayes_persona`` ignores):
 
 - ``oracle``: ``true_prob``.
 - ``bayes_persona``: the generator's 8 persona preference tables known; each user's persona
   inferred from their train+valid impressions (clicks and non-clicks) by Bayes' rule; the score
   is the posterior mix. The best a model can do without the users' individual deviations.
 - ``lr_true_persona``: logistic regression on (true persona x attribute value), hour and
-  device x department one-hots, fitted on train: the persona handed over, weights learned.
+  device x department one-hots and item quality, fitted on train+valid (C = 1, not tuned): the
+  persona handed over, weights learned.
 - ``lr_user_x_attribute``: the same with the user id in place of the persona: one free weight per
-  user and attribute value, each estimated from that user's own ~80 impressions.
+  user and attribute value, each estimated from that user's own ~90 impressions.
 - ``mf_rank_k``: a rank-k factorisation, logit = u_user . sum_a v_(a, value) + per-value, hour and
-  device x department biases, Adam with L2, the epoch chosen on validation: users share
-  structure through the low rank, as a learned model's user vector can.
+  device x department biases + w * quality, Adam with L2, fitted on train with the epoch chosen
+  on validation: users share structure through the low rank, as a learned model's user vector can.
 
 No model in this project sees the hidden attributes; their content vectors recover each one
-(``benchmarks/encoder_probe.py``), so these numbers bound what the user side can reach.
+(``benchmarks/encoder_probe.py``).
 
     .venv/bin/python benchmarks/learnability.py --data data/default
 """
@@ -85,8 +88,9 @@ def bayes_persona(frame: pl.DataFrame, meta: dict, test: np.ndarray) -> tuple[np
     return (post[inverse] * p).sum(axis=1), float((post.argmax(axis=1) == persona).mean())
 
 
-def one_hot_lr(frame: pl.DataFrame, who: str, train: np.ndarray, c: float = 1.0) -> np.ndarray:
-    """Logistic regression on (who x attribute value) + hour + device x department one-hots."""
+def one_hot_lr(frame: pl.DataFrame, who: str, fit: np.ndarray, c: float = 1.0) -> np.ndarray:
+    """Logistic regression on (who x attribute value) + hour + device x department one-hots + quality."""
+    from scipy.sparse import csr_matrix, hstack
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import OneHotEncoder
 
@@ -95,9 +99,10 @@ def one_hot_lr(frame: pl.DataFrame, who: str, train: np.ndarray, c: float = 1.0)
     columns += [frame["hour"].cast(pl.String).to_numpy(),
                 np.char.add(frame["device"].to_numpy().astype(str), frame["department"].to_numpy().astype(str))]
     x = np.stack(columns, axis=1)
-    encoder = OneHotEncoder(handle_unknown="ignore").fit(x[train])
-    model = LogisticRegression(max_iter=3000, C=c).fit(encoder.transform(x[train]), frame["label"].to_numpy()[train])
-    return model.predict_proba(encoder.transform(x))[:, 1]
+    encoder = OneHotEncoder(handle_unknown="ignore").fit(x[fit])
+    features = hstack([encoder.transform(x), csr_matrix(frame["quality"].to_numpy()[:, None])]).tocsr()
+    model = LogisticRegression(max_iter=3000, C=c).fit(features[fit], frame["label"].to_numpy()[fit])
+    return model.predict_proba(features)[:, 1]
 
 
 def factorised(frame: pl.DataFrame, train: np.ndarray, valid: np.ndarray, rank: int, weight_decay: float,
@@ -115,6 +120,8 @@ def factorised(frame: pl.DataFrame, train: np.ndarray, valid: np.ndarray, rank: 
     ctx = torch.from_numpy(np.stack([frame["hour"].to_numpy().astype(np.int64), 24 + device * 4 + department], axis=1))
     user = torch.from_numpy(np.unique(frame["user_id"].to_numpy(), return_inverse=True)[1])
     y = torch.from_numpy(frame["label"].to_numpy().astype(np.float32))
+    quality = torch.from_numpy(frame["quality"].to_numpy().astype(np.float32))
+    quality_weight = torch.nn.Parameter(torch.zeros(1))
     user_emb, value_emb = torch.nn.Embedding(int(user.max()) + 1, rank), torch.nn.Embedding(sum(sizes), rank)
     value_bias, ctx_bias = torch.nn.Embedding(sum(sizes), 1), torch.nn.Embedding(24 + 12, 1)
     bias = torch.nn.Parameter(torch.zeros(1))
@@ -122,12 +129,13 @@ def factorised(frame: pl.DataFrame, train: np.ndarray, valid: np.ndarray, rank: 
         torch.nn.init.normal_(e.weight, std=0.1)
     for e in (value_bias, ctx_bias):
         torch.nn.init.zeros_(e.weight)
-    params = [*user_emb.parameters(), *value_emb.parameters(), *value_bias.parameters(), *ctx_bias.parameters(), bias]
+    params = [*user_emb.parameters(), *value_emb.parameters(), *value_bias.parameters(), *ctx_bias.parameters(), bias,
+              quality_weight]
     opt = torch.optim.Adam(params, lr=0.01, weight_decay=weight_decay)
 
     def logits(rows: torch.Tensor) -> torch.Tensor:
         return ((user_emb(user[rows]) * value_emb(values[rows]).sum(1)).sum(1) + value_bias(values[rows]).sum((1, 2))
-                + ctx_bias(ctx[rows]).sum((1, 2)) + bias)
+                + ctx_bias(ctx[rows]).sum((1, 2)) + quality_weight * quality[rows] + bias)
 
     rows_train = torch.from_numpy(np.flatnonzero(train))
     best, best_scores = -1.0, None
@@ -162,9 +170,11 @@ def main() -> None:
     rows: list[tuple[str, str, np.ndarray]] = [("oracle", "true_prob", frame["true_prob"].to_numpy())]
     scores, accuracy = bayes_persona(frame, meta, test)
     rows.append(("bayes_persona", f"persona inferred from pre-test impressions (top-1 accuracy {accuracy:.3f})", scores))
-    rows.append(("lr_true_persona", "logistic regression, true persona x attribute", one_hot_lr(frame, "persona", train)))
+    pre_test = train | valid
+    rows.append(("lr_true_persona", "logistic regression, true persona x attribute",
+                 one_hot_lr(frame, "persona", pre_test)))
     rows.append(("lr_user_x_attribute", "logistic regression, user id x attribute",
-                 one_hot_lr(frame, "user_id", train)))
+                 one_hot_lr(frame, "user_id", pre_test)))
     for rank in args.ranks:
         rows.append((f"mf_rank_{rank}", f"rank-{rank} user x attribute factorisation, L2 1e-4, best of "
                      f"{args.epochs} epochs on valid", factorised(frame, train, valid, rank, 1e-4, args.epochs)))

@@ -583,7 +583,7 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
                if getattr(args, "scaling", "strong") == "strong" else
                f"batch {machine['batch_size']} per worker (weak scaling: W workers step on a global batch of "
                f"W x {machine['batch_size']}; the bare loop steps on {machine['batch_size']})")
-            + f", {args.epochs} epochs per Ray run. "
+            + f", {args.epochs} epochs per Ray run (the memory runs below use the config's global batch). "
             "Steady state on both sides: Ray = samples/s over epochs 2..N together, as the training loop times "
             "them (from asking Ray Data for an epoch's iterator to its last optimizer step: includes Ray Data's time "
             "to the first batch and every per-batch conversion; excludes validation and checkpointing; epoch 1 = "
@@ -591,7 +591,7 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
             "for like: a Ray run with W workers x T torch threads each is compared with the bare loop at W x T "
             "threads (the same number of compute threads). Per model: bare loop, that model's Ray runs (one fresh "
             "driver + local Ray), bare loop again; the reference is the mean of the two rounds.", "",
-            "| what | workers x threads | samples/s | bare ref. (threads) | ratio (target >= 0.8) | W x bare at 1 thread "
+            "| what | workers x threads | samples/s | bare ref. (threads) | ratio (target >= 0.8) | W x T x bare at 1 thread "
             "(ratio) | per epoch / per round | epochs 2..N | steal, % of the cores | run wall s | 1-min load start -> end |",
             "|---|---:|---:|---:|---:|---|---|---|---|---:|---|"]
         for model in args.models:

@@ -28,9 +28,10 @@ def build(tiny, name: str, **update):
     return build_model(cfg, tiny.feature_map, tiny.table.dims()), cfg
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_each_model_overfits_one_batch(tiny, name: str) -> None:
-    model, cfg = build(tiny, name)
+@pytest.mark.parametrize(("name", "options"), [(name, {}) for name in MODELS] + [("marn", {"user_tower": True})],
+                         ids=[*MODELS, "marn-user_tower"])
+def test_each_model_overfits_one_batch(tiny, name: str, options: dict) -> None:
+    model, cfg = build(tiny, name, **options)
     items = ItemInputs.from_table(tiny.table)
     batch = next(tiny.examples.split("train").batches(64))
     # One fixed label per item: memorisable by every model, logistic regression included.
@@ -190,12 +191,18 @@ def test_user_tower_reads_the_real_history_and_moves_the_scores(tiny) -> None:
     rows = torch.cat([batch["item"].unsqueeze(1), batch["hist"]], dim=1)
     with torch.no_grad():
         reps = model.item_representations(rows.reshape(-1), items).rep.reshape(*rows.shape, -1)
-        fields = batch["user"]
-        user = model.user_vector(fields, reps[:, 1:], batch["hist_mask"])
-        padded = torch.where(batch["hist_mask"].unsqueeze(-1), reps[:, 1:], torch.full_like(reps[:, 1:], float("nan")))
-        assert torch.allclose(model.user_vector(fields, padded, batch["hist_mask"]), user, atol=1e-6)
-        shuffled_history = model.user_vector(fields, reps[:, 1:].roll(1, dims=0), batch["hist_mask"].roll(1, dims=0))
-        assert not torch.allclose(shuffled_history, user)
+        fields, history = batch["user"], reps[:, 1:]
+        user = model.user_vector(fields, history, batch["hist_mask"])
+        # pad the two oldest positions of every row: what they hold must not matter, their absence must
+        mask = batch["hist_mask"].clone()
+        mask[:, :2] = False
+        assert mask.any(dim=1).all() and (batch["hist_mask"] & ~mask).any()
+        shorter = model.user_vector(fields, history, mask)
+        garbage = torch.where(mask.unsqueeze(-1), history, torch.full_like(history, float("nan")))
+        assert torch.allclose(model.user_vector(fields, garbage, mask), shorter, atol=1e-6)
+        assert not torch.allclose(shorter, user)
+        other_users = model.user_vector(fields, history.roll(1, dims=0), batch["hist_mask"].roll(1, dims=0))
+        assert not torch.allclose(other_users, user)
         # the logits use it: with the tower's output zeroed the scores move
         logits = model(batch, items).logits
         torch.nn.init.zeros_(model.user_tower.layers[-1].weight)
@@ -218,6 +225,11 @@ def test_user_tower_scores_a_shared_history_view_like_materialised_rows(tiny) ->
         shared = {"user": one["user"].expand(n, -1), "context": one["context"].expand(n, -1),
                   "numeric": one["numeric"].expand(n, -1), "hist_mask": one["hist_mask"].expand(n, -1)}
         dense = {k: v.contiguous() for k, v in shared.items()}
+        tower_batches = []
+        hook = model.user_tower.register_forward_hook(lambda mod, args, out: tower_batches.append(args[0].shape[0]))
         a = model.head_logits(shared, target, hist.unsqueeze(0).expand(n, -1, -1))
         b = model.head_logits(dense, target, hist.unsqueeze(0).repeat(n, 1, 1))
+        hook.remove()
+    assert tower_batches == [1, n]  # the shared view ran the tower once, the materialised batch per row
     assert torch.allclose(a, b, atol=1e-6)
+
