@@ -61,10 +61,15 @@ def codes(frame: pl.DataFrame, name: str) -> np.ndarray:
     return np.array([lookup[v] for v in frame[name]], dtype=np.int64)
 
 
+def device_department(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Device and department value indices, in the generator's vocabulary order."""
+    return (np.array([A.DEVICES.index(v) for v in frame["device"]]),
+            np.array([A.DEPARTMENTS.index(v) for v in frame["department"]]))
+
+
 def context_logit(frame: pl.DataFrame) -> np.ndarray:
     """The generator's hour and device x department terms."""
-    device = np.array([A.DEVICES.index(v) for v in frame["device"]])
-    department = np.array([A.DEPARTMENTS.index(v) for v in frame["department"]])
+    device, department = device_department(frame)
     return A.HOUR_EFFECT[frame["hour"].to_numpy()] + A.DEVICE_DEPARTMENT_EFFECT[device, department]
 
 
@@ -115,8 +120,7 @@ def factorised(frame: pl.DataFrame, train: np.ndarray, valid: np.ndarray, rank: 
     sizes = [len(A.ATTRIBUTE_VALUES[a]) for a in ATTRIBUTES]
     offsets = np.cumsum([0, *sizes[:-1]])
     values = torch.from_numpy(np.stack([codes(frame, a) + o for a, o in zip(ATTRIBUTES, offsets)], axis=1))
-    device = np.array([A.DEVICES.index(v) for v in frame["device"]])
-    department = np.array([A.DEPARTMENTS.index(v) for v in frame["department"]])
+    device, department = device_department(frame)
     ctx = torch.from_numpy(np.stack([frame["hour"].to_numpy().astype(np.int64), 24 + device * 4 + department], axis=1))
     user = torch.from_numpy(np.unique(frame["user_id"].to_numpy(), return_inverse=True)[1])
     y = torch.from_numpy(frame["label"].to_numpy().astype(np.float32))
