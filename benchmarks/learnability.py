@@ -11,6 +11,8 @@ users' individual deviations, which ``bayes_persona`` ignores):
 - ``bayes_persona``: the generator's 8 persona preference tables known; each user's persona
   inferred from their train+valid impressions (clicks and non-clicks) by Bayes' rule; the score
   is the posterior mix. The best a model can do without the users' individual deviations.
+- ``bayes_persona_clicks``: the same from the user's last 30 pre-test clicks only, which is what
+  a behaviour sequence (``features.max_history: 30``) shows a model.
 - ``lr_true_persona``: logistic regression on (true persona x attribute value), hour and
   device x department one-hots and item quality, fitted on train+valid (C = 1, not tuned): the
   persona handed over, weights learned.
@@ -20,16 +22,26 @@ users' individual deviations, which ``bayes_persona`` ignores):
   device x department biases + w * quality, Adam with L2, fitted on train with the epoch chosen
   on validation: users share structure through the low rank, as a learned model's user vector can.
 
+With ``--neural`` it also trains this project's DIN (``recsys train``'s code path: a local Ray,
+one worker, the other settings of ``configs/default.yaml``, user tower included) on a variant of the dataset whose items carry the
+hidden attributes as categorical columns, and one whose users also carry their hidden persona:
+
+- ``din_hidden_attributes``: the neural CTR stack with perfect item attributes;
+- ``din_hidden_attributes_persona``: the same with each user's persona handed over as well.
+
+They separate what the data allows (the rows above) from what this model family learns from it.
+
 No model in this project sees the hidden attributes; their content vectors recover each one
 (``benchmarks/encoder_probe.py``).
 
-    .venv/bin/python benchmarks/learnability.py --data data/default
+    .venv/bin/python benchmarks/learnability.py --data data/default [--neural]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -73,17 +85,19 @@ def context_logit(frame: pl.DataFrame) -> np.ndarray:
     return A.HOUR_EFFECT[frame["hour"].to_numpy()] + A.DEVICE_DEPARTMENT_EFFECT[device, department]
 
 
-def bayes_persona(frame: pl.DataFrame, meta: dict, test: np.ndarray) -> tuple[np.ndarray, float]:
-    """Posterior-mix scores and the share of users whose most likely persona is their true one."""
+def persona_click_probs(frame: pl.DataFrame, meta: dict) -> np.ndarray:
+    """(N, personas) click probability of every impression under each persona's preference table."""
     prefs = A.persona_preferences(np.random.default_rng([meta["seed"], 0]))
     logit = np.zeros((frame.height, A.N_PERSONAS))
     for name, w in prefs.items():
         logit += w[:, codes(frame, name)].T
     logit += (context_logit(frame) + A.QUALITY_SCALE * frame["quality"].to_numpy() + meta["click_bias"])[:, None]
-    p = 1.0 / (1.0 + np.exp(-logit))  # (N, personas)
-    y = frame["label"].to_numpy()
-    loglik = np.where(y[:, None] == 1, np.log(p), np.log1p(-p))
-    loglik[test] = 0.0  # only impressions before the test period inform the posterior
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+def posterior_mix(frame: pl.DataFrame, p: np.ndarray, loglik: np.ndarray) -> tuple[np.ndarray, float]:
+    """Scores = posterior-weighted persona probabilities, from per-impression log-likelihoods summed per
+    user; plus the share of users whose most likely persona is their true one."""
     users, inverse = np.unique(frame["user_id"].to_numpy(), return_inverse=True)
     total = np.zeros((len(users), A.N_PERSONAS))
     np.add.at(total, inverse, loglik)
@@ -91,6 +105,31 @@ def bayes_persona(frame: pl.DataFrame, meta: dict, test: np.ndarray) -> tuple[np
     post /= post.sum(axis=1, keepdims=True)
     persona = frame.group_by("user_id").agg(pl.col("persona").first()).sort("user_id")["persona"].to_numpy()
     return (post[inverse] * p).sum(axis=1), float((post.argmax(axis=1) == persona).mean())
+
+
+def bayes_persona(frame: pl.DataFrame, meta: dict, test: np.ndarray) -> tuple[np.ndarray, float]:
+    """Persona posterior from every pre-test impression, clicked or not (see :func:`posterior_mix`)."""
+    p = persona_click_probs(frame, meta)
+    y = frame["label"].to_numpy()
+    loglik = np.where(y[:, None] == 1, np.log(p), np.log1p(-p))
+    loglik[test] = 0.0  # only impressions before the test period inform the posterior
+    return posterior_mix(frame, p, loglik)
+
+
+def bayes_persona_clicks(frame: pl.DataFrame, meta: dict, test: np.ndarray, max_clicks: int) -> tuple[np.ndarray, float]:
+    """Persona posterior from the user's last ``max_clicks`` pre-test CLICKS only: what a behaviour sequence holds.
+
+    A click on item i is evidence p_k(i) / E[p_k] for persona k (which item was clicked, given a click;
+    the expectation over all impressions): the impressions that were not clicked are not seen.
+    """
+    p = persona_click_probs(frame, meta)
+    clicked = (frame["label"].to_numpy() == 1) & ~test
+    recent = (frame.with_columns(pl.Series("clicked", clicked), pl.int_range(frame.height).alias("_i"))
+              .filter(pl.col("clicked")).sort("timestamp", descending=True)
+              .group_by("user_id").head(max_clicks)["_i"].to_numpy())
+    loglik = np.zeros_like(p)
+    loglik[recent] = np.log(p[recent]) - np.log(p.mean(axis=0, keepdims=True))
+    return posterior_mix(frame, p, loglik)
 
 
 def one_hot_lr(frame: pl.DataFrame, who: str, fit: np.ndarray, c: float = 1.0) -> np.ndarray:
@@ -157,11 +196,71 @@ def factorised(frame: pl.DataFrame, train: np.ndarray, valid: np.ndarray, rank: 
     return best_scores
 
 
+def write_variant(data: Path, out: Path, persona: bool) -> tuple[list[str], list[str]]:
+    """A variant of the dataset with the hidden attributes as item columns (and the persona as a user column).
+
+    Media, interactions and the encode cache are linked, not copied. Returns the new item and user
+    column names.
+    """
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for entry in data.iterdir():
+        if entry.name not in ("items.parquet", "users.parquet"):
+            (out / entry.name).symlink_to(entry.resolve())
+    item_columns = [f"hidden_{a}" for a in ATTRIBUTES]
+    truth = pl.read_parquet(data / "truth" / "items.parquet").select(
+        "item_id", *[pl.col(a).cast(pl.String).alias(f"hidden_{a}") for a in ATTRIBUTES])
+    pl.read_parquet(data / "items.parquet").join(truth, on="item_id", how="left").write_parquet(out / "items.parquet")
+    users = pl.read_parquet(data / "users.parquet")
+    if persona:
+        personas = pl.read_parquet(data / "truth" / "users.parquet").select(
+            "user_id", pl.col("persona").cast(pl.String).alias("hidden_persona"))
+        users = users.join(personas, on="user_id", how="left")
+    users.write_parquet(out / "users.parquet")
+    return item_columns, ["hidden_persona"] if persona else []
+
+
+def neural(frame: pl.DataFrame, data: Path, work: Path, persona: bool, config_path: Path) -> np.ndarray:
+    """Scores of every impression by this project's DIN, trained (Ray, 1 worker, the config's other
+    settings) on a dataset variant of :func:`write_variant`; the best validation epoch's checkpoint."""
+    from recsys.checkpoint import load_checkpoint
+    from recsys.config import load_config
+    from recsys.data.prepare import examples_frame, prepare_with
+    from recsys.evaluation import predict_frame
+    from training.launch import run_training
+
+    name = "din_hidden_attributes" + ("_persona" if persona else "")
+    variant = work / name / "data"
+    item_columns, user_columns = write_variant(data, variant, persona)
+    config = load_config(config_path)
+    features = config.features.model_copy(update={
+        "item_categorical": [*config.features.item_categorical, *item_columns],
+        "user_categorical": [*config.features.user_categorical, *user_columns]})
+    config = config.model_copy(update={
+        "features": features, "model": config.model.model_copy(update={"name": "din"}),
+        "train": config.train.model_copy(update={"workers": 1, "storage_path": str(work / name / "runs")})})
+    shutil.rmtree(work / name / "runs", ignore_errors=True)
+    cache = Path(config.encoders.cache_dir) if config.encoders.cache_dir else data / ".recsys_cache"
+    result = run_training(config, data_dir=variant, cache_dir=cache, run_name=name)
+    checkpoint = load_checkpoint(result.best_checkpoint)
+    examples = prepare_with(checkpoint, variant)
+    if not (examples.meta["user_id"].to_numpy() == frame["user_id"].to_numpy()).all():
+        raise RuntimeError("prepared examples are not in the interactions' row order")
+    return predict_frame(checkpoint, examples_frame(examples))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/default", help="a built-in dataset directory (has truth/)")
     parser.add_argument("--ranks", type=int, nargs="+", default=[4, 8], help="ranks of the factorised predictor")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the factorised predictor")
+    parser.add_argument("--neural", action="store_true",
+                        help="also train this project's DIN on the hidden attributes (and persona): ~2 x 1-2 min")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"),
+                        help="training settings of the --neural runs")
+    parser.add_argument("--work", default=str(ROOT / "benchmarks" / "_work" / "learnability"),
+                        help="where the --neural runs write their dataset variants and checkpoints")
     args = parser.parse_args()
 
     from sklearn.metrics import roc_auc_score
@@ -174,6 +273,9 @@ def main() -> None:
     rows: list[tuple[str, str, np.ndarray]] = [("oracle", "true_prob", frame["true_prob"].to_numpy())]
     scores, accuracy = bayes_persona(frame, meta, test)
     rows.append(("bayes_persona", f"persona inferred from pre-test impressions (top-1 accuracy {accuracy:.3f})", scores))
+    scores, accuracy = bayes_persona_clicks(frame, meta, test, max_clicks=30)
+    rows.append(("bayes_persona_clicks", f"the same from the last 30 pre-test clicks only, a behaviour sequence "
+                 f"(top-1 accuracy {accuracy:.3f})", scores))
     pre_test = train | valid
     rows.append(("lr_true_persona", "logistic regression, true persona x attribute",
                  one_hot_lr(frame, "persona", pre_test)))
@@ -182,6 +284,14 @@ def main() -> None:
     for rank in args.ranks:
         rows.append((f"mf_rank_{rank}", f"rank-{rank} user x attribute factorisation, L2 1e-4, best of "
                      f"{args.epochs} epochs on valid", factorised(frame, train, valid, rank, 1e-4, args.epochs)))
+    if args.neural:
+        for persona in (False, True):
+            what = "this project's DIN, hidden attributes as item fields" + (" + persona as a user field" if persona else "")
+            rows.append(("din_hidden_attributes" + ("_persona" if persona else ""), what,
+                         neural(frame, Path(args.data), Path(args.work), persona, Path(args.config))))
+        import ray
+
+        ray.shutdown()
     oracle = roc_auc_score(y[test], rows[0][2][test])
     print(f"{args.data} (seed {meta['seed']}, size {meta.get('size')}): {int(train.sum()):,} train / "
           f"{int(test.sum()):,} test impressions, {frame['user_id'].n_unique()} users; "
