@@ -23,8 +23,9 @@ users' individual deviations, which ``bayes_persona`` ignores):
   on validation: users share structure through the low rank, as a learned model's user vector can.
 
 With ``--neural`` it also trains this project's DIN (``recsys train``'s code path: a local Ray,
-one worker, the other settings of ``configs/default.yaml``, user tower included) on a variant of the dataset whose items carry the
-hidden attributes as categorical columns, and one whose users also carry their hidden persona:
+one worker, the other settings of ``configs/default.yaml``, user tower included) on a variant of
+the dataset whose items carry the hidden attributes as categorical columns, and one whose users
+also carry their hidden persona:
 
 - ``din_hidden_attributes``: the neural CTR stack with perfect item attributes;
 - ``din_hidden_attributes_persona``: the same with each user's persona handed over as well.
@@ -124,8 +125,7 @@ def bayes_persona_clicks(frame: pl.DataFrame, meta: dict, test: np.ndarray, max_
     """
     p = persona_click_probs(frame, meta)
     clicked = (frame["label"].to_numpy() == 1) & ~test
-    recent = (frame.with_columns(pl.Series("clicked", clicked), pl.int_range(frame.height).alias("_i"))
-              .filter(pl.col("clicked")).sort("timestamp", descending=True)
+    recent = (frame.with_row_index("_i").filter(pl.Series(clicked)).sort("timestamp", descending=True)
               .group_by("user_id").head(max_clicks)["_i"].to_numpy())
     loglik = np.zeros_like(p)
     loglik[recent] = np.log(p[recent]) - np.log(p.mean(axis=0, keepdims=True))
@@ -221,7 +221,7 @@ def write_variant(data: Path, out: Path, persona: bool) -> tuple[list[str], list
     return item_columns, ["hidden_persona"] if persona else []
 
 
-def neural(frame: pl.DataFrame, data: Path, work: Path, persona: bool, config_path: Path) -> np.ndarray:
+def neural(frame: pl.DataFrame, data: Path, work: Path, name: str, persona: bool, config_path: Path) -> np.ndarray:
     """Scores of every impression by this project's DIN, trained (Ray, 1 worker, the config's other
     settings) on a dataset variant of :func:`write_variant`; the best validation epoch's checkpoint."""
     from recsys.checkpoint import load_checkpoint
@@ -230,7 +230,6 @@ def neural(frame: pl.DataFrame, data: Path, work: Path, persona: bool, config_pa
     from recsys.evaluation import predict_frame
     from training.launch import run_training
 
-    name = "din_hidden_attributes" + ("_persona" if persona else "")
     variant = work / name / "data"
     item_columns, user_columns = write_variant(data, variant, persona)
     config = load_config(config_path)
@@ -241,8 +240,7 @@ def neural(frame: pl.DataFrame, data: Path, work: Path, persona: bool, config_pa
         "features": features, "model": config.model.model_copy(update={"name": "din"}),
         "train": config.train.model_copy(update={"workers": 1, "storage_path": str(work / name / "runs")})})
     shutil.rmtree(work / name / "runs", ignore_errors=True)
-    cache = Path(config.encoders.cache_dir) if config.encoders.cache_dir else data / ".recsys_cache"
-    result = run_training(config, data_dir=variant, cache_dir=cache, run_name=name)
+    result = run_training(config, data_dir=variant, run_name=name)  # the encode cache: the config's, or the linked one
     checkpoint = load_checkpoint(result.best_checkpoint)
     examples = prepare_with(checkpoint, variant)
     if not (examples.meta["user_id"].to_numpy() == frame["user_id"].to_numpy()).all():
@@ -286,9 +284,9 @@ def main() -> None:
                      f"{args.epochs} epochs on valid", factorised(frame, train, valid, rank, 1e-4, args.epochs)))
     if args.neural:
         for persona in (False, True):
+            name = "din_hidden_attributes" + ("_persona" if persona else "")
             what = "this project's DIN, hidden attributes as item fields" + (" + persona as a user field" if persona else "")
-            rows.append(("din_hidden_attributes" + ("_persona" if persona else ""), what,
-                         neural(frame, Path(args.data), Path(args.work), persona, Path(args.config))))
+            rows.append((name, what, neural(frame, Path(args.data), Path(args.work), name, persona, Path(args.config))))
         import ray
 
         ray.shutdown()
