@@ -22,13 +22,19 @@ users' individual deviations, which ``bayes_persona`` ignores):
   device x department biases + w * quality, Adam with L2, fitted on train with the epoch chosen
   on validation: users share structure through the low rank, as a learned model's user vector can.
 
-With ``--neural`` it also trains this project's DIN (``recsys train``'s code path: a local Ray,
-one worker, the other settings of ``configs/default.yaml``, user tower included) on a variant of
-the dataset whose items carry the hidden attributes as categorical columns, and one whose users
-also carry their hidden persona:
+With ``--neural`` it also trains this project's models (``recsys train``'s code path: a local Ray,
+one worker, the other settings of ``configs/default.yaml``, user tower included), side by side in
+one run, on variants of the dataset whose items carry the hidden attributes as categorical
+columns and/or whose users carry their hidden persona:
 
 - ``din_hidden_attributes``: the neural CTR stack with perfect item attributes;
-- ``din_hidden_attributes_persona``: the same with each user's persona handed over as well.
+- ``din_hidden_attributes_persona``: the same with each user's persona handed over as well;
+- ``din_hidden_attributes_persona_no_ids``: the same with ``model.id_embeddings: []`` (no user or
+  item id embedding to memorise): the neural stack's own ceiling on this data;
+- ``marn``: MARN as configured (content vectors, click histories, ids);
+- ``marn_no_ids``: MARN without id embeddings;
+- ``marn_persona_no_ids``: MARN without id embeddings, the persona handed over: what reading the
+  attributes from frozen content vectors costs, next to the DIN row with perfect attributes.
 
 They separate what the data allows (the rows above) from what this model family learns from it.
 
@@ -45,6 +51,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -196,8 +203,8 @@ def factorised(frame: pl.DataFrame, train: np.ndarray, valid: np.ndarray, rank: 
     return best_scores
 
 
-def write_variant(data: Path, out: Path, persona: bool) -> tuple[list[str], list[str]]:
-    """A variant of the dataset with the hidden attributes as item columns (and the persona as a user column).
+def write_variant(data: Path, out: Path, attributes: bool, persona: bool) -> tuple[list[str], list[str]]:
+    """A variant of the dataset with the hidden attributes as item columns and/or the persona as a user column.
 
     Media, interactions and the encode cache are linked, not copied. Returns the new item and user
     column names.
@@ -208,39 +215,64 @@ def write_variant(data: Path, out: Path, persona: bool) -> tuple[list[str], list
     for entry in data.iterdir():
         if entry.name not in ("items.parquet", "users.parquet"):
             (out / entry.name).symlink_to(entry.resolve())
-    item_columns = [f"hidden_{a}" for a in ATTRIBUTES]
-    truth = pl.read_parquet(data / "truth" / "items.parquet").select(
-        "item_id", *[pl.col(a).cast(pl.String).alias(f"hidden_{a}") for a in ATTRIBUTES])
-    pl.read_parquet(data / "items.parquet").join(truth, on="item_id", how="left").write_parquet(out / "items.parquet")
+    items = pl.read_parquet(data / "items.parquet")
+    if attributes:
+        truth = pl.read_parquet(data / "truth" / "items.parquet").select(
+            "item_id", *[pl.col(a).cast(pl.String).alias(f"hidden_{a}") for a in ATTRIBUTES])
+        items = items.join(truth, on="item_id", how="left")
+    items.write_parquet(out / "items.parquet")
     users = pl.read_parquet(data / "users.parquet")
     if persona:
         personas = pl.read_parquet(data / "truth" / "users.parquet").select(
             "user_id", pl.col("persona").cast(pl.String).alias("hidden_persona"))
         users = users.join(personas, on="user_id", how="left")
     users.write_parquet(out / "users.parquet")
-    return item_columns, ["hidden_persona"] if persona else []
+    return [f"hidden_{a}" for a in ATTRIBUTES] if attributes else [], ["hidden_persona"] if persona else []
 
 
-def neural(frame: pl.DataFrame, data: Path, work: Path, name: str, persona: bool, config_path: Path) -> np.ndarray:
-    """Scores of every impression by this project's DIN, trained (Ray, 1 worker, the config's other
-    settings) on a dataset variant of :func:`write_variant`; the best validation epoch's checkpoint."""
+@dataclass(frozen=True)
+class NeuralRow:
+    """One ``--neural`` run: which model, what it is handed, whether it has id embeddings."""
+
+    name: str
+    what: str
+    model: str
+    attributes: bool
+    persona: bool
+    ids: bool = True
+
+
+NEURAL_ROWS: tuple[NeuralRow, ...] = (
+    NeuralRow("din_hidden_attributes", "this project's DIN, hidden attributes as item fields", "din", True, False),
+    NeuralRow("din_hidden_attributes_persona", "the same + persona as a user field", "din", True, True),
+    NeuralRow("din_hidden_attributes_persona_no_ids", "the same without id embeddings", "din", True, True, ids=False),
+    NeuralRow("marn", "MARN as configured: content vectors, click histories, ids", "marn", False, False),
+    NeuralRow("marn_no_ids", "MARN without id embeddings", "marn", False, False, ids=False),
+    NeuralRow("marn_persona_no_ids", "MARN without id embeddings, persona as a user field", "marn", False, True, ids=False),
+)
+
+
+def neural(frame: pl.DataFrame, data: Path, work: Path, row: NeuralRow, config_path: Path) -> np.ndarray:
+    """Scores of every impression by one of this project's models, trained (Ray, 1 worker, the config's
+    other settings) on a dataset variant of :func:`write_variant`; the best validation epoch's checkpoint."""
     from recsys.checkpoint import load_checkpoint
     from recsys.config import load_config
     from recsys.data.prepare import examples_frame, prepare_with
     from recsys.evaluation import predict_frame
     from training.launch import run_training
 
-    variant = work / name / "data"
-    item_columns, user_columns = write_variant(data, variant, persona)
+    variant = work / row.name / "data"
+    item_columns, user_columns = write_variant(data, variant, row.attributes, row.persona)
     config = load_config(config_path)
     features = config.features.model_copy(update={
         "item_categorical": [*config.features.item_categorical, *item_columns],
         "user_categorical": [*config.features.user_categorical, *user_columns]})
+    model = {"name": row.model} | ({} if row.ids else {"id_embeddings": []})
     config = config.model_copy(update={
-        "features": features, "model": config.model.model_copy(update={"name": "din"}),
-        "train": config.train.model_copy(update={"workers": 1, "storage_path": str(work / name / "runs")})})
-    shutil.rmtree(work / name / "runs", ignore_errors=True)
-    result = run_training(config, data_dir=variant, run_name=name)  # the encode cache: the config's, or the linked one
+        "features": features, "model": config.model.model_copy(update=model),
+        "train": config.train.model_copy(update={"workers": 1, "storage_path": str(work / row.name / "runs")})})
+    shutil.rmtree(work / row.name / "runs", ignore_errors=True)
+    result = run_training(config, data_dir=variant, run_name=row.name)  # the encode cache: the config's, or the linked one
     checkpoint = load_checkpoint(result.best_checkpoint)
     examples = prepare_with(checkpoint, variant)
     if not (examples.meta["user_id"].to_numpy() == frame["user_id"].to_numpy()).all():
@@ -254,7 +286,7 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, nargs="+", default=[4, 8], help="ranks of the factorised predictor")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the factorised predictor")
     parser.add_argument("--neural", action="store_true",
-                        help="also train this project's DIN on the hidden attributes (and persona): ~2 x 1-2 min")
+                        help=f"also train this project's models on dataset variants: {len(NEURAL_ROWS)} runs of 1-3 min")
     parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"),
                         help="training settings of the --neural runs")
     parser.add_argument("--work", default=str(ROOT / "benchmarks" / "_work" / "learnability"),
@@ -283,10 +315,8 @@ def main() -> None:
         rows.append((f"mf_rank_{rank}", f"rank-{rank} user x attribute factorisation, L2 1e-4, best of "
                      f"{args.epochs} epochs on valid", factorised(frame, train, valid, rank, 1e-4, args.epochs)))
     if args.neural:
-        for persona in (False, True):
-            name = "din_hidden_attributes" + ("_persona" if persona else "")
-            what = "this project's DIN, hidden attributes as item fields" + (" + persona as a user field" if persona else "")
-            rows.append((name, what, neural(frame, Path(args.data), Path(args.work), name, persona, Path(args.config))))
+        for row in NEURAL_ROWS:
+            rows.append((row.name, row.what, neural(frame, Path(args.data), Path(args.work), row, Path(args.config))))
         import ray
 
         ray.shutdown()

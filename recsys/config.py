@@ -152,6 +152,11 @@ class ModelConfig(StrictModel):
         0.1, ge=0.0, lt=1.0, description="Share of training item ids replaced by the OOV id, so cold items get a learned id part."
     )
     modalities: list[str] | None = Field(None, description="Modalities the model uses; null = all encoded ones.")
+    id_embeddings: list[Literal["user", "item"]] = Field(
+        default_factory=lambda: ["user", "item"],
+        description="Which ids get a learned embedding. [] = a content/attribute-only model: users are "
+        "described by their fields and history, items by their attributes and content; ids cannot be memorised.",
+    )
     lambda_adv: float = Field(0.1, ge=0.0, description="Weight of the adversarial D1 loss.")
     lambda_s: float = Field(0.1, ge=0.0, description="Weight of the Ds loss on specific features.")
     lambda_0: float = Field(0.1, ge=0.0, description="Weight of the D0 loss.")
@@ -169,6 +174,8 @@ class ModelConfig(StrictModel):
         bad = [w for w in self.mlp_hidden if w < 1]
         if bad:
             raise ValueError(f"mlp_hidden widths must be >= 1, got {bad}")
+        if len(set(self.id_embeddings)) != len(self.id_embeddings):
+            raise ValueError(f"id_embeddings lists a value twice: {self.id_embeddings}")
         return self
 
 

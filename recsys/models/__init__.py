@@ -54,20 +54,24 @@ def build_model(config: ModelConfig, feature_map: FeatureMap, content_dims: dict
     name = config.name
     if name not in MODELS:
         raise ConfigError(f"model.name: unknown model {name!r}; valid names: {', '.join(MODELS)}")
+    user_id, item_id = "user" in config.id_embeddings, "item" in config.id_embeddings
     if name == "lr":
-        return LogisticRegression(feature_map)
+        _check_id_modality(name, ItemIdFeatures(feature_map, 1, use_id=item_id))
+        return LogisticRegression(feature_map, user_id=user_id, item_id=item_id)
     dim = config.item_dim
 
     def ctr(item_encoder: nn.Module, sequence: str) -> CTRModel:
         return CTRModel(item_encoder, build_sequence(sequence, dim), feature_map, config.embedding_dim,
-                        config.mlp_hidden, config.dropout, user_tower=config.user_tower)
+                        config.mlp_hidden, config.dropout, user_tower=config.user_tower, user_id=user_id)
+
+    def id_features() -> ItemIdFeatures:
+        return _check_id_modality(name, ItemIdFeatures(feature_map, config.embedding_dim, config.id_dropout, use_id=item_id))
 
     if name in ("dnn", "din"):
-        ids = ItemIdFeatures(feature_map, config.embedding_dim, config.id_dropout)
-        return ctr(IdItemEncoder(ids, dim), "mean" if name == "dnn" else "din")
+        return ctr(IdItemEncoder(id_features(), dim), "mean" if name == "dnn" else "din")
     fusion, parts = _CONTENT_MODELS[name]
     modalities = select_modalities(config, list(content_dims))
-    ids = ItemIdFeatures(feature_map, config.embedding_dim, config.id_dropout) if "id" in modalities else None
+    ids = id_features() if "id" in modalities else None
     content = {m: content_dims[m] for m in modalities if m != "id"}
     try:
         encoder = MultimodalItemEncoder(ids, content, dim, fusion=config.fusion or fusion, parts=parts,
@@ -77,3 +81,12 @@ def build_model(config: ModelConfig, feature_map: FeatureMap, content_dims: dict
     return ctr(encoder, config.sequence)
 
 
+def _check_id_modality(name: str, ids: ItemIdFeatures) -> ItemIdFeatures:
+    """``ids`` if it has inputs; a clear error when item ids are off and no item attribute is left."""
+    if ids.out_dim == 0:
+        hint = "list item attributes in features.item_categorical / item_list, or keep \"item\" in model.id_embeddings"
+        if name not in ("lr", "dnn", "din"):
+            hint += ", or leave \"id\" out of model.modalities"
+        raise ConfigError(f"model.id_embeddings: without the item id, model {name!r} has no item features "
+                          f"in its id modality; {hint}")
+    return ids

@@ -60,12 +60,16 @@ class ItemIdFeatures(nn.Module):
     """The item's "id" modality: embeddings of its id, categorical attributes and list attributes.
 
     With ``id_dropout`` > 0, training replaces a share of item ids by the OOV index, so the OOV
-    embedding is learned and cold items (ids unseen in training) get a sensible id part.
+    embedding is learned and cold items (ids unseen in training) get a sensible id part. With
+    ``use_id`` False the item id has no embedding at all: only the attributes and lists remain.
     """
 
-    def __init__(self, feature_map: FeatureMap, dim: int, id_dropout: float = 0.0) -> None:
+    def __init__(self, feature_map: FeatureMap, dim: int, id_dropout: float = 0.0, use_id: bool = True) -> None:
         super().__init__()
         cat_fields = feature_map.by("item", "categorical")  # item_id first
+        self.use_id = use_id
+        if not use_id:
+            cat_fields = cat_fields[1:]
         self.list_names = [f.name for f in feature_map.by("item", "list")]
         self.categorical = FieldEmbeddings([f.cardinality for f in cat_fields], dim)
         self.lists = nn.ModuleDict(
@@ -76,12 +80,14 @@ class ItemIdFeatures(nn.Module):
 
     def forward(self, rows: torch.Tensor, items: ItemInputs) -> torch.Tensor:
         """(N,) item rows -> (N, out_dim)."""
-        ids = items.id_index[rows]  # (N,)
-        if self.training and self.id_dropout > 0:
-            drop = torch.rand(ids.shape, device=ids.device) < self.id_dropout
-            ids = torch.where(drop & (rows != 0), torch.full_like(ids, OOV), ids)
-        index = torch.cat([ids[:, None], items.categorical[rows]], dim=1)  # (N, C+1)
-        parts = [self.categorical(index).flatten(1)]  # (N, (C+1)*E)
+        index = items.categorical[rows]  # (N, C)
+        if self.use_id:
+            ids = items.id_index[rows]  # (N,)
+            if self.training and self.id_dropout > 0:
+                drop = torch.rand(ids.shape, device=ids.device) < self.id_dropout
+                ids = torch.where(drop & (rows != 0), torch.full_like(ids, OOV), ids)
+            index = torch.cat([ids[:, None], index], dim=1)  # (N, C+1)
+        parts = [self.categorical(index).flatten(1)] if index.shape[1] else []  # (N, (C+1)*E)
         for name in self.list_names:
             parts.append(self.lists[name](items.list(name)[rows]))  # (N, E)
         return torch.cat(parts, dim=1)

@@ -102,11 +102,11 @@ def test_cold_items_get_finite_scores_that_depend_on_content(tiny) -> None:
 
 
 def test_save_load_gives_identical_logits(tiny, tmp_path: Path) -> None:
-    for name in ("marn", "din", "lr"):
-        model, cfg = build(tiny, name)
+    for name, options in (("marn", {}), ("din", {}), ("lr", {}), ("marn", {"id_embeddings": []})):
+        model, cfg = build(tiny, name, **options)
         model.eval()
         config = tiny.config.model_copy(update={"model": cfg})
-        path = save_checkpoint(tmp_path / name, model, config, tiny.feature_map, tiny.table, metrics={"auc": 0.5})
+        path = save_checkpoint(tmp_path / f"{name}{len(options)}", model, config, tiny.feature_map, tiny.table, metrics={"auc": 0.5})
         ckpt = load_checkpoint(path, expected_config=config)
         batch = next(tiny.examples.split("valid").batches(50))
         before = model(batch, ItemInputs.from_table(tiny.table)).logits
@@ -233,3 +233,51 @@ def test_user_tower_scores_a_shared_history_view_like_materialised_rows(tiny) ->
     assert tower_batches == [1, n]  # the shared view ran the tower once, the materialised batch per row
     assert torch.allclose(a, b, atol=1e-6)
 
+
+
+@pytest.mark.parametrize("name", ["marn", "din", "lr"])
+def test_id_embeddings_off_makes_scores_independent_of_the_ids(tiny, name: str) -> None:
+    """`model.id_embeddings: []` gives a model that cannot see (or memorise) user or item ids."""
+    batch = next(tiny.examples.split("train").batches(64))
+    items = ItemInputs.from_table(tiny.table)
+    other_ids = dict(items.tensors)
+    real = other_ids["id_index"]
+    other_ids["id_index"] = torch.where(real > 1, real.flip(0).clamp(min=2), real)  # every warm item, another id
+    assert not torch.equal(other_ids["id_index"], real)
+    other_users = {**batch, "user": batch["user"].clone()}
+    other_users["user"][:, 0] = other_users["user"][:, 0].flip(0)
+    assert not torch.equal(other_users["user"], batch["user"])
+
+    def scores(model, b, tensors):
+        with torch.no_grad():
+            return model(b, ItemInputs(tensors)).logits
+
+    for id_embeddings, moves in (([], False), (["user", "item"], True)):
+        model, _ = build(tiny, name, id_embeddings=id_embeddings)
+        model.eval()
+        base = scores(model, batch, items.tensors)
+        moved = [not torch.allclose(base, scores(model, batch, other_ids)),
+                 not torch.allclose(base, scores(model, other_users, items.tensors))]
+        assert moved == [moves, moves], (name, id_embeddings, moved)
+    only_item, _ = build(tiny, name, id_embeddings=["item"])  # the user id alone is off
+    only_item.eval()
+    base = scores(only_item, batch, items.tensors)
+    assert torch.allclose(base, scores(only_item, other_users, items.tensors))
+    assert not torch.allclose(base, scores(only_item, batch, other_ids))
+
+
+def test_id_embeddings_refuses_an_empty_id_modality_and_duplicates(tiny) -> None:
+    import dataclasses
+
+    no_attributes = dataclasses.replace(
+        tiny.feature_map, fields={k: f for k, f in tiny.feature_map.fields.items() if f.source != "item" or k == "item_id"})
+    for name in ("din", "lr", "marn"):
+        cfg = tiny.config.model.model_copy(update={"name": name, "id_embeddings": ["user"]})
+        with pytest.raises(ConfigError, match=rf"model.id_embeddings: without the item id, model '{name}' has no item features"):
+            build_model(cfg, no_attributes, tiny.table.dims())
+    content_only = tiny.config.model.model_copy(update={"id_embeddings": [], "modalities": ["image", "audio"]})
+    assert build_model(content_only, no_attributes, tiny.table.dims()).modalities == ["image", "audio"]
+    with pytest.raises(Exception, match="id_embeddings lists a value twice"):
+        ExperimentConfig.model_validate({"model": {"id_embeddings": ["user", "user"]}})
+    with pytest.raises(Exception, match="id_embeddings"):
+        ExperimentConfig.model_validate({"model": {"id_embeddings": ["session"]}})
