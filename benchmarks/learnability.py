@@ -41,7 +41,7 @@ They separate what the data allows (the rows above) from what this model family 
 No model in this project sees the hidden attributes; their content vectors recover each one
 (``benchmarks/encoder_probe.py``).
 
-    .venv/bin/python benchmarks/learnability.py --data data/default [--neural]
+    .venv/bin/python benchmarks/learnability.py --data data/default [--neural [--rows NAME ...] [--seed N]]
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ NEURAL_ROWS: tuple[NeuralRow, ...] = (
 )
 
 
-def neural(frame: pl.DataFrame, data: Path, work: Path, row: NeuralRow, config_path: Path) -> np.ndarray:
+def neural(frame: pl.DataFrame, data: Path, work: Path, row: NeuralRow, config_path: Path, seed: int | None = None) -> np.ndarray:
     """Scores of every impression by one of this project's models, trained (Ray, 1 worker, the config's
     other settings) on a dataset variant of :func:`write_variant`; the best validation epoch's checkpoint."""
     from recsys.checkpoint import load_checkpoint
@@ -270,7 +270,8 @@ def neural(frame: pl.DataFrame, data: Path, work: Path, row: NeuralRow, config_p
     model = {"name": row.model} | ({} if row.ids else {"id_embeddings": []})
     config = config.model_copy(update={
         "features": features, "model": config.model.model_copy(update=model),
-        "train": config.train.model_copy(update={"workers": 1, "storage_path": str(work / row.name / "runs")})})
+        "train": config.train.model_copy(update={"workers": 1, "storage_path": str(work / row.name / "runs")}
+                                         | ({} if seed is None else {"seed": seed}))})
     shutil.rmtree(work / row.name / "runs", ignore_errors=True)
     result = run_training(config, data_dir=variant, run_name=row.name)  # the encode cache: the config's, or the linked one
     checkpoint = load_checkpoint(result.best_checkpoint)
@@ -289,6 +290,9 @@ def main() -> None:
                         help=f"also train this project's models on dataset variants: {len(NEURAL_ROWS)} runs of 1-3 min")
     parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"),
                         help="training settings of the --neural runs")
+    parser.add_argument("--rows", nargs="+", choices=[r.name for r in NEURAL_ROWS], metavar="NAME",
+                        help="only these --neural rows (default: all)")
+    parser.add_argument("--seed", type=int, default=None, help="train.seed of the --neural runs (default: the config's)")
     parser.add_argument("--work", default=str(ROOT / "benchmarks" / "_work" / "learnability"),
                         help="where the --neural runs write their dataset variants and checkpoints")
     args = parser.parse_args()
@@ -316,14 +320,15 @@ def main() -> None:
                      f"{args.epochs} epochs on valid", factorised(frame, train, valid, rank, 1e-4, args.epochs)))
     if args.neural:
         for row in NEURAL_ROWS:
-            rows.append((row.name, row.what, neural(frame, Path(args.data), Path(args.work), row, Path(args.config))))
+            if args.rows is None or row.name in args.rows:
+                rows.append((row.name, row.what, neural(frame, Path(args.data), Path(args.work), row, Path(args.config), args.seed)))
         import ray
 
         ray.shutdown()
     oracle = roc_auc_score(y[test], rows[0][2][test])
     print(f"{args.data} (seed {meta['seed']}, size {meta.get('size')}): {int(train.sum()):,} train / "
           f"{int(test.sum()):,} test impressions, {frame['user_id'].n_unique()} users; "
-          f"{time.perf_counter() - started:.0f} s\n")
+          f"{time.perf_counter() - started:.0f} s" + (f"; --neural train.seed {args.seed}" if args.neural and args.seed is not None else "") + "\n")
     print("| predictor | what it knows | test AUC | of the oracle | cold-item AUC |")
     print("|---|---|---:|---:|---:|")
     for name, what, s in rows:
