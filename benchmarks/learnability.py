@@ -296,6 +296,8 @@ def main() -> None:
     parser.add_argument("--work", default=str(ROOT / "benchmarks" / "_work" / "learnability"),
                         help="where the --neural runs write their dataset variants and checkpoints")
     args = parser.parse_args()
+    if not args.neural and (args.rows is not None or args.seed is not None):
+        parser.error("--rows and --seed select --neural runs: add --neural")
 
     from sklearn.metrics import roc_auc_score
 

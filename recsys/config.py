@@ -154,8 +154,9 @@ class ModelConfig(StrictModel):
     modalities: list[str] | None = Field(None, description="Modalities the model uses; null = all encoded ones.")
     id_embeddings: list[Literal["user", "item"]] = Field(
         default_factory=lambda: ["user", "item"],
-        description="Which ids get a learned embedding. [] = a content/attribute-only model: users are "
-        "described by their fields and history, items by their attributes and content; ids cannot be memorised.",
+        description="Which ids get a learned embedding (or, for lr, a weight). [] = a model that cannot "
+        "memorise ids: users are described by their other fields (and history), items by their attributes "
+        "and content.",
     )
     lambda_adv: float = Field(0.1, ge=0.0, description="Weight of the adversarial D1 loss.")
     lambda_s: float = Field(0.1, ge=0.0, description="Weight of the Ds loss on specific features.")

@@ -56,8 +56,9 @@ def build_model(config: ModelConfig, feature_map: FeatureMap, content_dims: dict
         raise ConfigError(f"model.name: unknown model {name!r}; valid names: {', '.join(MODELS)}")
     user_id, item_id = "user" in config.id_embeddings, "item" in config.id_embeddings
     if name == "lr":
-        _check_id_modality(name, ItemIdFeatures(feature_map, 1, use_id=item_id))
-        return LogisticRegression(feature_map, user_id=user_id, item_id=item_id)
+        model = LogisticRegression(feature_map, user_id=user_id, item_id=item_id)
+        _check_id_modality(name, model.id_features)
+        return model
     dim = config.item_dim
 
     def ctr(item_encoder: nn.Module, sequence: str) -> CTRModel:

@@ -133,7 +133,8 @@ class CTRModel(nn.Module):
 
 
 class LogisticRegression(nn.Module):
-    """Logistic regression on one-hot ids and attributes (user, item, context) and numeric context."""
+    """Logistic regression on one-hot ids (those in ``model.id_embeddings``) and attributes (user, item,
+    context) and numeric context."""
 
     def __init__(self, feature_map: FeatureMap, user_id: bool = True, item_id: bool = True) -> None:
         super().__init__()

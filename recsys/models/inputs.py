@@ -87,7 +87,8 @@ class ItemIdFeatures(nn.Module):
                 drop = torch.rand(ids.shape, device=ids.device) < self.id_dropout
                 ids = torch.where(drop & (rows != 0), torch.full_like(ids, OOV), ids)
             index = torch.cat([ids[:, None], index], dim=1)  # (N, C+1)
-        parts = [self.categorical(index).flatten(1)] if index.shape[1] else []  # (N, (C+1)*E)
+        parts = [self.categorical(index).flatten(1)]  # (N, C'*E), C' = C (+1 with the id); called even when
+        # C' is 0, so its (unused) table still joins the graph: DDP needs every parameter used each step
         for name in self.list_names:
             parts.append(self.lists[name](items.list(name)[rows]))  # (N, E)
         return torch.cat(parts, dim=1)

@@ -234,7 +234,6 @@ def test_user_tower_scores_a_shared_history_view_like_materialised_rows(tiny) ->
     assert torch.allclose(a, b, atol=1e-6)
 
 
-
 @pytest.mark.parametrize("name", ["marn", "din", "lr"])
 def test_id_embeddings_off_makes_scores_independent_of_the_ids(tiny, name: str) -> None:
     """`model.id_embeddings: []` gives a model that cannot see (or memorise) user or item ids."""
@@ -281,3 +280,22 @@ def test_id_embeddings_refuses_an_empty_id_modality_and_duplicates(tiny) -> None
         ExperimentConfig.model_validate({"model": {"id_embeddings": ["user", "user"]}})
     with pytest.raises(Exception, match="id_embeddings"):
         ExperimentConfig.model_validate({"model": {"id_embeddings": ["session"]}})
+
+
+@pytest.mark.parametrize("name", ["din", "marn", "lr"])
+def test_without_item_ids_every_parameter_still_gets_a_gradient(tiny, name: str) -> None:
+    """Distributed training (DDP) fails when a parameter is left out of a step's graph: items with list
+    attributes only and no id embedding still use every parameter."""
+    import dataclasses
+
+    lists_only = dataclasses.replace(
+        tiny.feature_map, fields={k: f for k, f in tiny.feature_map.fields.items() if not (f.source == "item" and f.kind == "categorical" and k != "item_id")})
+    assert [f.name for f in lists_only.by("item", "list")] == ["tags"] and len(lists_only.by("item", "categorical")) == 1
+    table = dataclasses.replace(tiny.table, categorical=tiny.table.categorical[:, :0])
+    cfg = tiny.config.model.model_copy(update={"name": name, "id_embeddings": []})
+    torch.manual_seed(0)
+    model = build_model(cfg, lists_only, table.dims())
+    out = model(next(tiny.examples.split("train").batches(32)), ItemInputs.from_table(table))
+    total_loss(out, torch.ones(32), cfg)[0].backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused
