@@ -115,22 +115,21 @@ def posterior_mix(frame: pl.DataFrame, p: np.ndarray, loglik: np.ndarray) -> tup
     return (post[inverse] * p).sum(axis=1), float((post.argmax(axis=1) == persona).mean())
 
 
-def bayes_persona(frame: pl.DataFrame, meta: dict, test: np.ndarray) -> tuple[np.ndarray, float]:
-    """Persona posterior from every pre-test impression, clicked or not (see :func:`posterior_mix`)."""
-    p = persona_click_probs(frame, meta)
+def bayes_persona(frame: pl.DataFrame, p: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, float]:
+    """Persona posterior from every pre-test impression, clicked or not; ``p`` from :func:`persona_click_probs`
+    (see :func:`posterior_mix`)."""
     y = frame["label"].to_numpy()
     loglik = np.where(y[:, None] == 1, np.log(p), np.log1p(-p))
     loglik[test] = 0.0  # only impressions before the test period inform the posterior
     return posterior_mix(frame, p, loglik)
 
 
-def bayes_persona_clicks(frame: pl.DataFrame, meta: dict, test: np.ndarray, max_clicks: int) -> tuple[np.ndarray, float]:
+def bayes_persona_clicks(frame: pl.DataFrame, p: np.ndarray, test: np.ndarray, max_clicks: int) -> tuple[np.ndarray, float]:
     """Persona posterior from the user's last ``max_clicks`` pre-test CLICKS only: what a behaviour sequence holds.
 
     A click on item i is evidence p_k(i) / E[p_k] for persona k (which item was clicked, given a click;
     the expectation over all impressions): the impressions that were not clicked are not seen.
     """
-    p = persona_click_probs(frame, meta)
     clicked = (frame["label"].to_numpy() == 1) & ~test
     recent = (frame.with_row_index("_i").filter(pl.Series(clicked)).sort("timestamp", descending=True)
               .group_by("user_id").head(max_clicks)["_i"].to_numpy())
@@ -307,9 +306,10 @@ def main() -> None:
     train, valid, test = split == "train", split == "valid", split == "test"
     y, cold = frame["label"].to_numpy(), frame["is_cold"].to_numpy()
     rows: list[tuple[str, str, np.ndarray]] = [("oracle", "true_prob", frame["true_prob"].to_numpy())]
-    scores, accuracy = bayes_persona(frame, meta, test)
+    persona_probs = persona_click_probs(frame, meta)
+    scores, accuracy = bayes_persona(frame, persona_probs, test)
     rows.append(("bayes_persona", f"persona inferred from pre-test impressions (top-1 accuracy {accuracy:.3f})", scores))
-    scores, accuracy = bayes_persona_clicks(frame, meta, test, max_clicks=30)
+    scores, accuracy = bayes_persona_clicks(frame, persona_probs, test, max_clicks=30)
     rows.append(("bayes_persona_clicks", f"the same from the last 30 pre-test clicks only, a behaviour sequence "
                  f"(top-1 accuracy {accuracy:.3f})", scores))
     pre_test = train | valid

@@ -86,7 +86,7 @@ def _check_id_modality(name: str, ids: ItemIdFeatures) -> ItemIdFeatures:
     """``ids`` if it has inputs; a clear error when item ids are off and no item attribute is left."""
     if ids.out_dim == 0:
         hint = "list item attributes in features.item_categorical / item_list, or keep \"item\" in model.id_embeddings"
-        if name not in ("lr", "dnn", "din"):
+        if name in _CONTENT_MODELS:
             hint += ", or leave \"id\" out of model.modalities"
         raise ConfigError(f"model.id_embeddings: without the item id, model {name!r} has no item features "
                           f"in its id modality; {hint}")

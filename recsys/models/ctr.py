@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from recsys.data.feature_map import FeatureMap
-from recsys.models.inputs import FieldEmbeddings, ItemIdFeatures, ItemInputs
+from recsys.models.inputs import FieldEmbeddings, ItemIdFeatures, ItemInputs, UserFieldEmbeddings
 from recsys.models.marn import IdItemEncoder, ItemReps, MultimodalItemEncoder
 from recsys.models.output import AdversarialTerms, ModelOutput
 from recsys.modules import MLP, build_sequence_encoder
@@ -60,16 +60,12 @@ class CTRModel(nn.Module):
         super().__init__()
         self.item_encoder = item_encoder
         self.sequence = sequence
-        user_fields = feature_map.by("user", "categorical")  # user_id first
-        self.user_id = user_id
-        if not user_id:
-            user_fields = user_fields[1:]
         context_fields = feature_map.by("context", "categorical")
         self.n_numeric = len(feature_map.by("context", "numeric"))
-        self.user = FieldEmbeddings([f.cardinality for f in user_fields], embedding_dim)
+        self.user = UserFieldEmbeddings(feature_map, embedding_dim, use_id=user_id)
         self.context = FieldEmbeddings([f.cardinality for f in context_fields], embedding_dim)
         dim = item_encoder.out_dim
-        user_width = len(user_fields) * embedding_dim
+        user_width = self.user.n_fields * embedding_dim
         in_dim = user_width + len(context_fields) * embedding_dim + self.n_numeric + 3 * dim
         # The user tower: one candidate-independent vector per user from the user's fields and the mean of
         # the history, matched against the candidate (see :meth:`user_vector`).
@@ -82,10 +78,6 @@ class CTRModel(nn.Module):
     @property
     def modalities(self) -> list[str]:
         return list(self.item_encoder.modalities)
-
-    def user_fields(self, user: torch.Tensor) -> torch.Tensor:
-        """(B, U) user field indices (user_id first) -> (B, U' * E) embeddings; without the id when it has none."""
-        return self.user(user if self.user_id else user[:, 1:]).flatten(1)
 
     def item_representations(self, rows: torch.Tensor, items: ItemInputs) -> ItemReps:
         """Candidate-independent item part, (N,) rows -> reps; serving caches these per catalogue."""
@@ -105,13 +97,13 @@ class CTRModel(nn.Module):
             # one user for every row (serving: one user, many candidates, expanded views): compute it once
             return self.user_vector(user[:1], history[:1], history_mask[:1]).expand(b, -1)
         pooled = self.history_mean(history, history_mask, history[:, 0])  # (B, D)
-        return self.user_tower(torch.cat([self.user_fields(user), pooled], dim=1))
+        return self.user_tower(torch.cat([self.user(user).flatten(1), pooled], dim=1))
 
     def head_logits(self, batch: dict[str, torch.Tensor], target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """The user side and final layers, given candidate (B, D) and history (B, L, D) reps."""
         interest = self.sequence(history, batch["hist_mask"], target)  # (B, D)
         # target * interest: an explicit match term (an MLP learns multiplicative interactions slowly).
-        parts = [self.user_fields(batch["user"]), self.context(batch["context"]).flatten(1), target, interest,
+        parts = [self.user(batch["user"]).flatten(1), self.context(batch["context"]).flatten(1), target, interest,
                  target * interest]
         if self.user_tower is not None:
             user = self.user_vector(batch["user"], history, batch["hist_mask"])
@@ -139,12 +131,8 @@ class LogisticRegression(nn.Module):
     def __init__(self, feature_map: FeatureMap, user_id: bool = True, item_id: bool = True) -> None:
         super().__init__()
         self.id_features = ItemIdFeatures(feature_map, dim=1, use_id=item_id)
-        user_fields = feature_map.by("user", "categorical")  # user_id first
-        self.user_id = user_id
-        if not user_id:
-            user_fields = user_fields[1:]
         context_fields = feature_map.by("context", "categorical")
-        self.user = FieldEmbeddings([f.cardinality for f in user_fields], 1)
+        self.user = UserFieldEmbeddings(feature_map, 1, use_id=user_id)
         self.context = FieldEmbeddings([f.cardinality for f in context_fields], 1)
         self.n_numeric = len(feature_map.by("context", "numeric"))
         self.numeric = nn.Linear(self.n_numeric, 1) if self.n_numeric else None
@@ -157,8 +145,7 @@ class LogisticRegression(nn.Module):
 
     def head_logits(self, batch: dict[str, torch.Tensor], target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """User, context and numeric weights plus the candidate's item part; the history is not used."""
-        user = batch["user"] if self.user_id else batch["user"][:, 1:]
-        logit = target.squeeze(-1) + self.user(user).sum(dim=(1, 2)) + self.context(batch["context"]).sum(dim=(1, 2))
+        logit = target.squeeze(-1) + self.user(batch["user"]).sum(dim=(1, 2)) + self.context(batch["context"]).sum(dim=(1, 2))
         if self.numeric is not None:
             logit = logit + self.numeric(batch["numeric"]).squeeze(-1)
         return logit + self.bias  # (B,)

@@ -56,6 +56,20 @@ class FieldEmbeddings(nn.Module):
         return self.table(index + self.offsets)
 
 
+class UserFieldEmbeddings(FieldEmbeddings):
+    """The user's categorical fields (user_id first, as :func:`recsys.data.examples.encode_users` lays them
+    out); with ``use_id`` False the user id has no embedding and its column is ignored."""
+
+    def __init__(self, feature_map: FeatureMap, dim: int, use_id: bool = True) -> None:
+        fields = feature_map.by("user", "categorical")
+        super().__init__([f.cardinality for f in (fields if use_id else fields[1:])], dim)
+        self.use_id = use_id
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        """(B, U) user field indices -> (B, U', E); U' = U - 1 without the id."""
+        return super().forward(index if self.use_id else index[:, 1:])
+
+
 class ItemIdFeatures(nn.Module):
     """The item's "id" modality: embeddings of its id, categorical attributes and list attributes.
 
