@@ -25,13 +25,46 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys.config import AudioEncoderConfig, ImageEncoderConfig, TitleEncoderConfig  # noqa: E402
-from recsys.encoders import build_encoder  # noqa: E402
+from recsys.config import AudioEncoderConfig, ImageEncoderConfig, TitleEncoderConfig
+from recsys.encoders import build_encoder
 
-WORDS = (
-    "the a of and love war night city star dark return story man woman life dead king house last "
-    "big little secret journey summer winter blue red girl boy lost island river game heart time"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "and",
+    "love",
+    "war",
+    "night",
+    "city",
+    "star",
+    "dark",
+    "return",
+    "story",
+    "man",
+    "woman",
+    "life",
+    "dead",
+    "king",
+    "house",
+    "last",
+    "big",
+    "little",
+    "secret",
+    "journey",
+    "summer",
+    "winter",
+    "blue",
+    "red",
+    "girl",
+    "boy",
+    "lost",
+    "island",
+    "river",
+    "game",
+    "heart",
+    "time",
+]
 
 
 def make_titles(n: int, rng: np.random.Generator) -> list[str]:

@@ -25,8 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ATTRIBUTES = ("category", "colour", "texture", "brand", "price_tier", "tempo", "pitch")
-HOME = {"category": "every", "colour": "image", "texture": "image", "brand": "title", "price_tier": "title",
-        "tempo": "audio", "pitch": "audio"}
+HOME = {
+    "category": "every",
+    "colour": "image",
+    "texture": "image",
+    "brand": "title",
+    "price_tier": "title",
+    "tempo": "audio",
+    "pitch": "audio",
+}
 
 
 def probe_accuracy(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> float:
@@ -53,8 +60,9 @@ def main() -> None:
 
     data = Path(args.data)
     truth = pl.read_parquet(data / "truth" / "items.parquet")
-    vectors = load_item_vectors(data, load_config(args.config).encoders,
-                                cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    vectors = load_item_vectors(
+        data, load_config(args.config).encoders, cache_dir=Path(args.cache_dir) if args.cache_dir else None
+    )
     print(f"{args.data}: {truth.height} items; probe = logistic regression, 5-fold CV accuracy (majority rate)\n")
     print("| attribute | shows in | " + " | ".join(vectors) + " | majority |")
     print("|---|---|" + "---:|" * (len(vectors) + 1))

@@ -70,8 +70,13 @@ def load(data: Path) -> tuple[pl.DataFrame, dict]:
     meta = json.loads((data / "dataset.json").read_text())
     truth_items = pl.read_parquet(data / "truth" / "items.parquet")
     truth_users = pl.read_parquet(data / "truth" / "users.parquet").select("user_id", "persona")
-    frame = (pl.read_parquet(data / "interactions.parquet").with_row_index("row")
-             .join(truth_items, on="item_id").join(truth_users, on="user_id").sort("row"))
+    frame = (
+        pl.read_parquet(data / "interactions.parquet")
+        .with_row_index("row")
+        .join(truth_items, on="item_id")
+        .join(truth_users, on="user_id")
+        .sort("row")
+    )
     return frame, meta
 
 
@@ -83,8 +88,10 @@ def codes(frame: pl.DataFrame, name: str) -> np.ndarray:
 
 def device_department(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Device and department value indices, in the generator's vocabulary order."""
-    return (np.array([A.DEVICES.index(v) for v in frame["device"]]),
-            np.array([A.DEPARTMENTS.index(v) for v in frame["department"]]))
+    return (
+        np.array([A.DEVICES.index(v) for v in frame["device"]]),
+        np.array([A.DEPARTMENTS.index(v) for v in frame["department"]]),
+    )
 
 
 def context_logit(frame: pl.DataFrame) -> np.ndarray:
@@ -124,15 +131,23 @@ def bayes_persona(frame: pl.DataFrame, p: np.ndarray, test: np.ndarray) -> tuple
     return posterior_mix(frame, p, loglik)
 
 
-def bayes_persona_clicks(frame: pl.DataFrame, p: np.ndarray, test: np.ndarray, max_clicks: int) -> tuple[np.ndarray, float]:
+def bayes_persona_clicks(
+    frame: pl.DataFrame, p: np.ndarray, test: np.ndarray, max_clicks: int
+) -> tuple[np.ndarray, float]:
     """Persona posterior from the user's last ``max_clicks`` pre-test CLICKS only: what a behaviour sequence holds.
 
     A click on item i is evidence p_k(i) / E[p_k] for persona k (which item was clicked, given a click;
     the expectation over all impressions): the impressions that were not clicked are not seen.
     """
     clicked = (frame["label"].to_numpy() == 1) & ~test
-    recent = (frame.with_row_index("_i").filter(pl.Series(clicked)).sort("timestamp", descending=True)
-              .group_by("user_id").head(max_clicks)["_i"].to_numpy())
+    recent = (
+        frame.with_row_index("_i")
+        .filter(pl.Series(clicked))
+        .sort("timestamp", descending=True)
+        .group_by("user_id")
+        .head(max_clicks)["_i"]
+        .to_numpy()
+    )
     loglik = np.zeros_like(p)
     loglik[recent] = np.log(p[recent]) - np.log(p.mean(axis=0, keepdims=True))
     return posterior_mix(frame, p, loglik)
@@ -146,8 +161,10 @@ def one_hot_lr(frame: pl.DataFrame, who: str, fit: np.ndarray, c: float = 1.0) -
 
     owner = frame[who].cast(pl.String).to_numpy()
     columns = [np.char.add(np.char.add(owner.astype(str), "|"), frame[a].to_numpy().astype(str)) for a in ATTRIBUTES]
-    columns += [frame["hour"].cast(pl.String).to_numpy(),
-                np.char.add(frame["device"].to_numpy().astype(str), frame["department"].to_numpy().astype(str))]
+    columns += [
+        frame["hour"].cast(pl.String).to_numpy(),
+        np.char.add(frame["device"].to_numpy().astype(str), frame["department"].to_numpy().astype(str)),
+    ]
     x = np.stack(columns, axis=1)
     encoder = OneHotEncoder(handle_unknown="ignore").fit(x[fit])
     features = hstack([encoder.transform(x), csr_matrix(frame["quality"].to_numpy()[:, None])]).tocsr()
@@ -155,8 +172,15 @@ def one_hot_lr(frame: pl.DataFrame, who: str, fit: np.ndarray, c: float = 1.0) -
     return model.predict_proba(features)[:, 1]
 
 
-def factorised(frame: pl.DataFrame, train: np.ndarray, valid: np.ndarray, rank: int, weight_decay: float,
-               epochs: int, seed: int = 0) -> np.ndarray:
+def factorised(
+    frame: pl.DataFrame,
+    train: np.ndarray,
+    valid: np.ndarray,
+    rank: int,
+    weight_decay: float,
+    epochs: int,
+    seed: int = 0,
+) -> np.ndarray:
     """Rank-k user x attribute-value factorisation; the scores of the epoch with the best validation AUC."""
     import torch
     from sklearn.metrics import roc_auc_score
@@ -178,13 +202,24 @@ def factorised(frame: pl.DataFrame, train: np.ndarray, valid: np.ndarray, rank: 
         torch.nn.init.normal_(e.weight, std=0.1)
     for e in (value_bias, ctx_bias):
         torch.nn.init.zeros_(e.weight)
-    params = [*user_emb.parameters(), *value_emb.parameters(), *value_bias.parameters(), *ctx_bias.parameters(), bias,
-              quality_weight]
+    params = [
+        *user_emb.parameters(),
+        *value_emb.parameters(),
+        *value_bias.parameters(),
+        *ctx_bias.parameters(),
+        bias,
+        quality_weight,
+    ]
     opt = torch.optim.Adam(params, lr=0.01, weight_decay=weight_decay)
 
     def logits(rows: torch.Tensor) -> torch.Tensor:
-        return ((user_emb(user[rows]) * value_emb(values[rows]).sum(1)).sum(1) + value_bias(values[rows]).sum((1, 2))
-                + ctx_bias(ctx[rows]).sum((1, 2)) + quality_weight * quality[rows] + bias)
+        return (
+            (user_emb(user[rows]) * value_emb(values[rows]).sum(1)).sum(1)
+            + value_bias(values[rows]).sum((1, 2))
+            + ctx_bias(ctx[rows]).sum((1, 2))
+            + quality_weight * quality[rows]
+            + bias
+        )
 
     rows_train = torch.from_numpy(np.flatnonzero(train))
     best, best_scores = -1.0, None
@@ -217,13 +252,15 @@ def write_variant(data: Path, out: Path, attributes: bool, persona: bool) -> tup
     items = pl.read_parquet(data / "items.parquet")
     if attributes:
         truth = pl.read_parquet(data / "truth" / "items.parquet").select(
-            "item_id", *[pl.col(a).cast(pl.String).alias(f"hidden_{a}") for a in ATTRIBUTES])
+            "item_id", *[pl.col(a).cast(pl.String).alias(f"hidden_{a}") for a in ATTRIBUTES]
+        )
         items = items.join(truth, on="item_id", how="left")
     items.write_parquet(out / "items.parquet")
     users = pl.read_parquet(data / "users.parquet")
     if persona:
         personas = pl.read_parquet(data / "truth" / "users.parquet").select(
-            "user_id", pl.col("persona").cast(pl.String).alias("hidden_persona"))
+            "user_id", pl.col("persona").cast(pl.String).alias("hidden_persona")
+        )
         users = users.join(personas, on="user_id", how="left")
     users.write_parquet(out / "users.parquet")
     return [f"hidden_{a}" for a in ATTRIBUTES] if attributes else [], ["hidden_persona"] if persona else []
@@ -247,11 +284,15 @@ NEURAL_ROWS: tuple[NeuralRow, ...] = (
     NeuralRow("din_hidden_attributes_persona_no_ids", "the same without id embeddings", "din", True, True, ids=False),
     NeuralRow("marn", "MARN as configured: content vectors, click histories, ids", "marn", False, False),
     NeuralRow("marn_no_ids", "MARN without id embeddings", "marn", False, False, ids=False),
-    NeuralRow("marn_persona_no_ids", "MARN without id embeddings, persona as a user field", "marn", False, True, ids=False),
+    NeuralRow(
+        "marn_persona_no_ids", "MARN without id embeddings, persona as a user field", "marn", False, True, ids=False
+    ),
 )
 
 
-def neural(frame: pl.DataFrame, data: Path, work: Path, row: NeuralRow, config_path: Path, seed: int | None = None) -> np.ndarray:
+def neural(
+    frame: pl.DataFrame, data: Path, work: Path, row: NeuralRow, config_path: Path, seed: int | None = None
+) -> np.ndarray:
     """Scores of every impression by one of this project's models, trained (Ray, 1 worker, the config's
     other settings) on a dataset variant of :func:`write_variant`; the best validation epoch's checkpoint."""
     from recsys.checkpoint import load_checkpoint
@@ -263,16 +304,27 @@ def neural(frame: pl.DataFrame, data: Path, work: Path, row: NeuralRow, config_p
     variant = work / row.name / "data"
     item_columns, user_columns = write_variant(data, variant, row.attributes, row.persona)
     config = load_config(config_path)
-    features = config.features.model_copy(update={
-        "item_categorical": [*config.features.item_categorical, *item_columns],
-        "user_categorical": [*config.features.user_categorical, *user_columns]})
+    features = config.features.model_copy(
+        update={
+            "item_categorical": [*config.features.item_categorical, *item_columns],
+            "user_categorical": [*config.features.user_categorical, *user_columns],
+        }
+    )
     model = {"name": row.model} | ({} if row.ids else {"id_embeddings": []})
-    config = config.model_copy(update={
-        "features": features, "model": config.model.model_copy(update=model),
-        "train": config.train.model_copy(update={"workers": 1, "storage_path": str(work / row.name / "runs")}
-                                         | ({} if seed is None else {"seed": seed}))})
+    config = config.model_copy(
+        update={
+            "features": features,
+            "model": config.model.model_copy(update=model),
+            "train": config.train.model_copy(
+                update={"workers": 1, "storage_path": str(work / row.name / "runs")}
+                | ({} if seed is None else {"seed": seed})
+            ),
+        }
+    )
     shutil.rmtree(work / row.name / "runs", ignore_errors=True)
-    result = run_training(config, data_dir=variant, run_name=row.name)  # the encode cache: the config's, or the linked one
+    result = run_training(
+        config, data_dir=variant, run_name=row.name
+    )  # the encode cache: the config's, or the linked one
     checkpoint = load_checkpoint(result.best_checkpoint)
     examples = prepare_with(checkpoint, variant)
     if not (examples.meta["user_id"].to_numpy() == frame["user_id"].to_numpy()).all():
@@ -285,15 +337,29 @@ def main() -> None:
     parser.add_argument("--data", default="data/default", help="a built-in dataset directory (has truth/)")
     parser.add_argument("--ranks", type=int, nargs="+", default=[4, 8], help="ranks of the factorised predictor")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the factorised predictor")
-    parser.add_argument("--neural", action="store_true",
-                        help=f"also train this project's models on dataset variants: {len(NEURAL_ROWS)} runs of 1-3 min")
-    parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"),
-                        help="training settings of the --neural runs")
-    parser.add_argument("--rows", nargs="+", choices=[r.name for r in NEURAL_ROWS], metavar="NAME",
-                        help="only these --neural rows (default: all)")
-    parser.add_argument("--seed", type=int, default=None, help="train.seed of the --neural runs (default: the config's)")
-    parser.add_argument("--work", default=str(ROOT / "benchmarks" / "_work" / "learnability"),
-                        help="where the --neural runs write their dataset variants and checkpoints")
+    parser.add_argument(
+        "--neural",
+        action="store_true",
+        help=f"also train this project's models on dataset variants: {len(NEURAL_ROWS)} runs of 1-3 min",
+    )
+    parser.add_argument(
+        "--config", default=str(ROOT / "configs" / "default.yaml"), help="training settings of the --neural runs"
+    )
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        choices=[r.name for r in NEURAL_ROWS],
+        metavar="NAME",
+        help="only these --neural rows (default: all)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="train.seed of the --neural runs (default: the config's)"
+    )
+    parser.add_argument(
+        "--work",
+        default=str(ROOT / "benchmarks" / "_work" / "learnability"),
+        help="where the --neural runs write their dataset variants and checkpoints",
+    )
     args = parser.parse_args()
     if not args.neural and (args.rows is not None or args.seed is not None):
         parser.error("--rows and --seed select --neural runs: add --neural")
@@ -308,34 +374,61 @@ def main() -> None:
     rows: list[tuple[str, str, np.ndarray]] = [("oracle", "true_prob", frame["true_prob"].to_numpy())]
     persona_probs = persona_click_probs(frame, meta)
     scores, accuracy = bayes_persona(frame, persona_probs, test)
-    rows.append(("bayes_persona", f"persona inferred from pre-test impressions (top-1 accuracy {accuracy:.3f})", scores))
+    rows.append(
+        ("bayes_persona", f"persona inferred from pre-test impressions (top-1 accuracy {accuracy:.3f})", scores)
+    )
     scores, accuracy = bayes_persona_clicks(frame, persona_probs, test, max_clicks=30)
-    rows.append(("bayes_persona_clicks", f"the same from the last 30 pre-test clicks only, a behaviour sequence "
-                 f"(top-1 accuracy {accuracy:.3f})", scores))
+    rows.append(
+        (
+            "bayes_persona_clicks",
+            f"the same from the last 30 pre-test clicks only, a behaviour sequence (top-1 accuracy {accuracy:.3f})",
+            scores,
+        )
+    )
     pre_test = train | valid
-    rows.append(("lr_true_persona", "logistic regression, true persona x attribute",
-                 one_hot_lr(frame, "persona", pre_test)))
-    rows.append(("lr_user_x_attribute", "logistic regression, user id x attribute",
-                 one_hot_lr(frame, "user_id", pre_test)))
+    rows.append(
+        ("lr_true_persona", "logistic regression, true persona x attribute", one_hot_lr(frame, "persona", pre_test))
+    )
+    rows.append(
+        ("lr_user_x_attribute", "logistic regression, user id x attribute", one_hot_lr(frame, "user_id", pre_test))
+    )
     for rank in args.ranks:
-        rows.append((f"mf_rank_{rank}", f"rank-{rank} user x attribute factorisation, L2 1e-4, best of "
-                     f"{args.epochs} epochs on valid", factorised(frame, train, valid, rank, 1e-4, args.epochs)))
+        rows.append(
+            (
+                f"mf_rank_{rank}",
+                f"rank-{rank} user x attribute factorisation, L2 1e-4, best of {args.epochs} epochs on valid",
+                factorised(frame, train, valid, rank, 1e-4, args.epochs),
+            )
+        )
     if args.neural:
         for row in NEURAL_ROWS:
             if args.rows is None or row.name in args.rows:
-                rows.append((row.name, row.what, neural(frame, Path(args.data), Path(args.work), row, Path(args.config), args.seed)))
+                rows.append(
+                    (
+                        row.name,
+                        row.what,
+                        neural(frame, Path(args.data), Path(args.work), row, Path(args.config), args.seed),
+                    )
+                )
         import ray
 
         ray.shutdown()
     oracle = roc_auc_score(y[test], rows[0][2][test])
-    print(f"{args.data} (seed {meta['seed']}, size {meta.get('size')}): {int(train.sum()):,} train / "
-          f"{int(test.sum()):,} test impressions, {frame['user_id'].n_unique()} users; "
-          f"{time.perf_counter() - started:.0f} s" + (f"; --neural train.seed {args.seed}" if args.neural and args.seed is not None else "") + "\n")
+    print(
+        f"{args.data} (seed {meta['seed']}, size {meta.get('size')}): {int(train.sum()):,} train / "
+        f"{int(test.sum()):,} test impressions, {frame['user_id'].n_unique()} users; "
+        f"{time.perf_counter() - started:.0f} s"
+        + (f"; --neural train.seed {args.seed}" if args.neural and args.seed is not None else "")
+        + "\n"
+    )
     print("| predictor | what it knows | test AUC | of the oracle | cold-item AUC |")
     print("|---|---|---:|---:|---:|")
     for name, what, s in rows:
         auc = roc_auc_score(y[test], s[test])
-        print(f"| {name} | {what} | {auc:.4f} | {auc / oracle:.1%} | {roc_auc_score(y[test & cold], s[test & cold]):.4f} |")
+        print(
+            f"| {name} | {what} | {auc:.4f} | {auc / oracle:.1%} | "
+            f"{roc_auc_score(y[test & cold], s[test & cold]):.4f} |"
+        )
 
 
 if __name__ == "__main__":

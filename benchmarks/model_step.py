@@ -38,13 +38,24 @@ def synthetic_inputs(config: ExperimentConfig, n_items: int, n_users: int, n_row
     rng = np.random.default_rng(seed)
     item_ids = np.arange(1, n_items + 1)
     items = pl.DataFrame({"item_id": item_ids, "department": rng.choice(["a", "b", "c", "d"], n_items)})
-    users = pl.DataFrame({"user_id": np.arange(n_users), "age_group": rng.choice(["x", "y"], n_users),
-                          "country": rng.choice(["p", "q"], n_users)})
-    interactions = pl.DataFrame({
-        "user_id": rng.integers(0, n_users, n_rows), "item_id": rng.choice(item_ids, n_rows),
-        "timestamp": np.sort(rng.integers(0, 10**6, n_rows)), "label": (rng.random(n_rows) < 0.3).astype(np.int8),
-        "split": "train", "hour": rng.integers(0, 24, n_rows), "device": rng.choice(["m", "d"], n_rows),
-    })
+    users = pl.DataFrame(
+        {
+            "user_id": np.arange(n_users),
+            "age_group": rng.choice(["x", "y"], n_users),
+            "country": rng.choice(["p", "q"], n_users),
+        }
+    )
+    interactions = pl.DataFrame(
+        {
+            "user_id": rng.integers(0, n_users, n_rows),
+            "item_id": rng.choice(item_ids, n_rows),
+            "timestamp": np.sort(rng.integers(0, 10**6, n_rows)),
+            "label": (rng.random(n_rows) < 0.3).astype(np.int8),
+            "split": "train",
+            "hour": rng.integers(0, 24, n_rows),
+            "device": rng.choice(["m", "d"], n_rows),
+        }
+    )
     fm = fit_feature_map(interactions, items, users, config.features)
     vectors = {m: Vectors(item_ids, rng.normal(size=(n_items, d)).astype(np.float32)) for m, d in CONTENT_DIMS.items()}
     table = build_item_table(items, fm, vectors)
@@ -64,8 +75,10 @@ def main() -> None:
     fm, table, examples = synthetic_inputs(config, n_items=1500, n_users=600, n_rows=20 * batch_size)
     items = ItemInputs.from_table(table)
     batches = list(examples.batches(batch_size, shuffle=True))
-    print(f"batch {batch_size}, history {config.features.max_history}, item_dim {config.model.item_dim}, "
-          f"threads {args.threads}, steps {args.steps}\n")
+    print(
+        f"batch {batch_size}, history {config.features.max_history}, item_dim {config.model.item_dim}, "
+        f"threads {args.threads}, steps {args.steps}\n"
+    )
     print("| model | parameters | fwd+bwd ms/batch (median) | p90 ms | samples/s |")
     print("|---|---:|---:|---:|---:|")
     for name in MODELS:

@@ -23,7 +23,6 @@ import os
 import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 CANDIDATES = (10, 100, 1000)
 CONCURRENCY = (1, 8, 32)
 
-ECHO_APP = '''
+ECHO_APP = """
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -47,7 +46,7 @@ app = FastAPI()
 @app.post("/echo")
 async def echo(request: Request) -> Response:
     return Response(await request.body(), media_type="application/json")
-'''
+"""
 
 
 # --------------------------------------------------------------------------- setup
@@ -55,8 +54,8 @@ async def echo(request: Request) -> Response:
 
 def make_checkpoint(out: Path, n_items: int) -> Path:
     import torch
-
     from model_step import synthetic_inputs
+
     from recsys.checkpoint import save_checkpoint
     from recsys.config import load_config
     from recsys.models import build_model
@@ -91,23 +90,32 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str = "/readyz") -> None:
 
 
 def request_body(item_ids: list[int], n: int, rng: random.Random) -> bytes:
-    return json.dumps({"user_id": rng.randrange(600), "candidates": rng.sample(item_ids, n),
-                       "history": rng.sample(item_ids, 30), "context": {"hour": 12, "device": "mobile"}}).encode()
+    return json.dumps(
+        {
+            "user_id": rng.randrange(600),
+            "candidates": rng.sample(item_ids, n),
+            "history": rng.sample(item_ids, 30),
+            "context": {"hour": 12, "device": "mobile"},
+        }
+    ).encode()
 
 
 # --------------------------------------------------------------------------- load generator (own process)
 
 
-async def _client(host: str, port: int, path: str, bodies: list[bytes], stop_at: float, out: list[float],
-                  errors: list[str]) -> None:
+async def _client(
+    host: str, port: int, path: str, bodies: list[bytes], stop_at: float, out: list[float], errors: list[str]
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     i = 0
     try:
         while time.perf_counter() < stop_at:
             body = bodies[i % len(bodies)]
             i += 1
-            head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
             start = time.perf_counter()
             writer.write(head + body)
             await writer.drain()
@@ -124,14 +132,20 @@ async def _client(host: str, port: int, path: str, bodies: list[bytes], stop_at:
         writer.close()
 
 
-def _load(host: str, port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float, queue: mp.Queue) -> None:
+def _load(
+    host: str, port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float, queue: mp.Queue
+) -> None:
     async def run() -> tuple[list[float], list[str], float]:
         warm: list[float] = []
-        await asyncio.gather(*(_client(host, port, path, bodies, time.perf_counter() + 0.5, warm, []) for _ in range(concurrency)))
+        await asyncio.gather(
+            *(_client(host, port, path, bodies, time.perf_counter() + 0.5, warm, []) for _ in range(concurrency))
+        )
         lat: list[float] = []
         errors: list[str] = []
         start = time.perf_counter()
-        await asyncio.gather(*(_client(host, port, path, bodies, start + seconds, lat, errors) for _ in range(concurrency)))
+        await asyncio.gather(
+            *(_client(host, port, path, bodies, start + seconds, lat, errors) for _ in range(concurrency))
+        )
         return lat, errors, time.perf_counter() - start
 
     lat, errors, elapsed = asyncio.run(run())
@@ -146,8 +160,13 @@ def load_test(port: int, path: str, bodies: list[bytes], concurrency: int, secon
     lat, errors, elapsed = queue.get(timeout=seconds + 120)
     proc.join()
     lat_ms = sorted(x * 1000 for x in lat)
-    return {"requests": len(lat), "errors": len(errors), "rps": len(lat) / elapsed, "p50_ms": pct(lat_ms, 50),
-            "p99_ms": pct(lat_ms, 99)}
+    return {
+        "requests": len(lat),
+        "errors": len(errors),
+        "rps": len(lat) / elapsed,
+        "p50_ms": pct(lat_ms, 50),
+        "p99_ms": pct(lat_ms, 99),
+    }
 
 
 def pct(sorted_values: list[float], q: float) -> float:
@@ -206,14 +225,40 @@ def main() -> None:
     (tmp / "echo_app.py").write_text(ECHO_APP)
     port, echo_port = free_port(), free_port()
     service = subprocess.Popen(
-        [sys.executable, "-m", "recsys.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(port),
-         "--workers", str(args.workers), "--state-dir", str(tmp / "state")],
-        cwd=ROOT, env=env, stdout=(tmp / "serve.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--state-dir",
+            str(tmp / "state"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=(tmp / "serve.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     echo = subprocess.Popen(  # the same uvicorn settings as `recsys serve` (serving/server.py)
-        [sys.executable, "-c", "import uvicorn; uvicorn.run('echo_app:app', port=%d, workers=%d, "
-         "http='serving.protocol:NoDelayHTTPProtocol', loop='auto', access_log=False, log_level='warning')"
-         % (echo_port, args.workers)],
-        cwd=tmp, env=env, stdout=(tmp / "echo.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-c",
+            "import uvicorn; uvicorn.run('echo_app:app', port=%d, workers=%d, "
+            "http='serving.protocol:NoDelayHTTPProtocol', loop='auto', access_log=False, log_level='warning')"
+            % (echo_port, args.workers),
+        ],
+        cwd=tmp,
+        env=env,
+        stdout=(tmp / "echo.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     rows = []
     try:
         wait_ready(f"http://127.0.0.1:{port}", service)
@@ -223,13 +268,27 @@ def main() -> None:
             bodies = [request_body(item_ids, n, rng) for _ in range(64)]
             for c in CONCURRENCY:
                 r = load_test(port, "/v1/score", bodies, c, args.seconds)
-                rows.append({"what": "POST /v1/score", "candidates": n, "concurrency": c, **r,
-                             "in_process_p50_ms": inproc[n]["p50_ms"], "in_process_p99_ms": inproc[n]["p99_ms"]})
+                rows.append(
+                    {
+                        "what": "POST /v1/score",
+                        "candidates": n,
+                        "concurrency": c,
+                        **r,
+                        "in_process_p50_ms": inproc[n]["p50_ms"],
+                        "in_process_p99_ms": inproc[n]["p99_ms"],
+                    }
+                )
                 print(rows[-1], flush=True)
         bodies = [request_body(item_ids, 100, rng) for _ in range(64)]
         for c in CONCURRENCY:
-            rows.append({"what": "bare FastAPI echo (100-candidate body)", "candidates": 100, "concurrency": c,
-                         **load_test(echo_port, "/echo", bodies, c, args.seconds)})
+            rows.append(
+                {
+                    "what": "bare FastAPI echo (100-candidate body)",
+                    "candidates": 100,
+                    "concurrency": c,
+                    **load_test(echo_port, "/echo", bodies, c, args.seconds),
+                }
+            )
             print(rows[-1], flush=True)
     finally:
         for proc in (service, echo):
@@ -240,8 +299,10 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         inp = f"{r['in_process_p50_ms']:.2f} / {r['in_process_p99_ms']:.2f}" if "in_process_p50_ms" in r else "—"
-        print(f"| {r['what']} | {r['candidates']} | {r['concurrency']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-              f"{r['rps']:.0f} | {r['errors']} | {inp} |")
+        print(
+            f"| {r['what']} | {r['candidates']} | {r['concurrency']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r['rps']:.0f} | {r['errors']} | {inp} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
 

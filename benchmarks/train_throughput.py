@@ -69,8 +69,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-ENV = {"RAY_ADDRESS": "local",  # always a fresh local Ray, never a cluster someone else started here
-       "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "RAY_DEDUP_LOGS": "0"}
+ENV = {
+    "RAY_ADDRESS": "local",  # always a fresh local Ray, never a cluster someone else started here
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
 
 
 def log(msg: str) -> None:
@@ -168,9 +172,8 @@ def seed_run(storage: Path, run_name: str, base: Path, train_dir: Path, counts: 
 
 def import_psutil():
     """psutil ships inside Ray (ray/thirdparty_files, put on sys.path by ``import ray``)."""
-    import ray  # noqa: F401
-
     import psutil
+    import ray  # noqa: F401
 
     return psutil
 
@@ -181,12 +184,20 @@ def role_of(cmdline: str) -> str:
         return "raylet"
     if exe.endswith("/gcs_server"):
         return "gcs"
-    for key, role in (("RayTrainWorker", "train_worker"), ("SplitCoordinator", "split_coordinator"),
-                      ("TrainController", "train_controller"), ("FooterReader", "parquet_footer_reader"),
-                      ("log_monitor.py", "log_monitor"), ("dashboard/agent.py", "dashboard_agent"),
-                      ("DashboardAgent", "dashboard_agent"), ("RuntimeEnvAgent", "runtime_env_agent"),
-                      ("runtime_env/agent", "runtime_env_agent"), ("autoscaler/_private/monitor.py", "autoscaler_monitor"),
-                      ("dashboard/dashboard.py", "dashboard"), ("ray::IDLE", "idle_ray_worker")):
+    for key, role in (
+        ("RayTrainWorker", "train_worker"),
+        ("SplitCoordinator", "split_coordinator"),
+        ("TrainController", "train_controller"),
+        ("FooterReader", "parquet_footer_reader"),
+        ("log_monitor.py", "log_monitor"),
+        ("dashboard/agent.py", "dashboard_agent"),
+        ("DashboardAgent", "dashboard_agent"),
+        ("RuntimeEnvAgent", "runtime_env_agent"),
+        ("runtime_env/agent", "runtime_env_agent"),
+        ("autoscaler/_private/monitor.py", "autoscaler_monitor"),
+        ("dashboard/dashboard.py", "dashboard"),
+        ("ray::IDLE", "idle_ray_worker"),
+    ):
         if key in cmdline:
             return role
     if cmdline.startswith("ray::"):  # another actor or task: its name (e.g. _StatsActor, PlacementGroupCleaner)
@@ -261,8 +272,9 @@ class RssSampler(threading.Thread):
             self._last_series = now
             busy = ps.cpu_times()
             steal = getattr(busy, "steal", 0.0)  # time the hypervisor gave this VM's CPUs to someone else
-            self.machine.append((wall, busy.user + busy.nice + busy.system + getattr(busy, "irq", 0.0)
-                                 + getattr(busy, "softirq", 0.0)))
+            self.machine.append(
+                (wall, busy.user + busy.nice + busy.system + getattr(busy, "irq", 0.0) + getattr(busy, "softirq", 0.0))
+            )
             self.steal.append((wall, steal))
             self._cpu_point("driver", self.me, wall)
         try:
@@ -318,17 +330,29 @@ class RssSampler(threading.Thread):
 
 
 def summarise_rss(book: dict, series: list | None = None) -> dict:
-    mb = 1024 ** 2
+    mb = 1024**2
     by_role: dict[str, list[dict]] = {}
     for key, mem in book["procs"].items():
-        by_role.setdefault(key.split(":")[0], []).append({"pid": int(key.split(":")[1]), "rss": mem["rss"] / mb,
-                                                          "uss": mem["uss"] / mb})
+        by_role.setdefault(key.split(":")[0], []).append(
+            {"pid": int(key.split(":")[1]), "rss": mem["rss"] / mb, "uss": mem["uss"] / mb}
+        )
     workers = sorted(by_role.get("train_worker", []), key=lambda m: -m["rss"])
-    return {"driver_sampled_mb": book["driver"]["rss"] / mb, "driver_sampled_uss_mb": book["driver"]["uss"] / mb,
-            "roles": {r: {"n": len(v), "max_mb": max(m["rss"] for m in v), "sum_mb": sum(m["rss"] for m in v),
-                          "max_uss_mb": max(m["uss"] for m in v)} for r, v in by_role.items()},
-            "train_workers_mb": [m["rss"] for m in workers], "train_workers_uss_mb": [m["uss"] for m in workers],
-            "train_worker_series": [(t, pid, rss / mb, uss / mb) for t, pid, rss, uss in (series or [])]}
+    return {
+        "driver_sampled_mb": book["driver"]["rss"] / mb,
+        "driver_sampled_uss_mb": book["driver"]["uss"] / mb,
+        "roles": {
+            r: {
+                "n": len(v),
+                "max_mb": max(m["rss"] for m in v),
+                "sum_mb": sum(m["rss"] for m in v),
+                "max_uss_mb": max(m["uss"] for m in v),
+            }
+            for r, v in by_role.items()
+        },
+        "train_workers_mb": [m["rss"] for m in workers],
+        "train_workers_uss_mb": [m["uss"] for m in workers],
+        "train_worker_series": [(t, pid, rss / mb, uss / mb) for t, pid, rss, uss in (series or [])],
+    }
 
 
 # --------------------------------------------------------------------------- child: Ray runs
@@ -360,15 +384,23 @@ def data_only_loop(loop_config: dict) -> None:
             out = [None] * world
             dist.all_gather_object(out, seen)
             seen = sum(out)
-        rates.append({"epoch": epoch + 1, "samples_per_s": seen / elapsed, "seconds": elapsed, "first_batch_s": first,
-                      "after_first_samples_per_s": seen / max(elapsed - (first or 0), 1e-9)})
+        rates.append(
+            {
+                "epoch": epoch + 1,
+                "samples_per_s": seen / elapsed,
+                "seconds": elapsed,
+                "first_batch_s": first,
+                "after_first_samples_per_s": seen / max(elapsed - (first or 0), 1e-9),
+            }
+        )
         ray.train.report(rates[-1])
     if ctx.get_world_rank() == 0:
         Path(loop_config["out"]).write_text(json.dumps(rates))
 
 
-def run_data_only(config, prepared: Path, workers: int, epochs: int, storage: Path, name: str,
-                  materialize: bool | None = None) -> list[dict]:
+def run_data_only(
+    config, prepared: Path, workers: int, epochs: int, storage: Path, name: str, materialize: bool | None = None
+) -> list[dict]:
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -377,8 +409,12 @@ def run_data_only(config, prepared: Path, workers: int, epochs: int, storage: Pa
 
     trainer = TorchTrainer(
         data_only_loop,
-        train_loop_config={"prepared_dir": str(prepared), "batch_size": config.train.batch_size, "epochs": epochs,
-                           "out": str(storage / f"{name}.json")},
+        train_loop_config={
+            "prepared_dir": str(prepared),
+            "batch_size": config.train.batch_size,
+            "epochs": epochs,
+            "out": str(storage / f"{name}.json"),
+        },
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}),
         datasets={"train": training_datasets(prepared, materialize)[0]["train"]},  # as run_training loads it
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
@@ -412,18 +448,35 @@ def child_main(spec_path: Path) -> None:
         counts = json.loads((base / "counts.json").read_text())
         counts["train"] = r["train_rows"]
         seed_run(storage, r["name"], base, Path(r["train_dir"]), counts)
-        print(f"[bench-child] run {r['name']}: {r['model']} x{r['workers']} workers, {r['epochs']} epochs, "
-              f"{r['train_rows']} train rows, load {loadavg()}", flush=True)
+        print(
+            f"[bench-child] run {r['name']}: {r['model']} x{r['workers']} workers, {r['epochs']} epochs, "
+            f"{r['train_rows']} train rows, load {loadavg()}",
+            flush=True,
+        )
         sampler.set_phase(r["name"])
         load_before = os.getloadavg()
         t, t_unix = time.perf_counter(), time.time()
         if r.get("data_only"):
-            history = run_data_only(config, storage / r["name"] / "prepared", r["workers"], r["epochs"], storage,
-                                    r["name"] + "-ray", r.get("materialize"))
+            history = run_data_only(
+                config,
+                storage / r["name"] / "prepared",
+                r["workers"],
+                r["epochs"],
+                storage,
+                r["name"] + "-ray",
+                r.get("materialize"),
+            )
         else:
-            res = run_training(config, data_dir=spec["data_dir"], cache_dir=spec["cache_dir"], workers=r["workers"],
-                               run_name=r["name"], resume=True, loop_options=r.get("loop_options"),
-                               materialize=r.get("materialize"))
+            res = run_training(
+                config,
+                data_dir=spec["data_dir"],
+                cache_dir=spec["cache_dir"],
+                workers=r["workers"],
+                run_name=r["name"],
+                resume=True,
+                loop_options=r.get("loop_options"),
+                materialize=r.get("materialize"),
+            )
             history = res.history
             r = {**r, "materialized": (res.splits or {}).get("materialized")}
         wall = time.perf_counter() - t
@@ -434,14 +487,29 @@ def child_main(spec_path: Path) -> None:
         if steady:  # the windows the reported samples/s comes from (epochs 2..N), summed
             windows = [sampler.cpu_between(h["epoch_end_unix"] - h["epoch_s"], h["epoch_end_unix"]) for h in steady]
             roles = {k for w in windows for k in w["by_role"]}
-            cpu["steady"] = {"by_role": {k: sum(w["by_role"].get(k, 0.0) for w in windows) for k in roles},
-                             **{k: sum(w[k] for w in windows) for k in ("machine_busy", "steal", "wall")}}
-        results.append({**r, "wall_s": wall, "history": history, "load_before": load_before, "cpu": cpu,
-                        "load_after": os.getloadavg(),
-                        "rss": summarise_rss(sampler.peaks.get(r["name"], {"driver": {"rss": 0, "uss": 0}, "procs": {}}),
-                                             sampler.series.get(r["name"]))})
-        print(f"[bench-child] run {r['name']} done in {wall:.0f} s: samples/s per epoch "
-              f"{[round(h.get('samples_per_s', 0)) for h in history]}", flush=True)
+            cpu["steady"] = {
+                "by_role": {k: sum(w["by_role"].get(k, 0.0) for w in windows) for k in roles},
+                **{k: sum(w[k] for w in windows) for k in ("machine_busy", "steal", "wall")},
+            }
+        results.append(
+            {
+                **r,
+                "wall_s": wall,
+                "history": history,
+                "load_before": load_before,
+                "cpu": cpu,
+                "load_after": os.getloadavg(),
+                "rss": summarise_rss(
+                    sampler.peaks.get(r["name"], {"driver": {"rss": 0, "uss": 0}, "procs": {}}),
+                    sampler.series.get(r["name"]),
+                ),
+            }
+        )
+        print(
+            f"[bench-child] run {r['name']} done in {wall:.0f} s: samples/s per epoch "
+            f"{[round(h.get('samples_per_s', 0)) for h in history]}",
+            flush=True,
+        )
     sampler.stop()
     out = {"runs": results, "driver_ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     Path(spec["out"]).write_text(json.dumps(out, indent=1, default=str))
@@ -458,13 +526,20 @@ def run_child(work: Path, group: str, spec: dict, verbose: bool) -> dict:
     log_path.parent.mkdir(exist_ok=True)
     log(f"child '{group}': {len(spec['runs'])} Ray run(s), log -> {log_path}")
     with open(log_path, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--_child", str(spec_path)],
-                                cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--_child", str(spec_path)],
+            cwd=ROOT,
+            env={**os.environ, **ENV},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         last = ""
         for line in proc.stdout:
             fh.write(line)
-            if verbose or (line != last and (line.startswith("[bench-child]") or ("epoch" in line and "done:" in line))):
+            if verbose or (
+                line != last and (line.startswith("[bench-child]") or ("epoch" in line and "done:" in line))
+            ):
                 print("   " + line.rstrip(), flush=True)
             last = line
         rc = proc.wait()
@@ -490,8 +565,7 @@ def load_train_tensors(prepared: Path) -> tuple[dict, int]:
     return model_batch(columns, widths), frame.height
 
 
-def bare_pass(config_path: Path, model_name: str, prepared: Path, tensors: dict, threads: int,
-              warmup: int = 3) -> dict:
+def bare_pass(config_path: Path, model_name: str, prepared: Path, tensors: dict, threads: int, warmup: int = 3) -> dict:
     """One full shuffled pass of forward+backward+Adam over in-memory batches (after ``warmup`` steps)."""
     import numpy as np
     import torch
@@ -513,7 +587,7 @@ def bare_pass(config_path: Path, model_name: str, prepared: Path, tensors: dict,
     n = len(tensors["label"])
     bs = config.train.batch_size
     order = torch.from_numpy(np.random.default_rng(config.train.seed).permutation(n))
-    batches = [{k: v[order[s:s + bs]] for k, v in tensors.items()} for s in range(0, n, bs)]
+    batches = [{k: v[order[s : s + bs]] for k, v in tensors.items()} for s in range(0, n, bs)]
 
     def step(b: dict) -> None:
         loss, _ = total_loss(model(b, items), b["label"], config.model)
@@ -529,9 +603,16 @@ def bare_pass(config_path: Path, model_name: str, prepared: Path, tensors: dict,
     for b in batches:
         step(b)
     elapsed = time.perf_counter() - start
-    return {"model": model_name, "threads": threads, "samples": n, "seconds": elapsed, "samples_per_s": n / elapsed,
-            "main_thread_cpu_s": time.thread_time() - thread_cpu, "process_cpu_s": time.process_time() - process_cpu,
-            "steal_s": getattr(import_psutil().cpu_times(), "steal", 0.0) - steal}
+    return {
+        "model": model_name,
+        "threads": threads,
+        "samples": n,
+        "seconds": elapsed,
+        "samples_per_s": n / elapsed,
+        "main_thread_cpu_s": time.thread_time() - thread_cpu,
+        "process_cpu_s": time.process_time() - process_cpu,
+        "steal_s": getattr(import_psutil().cpu_times(), "steal", 0.0) - steal,
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -562,8 +643,10 @@ def epoch_breakdown(run: dict) -> str:
     hist = steady_epochs(run)
     if not all("epoch_s" in h for h in hist):
         return ""
-    return (f"{sum(h['epoch_s'] for h in hist):.1f} s: {sum(h['data_wait_s'] for h in hist):.2f} s waiting on Ray Data "
-            f"({sum(h['first_batch_s'] for h in hist):.2f} s of it to the first batches)")
+    return (
+        f"{sum(h['epoch_s'] for h in hist):.1f} s: {sum(h['data_wait_s'] for h in hist):.2f} s waiting on Ray Data "
+        f"({sum(h['first_batch_s'] for h in hist):.2f} s of it to the first batches)"
+    )
 
 
 def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[dict], counts: dict, wall: float) -> str:
@@ -571,18 +654,24 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
     for b in bare:
         rounds.setdefault((b["model"], b["threads"]), []).append(b)
     bare_by = {k: sum(x["samples_per_s"] for x in v) / len(v) for k, v in rounds.items()}  # mean of before/after
-    lines = [f"## Training throughput (`{' '.join(machine['argv'])}`)", "",
-             f"Machine: {machine['cores']} logical cores ({machine['physical']} physical), {machine['ram_gb']:.0f} GiB RAM, "
-             f"torch {machine['torch']}, ray {machine['ray']}. Load average (1/5/15 min): before {machine['load_before']}, "
-             f"after {machine['load_after']}. Wall time {wall / 60:.1f} min.", ""]
+    lines = [
+        f"## Training throughput (`{' '.join(machine['argv'])}`)",
+        "",
+        f"Machine: {machine['cores']} logical cores ({machine['physical']} physical), {machine['ram_gb']:.0f} GiB RAM, "
+        f"torch {machine['torch']}, ray {machine['ray']}. Load average (1/5/15 min): before {machine['load_before']}, "
+        f"after {machine['load_after']}. Wall time {wall / 60:.1f} min.",
+        "",
+    ]
     if thr is not None:
         lines += [
             f"Data: built-in `{args.size}` dataset{' cut to %d users' % args.users if args.users else ''}, "
             f"{counts['train']:,} train rows, "
-            + (f"global batch {machine['batch_size']} (strong scaling: each of W workers takes {machine['batch_size']}/W)"
-               if getattr(args, "scaling", "strong") == "strong" else
-               f"batch {machine['batch_size']} per worker (weak scaling: W workers step on a global batch of "
-               f"W x {machine['batch_size']}; the bare loop steps on {machine['batch_size']})")
+            + (
+                f"global batch {machine['batch_size']} (strong scaling: each of W workers takes {machine['batch_size']}/W)"
+                if getattr(args, "scaling", "strong") == "strong"
+                else f"batch {machine['batch_size']} per worker (weak scaling: W workers step on a global batch of "
+                f"W x {machine['batch_size']}; the bare loop steps on {machine['batch_size']})"
+            )
             + f", {args.epochs} epochs per Ray run (the memory runs below use the config's global batch). "
             "Steady state on both sides: Ray = samples/s over epochs 2..N together, as the training loop times "
             "them (from asking Ray Data for an epoch's iterator to its last optimizer step: includes Ray Data's time "
@@ -590,20 +679,25 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
             "warm-up, excluded); bare = one full pass over pre-built in-memory batches after 3 warm-up steps. Like "
             "for like: a Ray run with W workers x T torch threads each is compared with the bare loop at W x T "
             "threads (the same number of compute threads). Per model: bare loop, that model's Ray runs (one fresh "
-            "driver + local Ray), bare loop again; the reference is the mean of the two rounds.", "",
+            "driver + local Ray), bare loop again; the reference is the mean of the two rounds.",
+            "",
             "| what | workers x threads | samples/s | bare ref. (threads) | ratio (target >= 0.8) | W x T x bare at 1 thread "
             "(ratio) | per epoch / per round | epochs 2..N | steal, % of the cores | run wall s | 1-min load start -> end |",
-            "|---|---:|---:|---:|---:|---|---|---|---|---:|---|"]
+            "|---|---:|---:|---:|---:|---|---|---|---|---:|---|",
+        ]
         for model in args.models:
             for (m, threads), got in sorted(rounds.items()):
                 if m != model:
                     continue
                 each = ", ".join(f"{x['samples_per_s']:,.0f}" for x in got)
                 loads = ", ".join(x["load"].split(" / ")[0] for x in got)
-                steal = ", ".join(f"{100 * x['steal_s'] / (machine['cores'] * x['seconds']):.0f}%" for x in got
-                                  if "steal_s" in x)
-                lines.append(f"| {model} bare loop | 1 process x {threads} | {bare_by[(m, threads)]:,.0f} | | | | {each} | "
-                             f"| {steal} | | {loads} |")
+                steal = ", ".join(
+                    f"{100 * x['steal_s'] / (machine['cores'] * x['seconds']):.0f}%" for x in got if "steal_s" in x
+                )
+                lines.append(
+                    f"| {model} bare loop | 1 process x {threads} | {bare_by[(m, threads)]:,.0f} | | | | {each} | "
+                    f"| {steal} | | {loads} |"
+                )
             for run in thr["runs"]:
                 if run["model"] != model or run.get("data_only"):
                     continue
@@ -618,36 +712,47 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
                 perfect = f"{t * single:,.0f} ({r / (t * single):.2f})" if single else "n/a"
                 win = run.get("cpu", {}).get("steady", {})
                 steal = f"{100 * win['steal'] / (machine['cores'] * win['wall']):.0f}%" if win.get("wall") else ""
-                lines.append(f"| {model} Ray pipeline ({how} splits) | {run['workers']} x {tpw} | {r:,.0f} | "
-                             f"{'n/a' if ref is None else f'{ref:,.0f} ({t})'} | {ratio} | {perfect} | {eps} | "
-                             f"{epoch_breakdown(run)} | {steal} | {run['wall_s']:.0f} "
-                             f"| {run['load_before'][0]:.1f} -> {run['load_after'][0]:.1f} |")
+                lines.append(
+                    f"| {model} Ray pipeline ({how} splits) | {run['workers']} x {tpw} | {r:,.0f} | "
+                    f"{'n/a' if ref is None else f'{ref:,.0f} ({t})'} | {ratio} | {perfect} | {eps} | "
+                    f"{epoch_breakdown(run)} | {steal} | {run['wall_s']:.0f} "
+                    f"| {run['load_before'][0]:.1f} -> {run['load_after'][0]:.1f} |"
+                )
         for run in thr["runs"]:
             if run.get("data_only"):
                 h = run["history"][-1]
-                lines.append(f"| Ray Data iteration only (no model; same shard/batch/shuffle) | {run['workers']} | "
-                             f"{last_rate(run):,.0f} | | | | | {h['seconds']:.2f} s, {h['first_batch_s']:.2f} s to the first "
-                             f"batch, then {h['after_first_samples_per_s']:,.0f} samples/s | | {run['wall_s']:.0f} | |")
-        lines += ["", "Where the cores went during the epochs each Ray figure comes from (2..N; core-seconds; the machine has "
-                  f"{machine['cores']} cores, so the window offers {machine['cores']} x wall). Machine busy = all "
-                  "processes on the machine (/proc/stat), of which: the train worker processes, Ray's other processes "
-                  "(SplitCoordinator, TrainController, raylet, gcs, agents, idle workers; the three largest named), this "
-                  "benchmark's driver (the Ray driver plus this script's memory/CPU sampler, whose own share is given), "
-                  "and the rest = processes outside this run (other users of the machine). Steal = CPU time the "
-                  "hypervisor gave this VM's cores to other guests (not in machine busy). Training thread = rank 0's "
-                  "loop thread (`time.thread_time()`); bare = the bare loop's CPU for the same samples per worker at 1 "
-                  "thread: what the same model work costs without Ray.", "",
-                  "| run | wall s (epochs 2..N) | waiting on Ray Data s | machine busy | train workers | other Ray processes | "
-                  "driver (sampler) | outside this run | steal | rank 0 training thread / bare, same samples |",
-                  "|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+                lines.append(
+                    f"| Ray Data iteration only (no model; same shard/batch/shuffle) | {run['workers']} | "
+                    f"{last_rate(run):,.0f} | | | | | {h['seconds']:.2f} s, {h['first_batch_s']:.2f} s to the first "
+                    f"batch, then {h['after_first_samples_per_s']:,.0f} samples/s | | {run['wall_s']:.0f} | |"
+                )
+        lines += [
+            "",
+            "Where the cores went during the epochs each Ray figure comes from (2..N; core-seconds; the machine has "
+            f"{machine['cores']} cores, so the window offers {machine['cores']} x wall). Machine busy = all "
+            "processes on the machine (/proc/stat), of which: the train worker processes, Ray's other processes "
+            "(SplitCoordinator, TrainController, raylet, gcs, agents, idle workers; the three largest named), this "
+            "benchmark's driver (the Ray driver plus this script's memory/CPU sampler, whose own share is given), "
+            "and the rest = processes outside this run (other users of the machine). Steal = CPU time the "
+            "hypervisor gave this VM's cores to other guests (not in machine busy). Training thread = rank 0's "
+            "loop thread (`time.thread_time()`); bare = the bare loop's CPU for the same samples per worker at 1 "
+            "thread: what the same model work costs without Ray.",
+            "",
+            "| run | wall s (epochs 2..N) | waiting on Ray Data s | machine busy | train workers | other Ray processes | "
+            "driver (sampler) | outside this run | steal | rank 0 training thread / bare, same samples |",
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
+        ]
         for run in thr["runs"]:
             hist, win = steady_epochs(run), run.get("cpu", {}).get("steady")
             if run.get("data_only") or win is None:
                 continue
             h = {k: sum(e[k] for e in hist) for k in ("epoch_s", "data_wait_s", "train_thread_cpu_s")}
             per_worker = len(hist) * run["train_rows"] / run["workers"]
-            cpu_per_sample = [b["main_thread_cpu_s"] / b["samples"] for b in rounds.get((run["model"], 1), [])
-                              if "main_thread_cpu_s" in b]
+            cpu_per_sample = [
+                b["main_thread_cpu_s"] / b["samples"]
+                for b in rounds.get((run["model"], 1), [])
+                if "main_thread_cpu_s" in b
+            ]
             bare_cpu = per_worker * sum(cpu_per_sample) / len(cpu_per_sample) if cpu_per_sample else float("nan")
             by_role = dict(win["by_role"])
             workers_cpu, driver_cpu = by_role.pop("train_worker", 0.0), by_role.pop("driver", 0.0)
@@ -655,19 +760,25 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
             top = ", ".join(f"{k} {v:.1f}" for k, v in sorted(by_role.items(), key=lambda kv: -kv[1])[:3] if v >= 0.05)
             outside = win["machine_busy"] - workers_cpu - driver_cpu - others
             sampler = run["cpu"].get("sampler_s", 0.0) * win["wall"] / max(run["wall_s"], 1e-9)  # pro rata
-            lines.append(f"| {run['name']} | {h['epoch_s']:.1f} | {h['data_wait_s']:.2f} | {win['machine_busy']:.1f} | "
-                         f"{workers_cpu:.1f} | {others:.1f} ({top}) | {driver_cpu:.1f} ({sampler:.1f}) | {outside:.1f} | "
-                         f"{win.get('steal', float('nan')):.1f} | {h['train_thread_cpu_s']:.1f} / {bare_cpu:.1f} |")
+            lines.append(
+                f"| {run['name']} | {h['epoch_s']:.1f} | {h['data_wait_s']:.2f} | {win['machine_busy']:.1f} | "
+                f"{workers_cpu:.1f} | {others:.1f} ({top}) | {driver_cpu:.1f} ({sampler:.1f}) | {outside:.1f} | "
+                f"{win.get('steal', float('nan')):.1f} | {h['train_thread_cpu_s']:.1f} / {bare_cpu:.1f} |"
+            )
     if mem is not None:
-        lines += ["", f"Memory: {mem['model']} with {mem['workers']} Ray workers, {mem['epochs']} epoch(s), each case "
-                  f"in a fresh driver + local Ray. {args.mem_factor}x = the 1x train Parquet file(s) written "
-                  f"{args.mem_factor} times (same file and row-group size, same valid split and feature map): only the "
-                  "table size changes. Peak MB; workers sampled with psutil every 0.2 s. RSS includes pages of Ray's "
-                  "shared-memory object store (512 MB, fixed) that a process has read; USS = the process's own "
-                  "(private) pages.", "",
-                  "| train rows | splits | driver peak RSS (ru_maxrss) | driver peak USS | peak RSS per train worker | "
-                  "peak USS per train worker | SplitCoordinator peak RSS | run wall s |",
-                  "|---:|---|---:|---:|---|---|---:|---:|"]
+        lines += [
+            "",
+            f"Memory: {mem['model']} with {mem['workers']} Ray workers, {mem['epochs']} epoch(s), each case "
+            f"in a fresh driver + local Ray. {args.mem_factor}x = the 1x train Parquet file(s) written "
+            f"{args.mem_factor} times (same file and row-group size, same valid split and feature map): only the "
+            "table size changes. Peak MB; workers sampled with psutil every 0.2 s. RSS includes pages of Ray's "
+            "shared-memory object store (512 MB, fixed) that a process has read; USS = the process's own "
+            "(private) pages.",
+            "",
+            "| train rows | splits | driver peak RSS (ru_maxrss) | driver peak USS | peak RSS per train worker | "
+            "peak USS per train worker | SplitCoordinator peak RSS | run wall s |",
+            "|---:|---|---:|---:|---|---|---:|---:|",
+        ]
         by_tag = {}
         for case in mem["cases"]:
             run = case["runs"][0]
@@ -676,16 +787,24 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
             if run.get("materialize") is None:
                 how += f" ({'materialised' if run.get('materialized') else 'streamed'})"
             sc = rss["roles"].get("split_coordinator", {}).get("max_mb", float("nan"))
-            by_tag[run["tag"]] = (case["driver_ru_maxrss_mb"], rss["driver_sampled_uss_mb"], rss["train_workers_mb"],
-                                  rss["train_workers_uss_mb"])
-            lines.append(f"| {run['train_rows']:,} | {how} | {case['driver_ru_maxrss_mb']:,.0f} | "
-                         f"{rss['driver_sampled_uss_mb']:,.0f} | {', '.join(f'{x:,.0f}' for x in rss['train_workers_mb'])} | "
-                         f"{', '.join(f'{x:,.0f}' for x in rss['train_workers_uss_mb'])} | {sc:,.0f} | {run['wall_s']:.0f} |")
+            by_tag[run["tag"]] = (
+                case["driver_ru_maxrss_mb"],
+                rss["driver_sampled_uss_mb"],
+                rss["train_workers_mb"],
+                rss["train_workers_uss_mb"],
+            )
+            lines.append(
+                f"| {run['train_rows']:,} | {how} | {case['driver_ru_maxrss_mb']:,.0f} | "
+                f"{rss['driver_sampled_uss_mb']:,.0f} | {', '.join(f'{x:,.0f}' for x in rss['train_workers_mb'])} | "
+                f"{', '.join(f'{x:,.0f}' for x in rss['train_workers_uss_mb'])} | {sc:,.0f} | {run['wall_s']:.0f} |"
+            )
         for big, small in mem["ratios"]:
             if big in by_tag and small in by_tag:
                 (d2, du2, w2, wu2), (d1, du1, w1, wu1) = by_tag[big], by_tag[small]
-                lines.append(f"| **{big} / {small}** (target <= 1.2) | | **{d2 / d1:.2f}** | **{du2 / du1:.2f}** | "
-                             f"**{max(w2) / max(w1):.2f}** (max worker) | **{max(wu2) / max(wu1):.2f}** (max worker) | | |")
+                lines.append(
+                    f"| **{big} / {small}** (target <= 1.2) | | **{d2 / d1:.2f}** | **{du2 / du1:.2f}** | "
+                    f"**{max(w2) / max(w1):.2f}** (max worker) | **{max(wu2) / max(wu1):.2f}** (max worker) | | |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -694,38 +813,66 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "_work" / "train_throughput"),
-                        help="artefacts, dataset and encode cache (reused); default: %(default)s")
-    parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"),
-                        help="base experiment config (audio encoder switched to logmel); default: %(default)s")
+    parser.add_argument(
+        "--work-dir",
+        default=str(ROOT / "benchmarks" / "_work" / "train_throughput"),
+        help="artefacts, dataset and encode cache (reused); default: %(default)s",
+    )
+    parser.add_argument(
+        "--config",
+        default=str(ROOT / "configs" / "default.yaml"),
+        help="base experiment config (audio encoder switched to logmel); default: %(default)s",
+    )
     parser.add_argument("--size", choices=["small", "medium"], default="small", help="built-in dataset size")
     parser.add_argument("--users", type=int, default=0, help="keep only the first N users (0 = all)")
     parser.add_argument("--models", nargs="+", default=["marn", "din"], help="models to time")
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="Ray worker counts")
-    parser.add_argument("--scaling", choices=["strong", "weak"], default="strong",
-                        help="strong: the config's global batch split over the W workers; weak: each worker takes "
-                        "the config's batch (the bare loop's batch), a global batch of W x batch")
-    parser.add_argument("--epochs", type=int, default=4,
-                        help="epochs per Ray throughput run (epochs 2..N are reported; epoch 1 is warm-up)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2,
-                        help="torch threads per worker of the extra 1-worker diagnostic run (and a bare-loop thread "
-                             "count measured in any case); default: %(default)s")
-    parser.add_argument("--materialize", choices=["auto", "on", "off"], default="auto",
-                        help="train/valid splits of the throughput runs: run_training's size rule (auto), kept in the "
-                             "object store (on) or streamed from Parquet every epoch (off)")
-    parser.add_argument("--prefetch-batches", type=int, default=None, help="the loop's prefetch_batches (default: its own)")
+    parser.add_argument(
+        "--scaling",
+        choices=["strong", "weak"],
+        default="strong",
+        help="strong: the config's global batch split over the W workers; weak: each worker takes "
+        "the config's batch (the bare loop's batch), a global batch of W x batch",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=4,
+        help="epochs per Ray throughput run (epochs 2..N are reported; epoch 1 is warm-up)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="torch threads per worker of the extra 1-worker diagnostic run (and a bare-loop thread "
+        "count measured in any case); default: %(default)s",
+    )
+    parser.add_argument(
+        "--materialize",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="train/valid splits of the throughput runs: run_training's size rule (auto), kept in the "
+        "object store (on) or streamed from Parquet every epoch (off)",
+    )
+    parser.add_argument(
+        "--prefetch-batches", type=int, default=None, help="the loop's prefetch_batches (default: its own)"
+    )
     parser.add_argument("--mem-model", default="marn", help="model of the memory runs")
     parser.add_argument("--mem-workers", type=int, default=2, help="Ray workers of the memory runs")
     parser.add_argument("--mem-epochs", type=int, default=1, help="epochs of each memory run")
     parser.add_argument("--mem-factor", type=int, default=10, help="how many times the train table is repeated")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput runs and the bare loop")
-    parser.add_argument("--no-diagnostics", action="store_true",
-                        help="skip the data-only run and the threads_per_worker=--threads run")
+    parser.add_argument(
+        "--no-diagnostics", action="store_true", help="skip the data-only run and the threads_per_worker=--threads run"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: only the first 150 users (~12k train rows)")
     parser.add_argument("--verbose", action="store_true", help="stream the Ray children's full output")
-    parser.add_argument("--report-only", action="store_true",
-                        help="re-print the report from <work-dir>/results.json of an earlier run; measures nothing")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-print the report from <work-dir>/results.json of an earlier run; measures nothing",
+    )
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
@@ -736,8 +883,17 @@ def main() -> None:
     if args.report_only:
         saved = json.loads((Path(args.work_dir) / "results.json").read_text())
         vars(args).update(saved.get("args", {}))
-        print(report(args, saved["machine"], saved["throughput"], saved["memory"], saved["bare"], saved["counts"],
-                     saved["wall_s"]))
+        print(
+            report(
+                args,
+                saved["machine"],
+                saved["throughput"],
+                saved["memory"],
+                saved["bare"],
+                saved["counts"],
+                saved["wall_s"],
+            )
+        )
         return
     started = time.perf_counter()
     import ray
@@ -745,10 +901,15 @@ def main() -> None:
 
     psutil = import_psutil()
 
-    machine = {"argv": [".venv/bin/python", "benchmarks/train_throughput.py", *sys.argv[1:]],
-               "cores": os.cpu_count(), "physical": psutil.cpu_count(logical=False),
-               "ram_gb": psutil.virtual_memory().total / 1024 ** 3, "torch": torch.__version__, "ray": ray.__version__,
-               "load_before": loadavg()}
+    machine = {
+        "argv": [".venv/bin/python", "benchmarks/train_throughput.py", *sys.argv[1:]],
+        "cores": os.cpu_count(),
+        "physical": psutil.cpu_count(logical=False),
+        "ram_gb": psutil.virtual_memory().total / 1024**3,
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "load_before": loadavg(),
+    }
     log(f"machine: {machine['cores']} cores, load average {machine['load_before']}")
     work = Path(args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -768,42 +929,72 @@ def main() -> None:
     storage = work / "runs"
     if storage.exists():
         shutil.rmtree(storage)
-    common = {"config": str(config_path), "data_dir": str(data_dir), "cache_dir": str(cache_dir),
-              "storage": str(storage), "prepared_base": str(base)}
+    common = {
+        "config": str(config_path),
+        "data_dir": str(data_dir),
+        "cache_dir": str(cache_dir),
+        "storage": str(storage),
+        "prepared_base": str(base),
+    }
     bare: list[dict] = []
     thr = mem = None
 
     if not args.no_throughput:
         materialize = {"auto": None, "on": True, "off": False}[args.materialize]
         base_options = {} if args.prefetch_batches is None else {"prefetch_batches": args.prefetch_batches}
-        common_run = {"epochs": args.epochs, "train_dir": str(base / "train"), "train_rows": counts["train"],
-                      "materialize": materialize}
+        common_run = {
+            "epochs": args.epochs,
+            "train_dir": str(base / "train"),
+            "train_rows": counts["train"],
+            "materialize": materialize,
+        }
+
         # strong scaling: every run has the config's global batch (each of W workers takes batch/W); weak
         # scaling: each worker takes the config's batch (a global batch of W x batch), as the bare loop does.
         def batch_of(w: int) -> dict:
             return {"batch_size": w * machine["batch_size"]} if args.scaling == "weak" else {}
 
-        groups: dict[str, list[dict]] = {m: [{"name": f"{m}-w{w}", "model": m, "workers": w, **common_run,
-                                              **batch_of(w), "loop_options": dict(base_options)}
-                                             for w in args.workers]
-                                         for m in args.models}
+        groups: dict[str, list[dict]] = {
+            m: [
+                {
+                    "name": f"{m}-w{w}",
+                    "model": m,
+                    "workers": w,
+                    **common_run,
+                    **batch_of(w),
+                    "loop_options": dict(base_options),
+                }
+                for w in args.workers
+            ]
+            for m in args.models
+        }
         if not args.no_diagnostics:
             m = args.models[0]
             if args.threads != 1:
-                groups[m].append({"name": f"{m}-w1-t{args.threads}", "model": m, "workers": 1, **common_run,
-                                  "loop_options": {**base_options, "threads_per_worker": args.threads}})
+                groups[m].append(
+                    {
+                        "name": f"{m}-w1-t{args.threads}",
+                        "model": m,
+                        "workers": 1,
+                        **common_run,
+                        "loop_options": {**base_options, "threads_per_worker": args.threads},
+                    }
+                )
             groups[m].append({"name": "data-only-w1", "model": m, "workers": 1, **common_run, "data_only": True})
         # like for like: the bare loop at every total thread count a Ray run uses (workers x threads_per_worker)
-        thread_counts = sorted({compute_threads(r) for g in groups.values() for r in g if not r.get("data_only")}
-                               | {args.threads})
+        thread_counts = sorted(
+            {compute_threads(r) for g in groups.values() for r in g if not r.get("data_only")} | {args.threads}
+        )
         tensors, _ = load_train_tensors(base)  # in-memory tensors, loaded once, in this process (no Ray here)
 
         def bare_round(model: str, when: str) -> None:
             for threads in thread_counts:
                 res = {**bare_pass(config_path, model, base, tensors, threads), "when": when, "load": loadavg()}
                 bare.append(res)
-                log(f"bare {model} {threads} thread(s) ({when} Ray): {res['samples_per_s']:,.0f} samples/s "
-                    f"({res['seconds']:.1f} s), load {res['load']}")
+                log(
+                    f"bare {model} {threads} thread(s) ({when} Ray): {res['samples_per_s']:,.0f} samples/s "
+                    f"({res['seconds']:.1f} s), load {res['load']}"
+                )
 
         # Per model: bare loop, then that model's Ray runs in one fresh driver + local Ray, then the bare loop
         # again; the reference is the mean of the two rounds (load drifts on a shared machine, so the bare
@@ -812,8 +1003,9 @@ def main() -> None:
         for model, runs in groups.items():
             bare_round(model, "before")
             # memory sampled every 1 s and without USS: the sampler's own CPU should not slow the runs timed
-            thr["runs"] += run_child(work, f"throughput-{model}", {**common, "runs": runs, "interval": 1.0,
-                                                                   "uss": False}, args.verbose)["runs"]
+            thr["runs"] += run_child(
+                work, f"throughput-{model}", {**common, "runs": runs, "interval": 1.0, "uss": False}, args.verbose
+            )["runs"]
             bare_round(model, "after")
         del tensors
 
@@ -821,13 +1013,26 @@ def main() -> None:
         # 3. memory: each case in a fresh driver + Ray. What users get (auto) at 1x and at factor x, and 1x
         # streamed: auto materialises a small split, so "factor x / 1x streamed" compares streaming with streaming.
         f = f"{args.mem_factor}x"
-        mem = {"model": args.mem_model, "workers": args.mem_workers, "epochs": args.mem_epochs, "cases": [],
-               "ratios": [(f"{f} auto", "1x auto"), (f"{f} auto", "1x streamed")]}
+        mem = {
+            "model": args.mem_model,
+            "workers": args.mem_workers,
+            "epochs": args.mem_epochs,
+            "cases": [],
+            "ratios": [(f"{f} auto", "1x auto"), (f"{f} auto", "1x streamed")],
+        }
 
         def mem_case(tag: str, train_dir: Path, rows: int, materialize: bool | None) -> dict:
             name = "mem-" + tag.replace(" ", "-")
-            run = {"name": name, "tag": tag, "model": args.mem_model, "workers": args.mem_workers,
-                   "epochs": args.mem_epochs, "train_dir": str(train_dir), "train_rows": rows, "materialize": materialize}
+            run = {
+                "name": name,
+                "tag": tag,
+                "model": args.mem_model,
+                "workers": args.mem_workers,
+                "epochs": args.mem_epochs,
+                "train_dir": str(train_dir),
+                "train_rows": rows,
+                "materialize": materialize,
+            }
             case = run_child(work, name, {**common, "runs": [run]}, args.verbose)
             mem["cases"].append(case)
             return case["runs"][0]
@@ -842,9 +1047,21 @@ def main() -> None:
     wall = time.perf_counter() - started
     text = report(args, machine, thr, mem, bare, counts, wall)
     (work / "report.md").write_text(text)
-    (work / "results.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k not in ("report_only", "_child")},
-                                                   "machine": machine, "throughput": thr, "bare": bare, "memory": mem,
-                                                   "counts": counts, "wall_s": wall}, indent=1, default=str))
+    (work / "results.json").write_text(
+        json.dumps(
+            {
+                "args": {k: v for k, v in vars(args).items() if k not in ("report_only", "_child")},
+                "machine": machine,
+                "throughput": thr,
+                "bare": bare,
+                "memory": mem,
+                "counts": counts,
+                "wall_s": wall,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     print("\n" + text)
     log(f"done in {wall / 60:.1f} min; report -> {work / 'report.md'}")
 

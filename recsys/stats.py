@@ -67,8 +67,11 @@ def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | N
 
 
 def _as_runs(scores: np.ndarray | Sequence[np.ndarray], n: int, name: str) -> list[np.ndarray]:
-    runs = [np.asarray(scores, dtype=np.float64)] if isinstance(scores, np.ndarray) and scores.ndim == 1 \
+    runs = (
+        [np.asarray(scores, dtype=np.float64)]
+        if isinstance(scores, np.ndarray) and scores.ndim == 1
         else [np.asarray(s, dtype=np.float64) for s in scores]
+    )
     if not runs:
         raise ValueError(f"{name}: no score vector given")
     for s in runs:
@@ -105,8 +108,14 @@ def paired_bootstrap_auc(
     n_users = int(user_code.max()) + 1 if n else 0
     observed = diff(np.ones(n))
     rng = np.random.default_rng(seed)
-    diffs = np.array([diff(np.bincount(rng.integers(0, n_users, n_users), minlength=n_users)[user_code].astype(np.float64))
-                      for _ in range(n_boot)] if n_users else [])
+    diffs = np.array(
+        [
+            diff(np.bincount(rng.integers(0, n_users, n_users), minlength=n_users)[user_code].astype(np.float64))
+            for _ in range(n_boot)
+        ]
+        if n_users
+        else []
+    )
     diffs = diffs[~np.isnan(diffs)]
     if len(diffs) == 0:
         return PairedTest(observed, float("nan"), float("nan"), float("nan"), 0, n_users)

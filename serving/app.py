@@ -77,7 +77,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     configure_logging()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
+    async def lifespan(app: FastAPI):
         torch.set_num_threads(settings.torch_threads)
         service = await run_in_threadpool(ScoringService.start, settings)
         app.state.service = service
@@ -88,7 +88,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="recsys scoring service",
         version=__version__,
-        description="Click probabilities from a MARN (or baseline) checkpoint, for catalogue and newly registered items.",
+        description="Click probabilities from a MARN (or baseline) checkpoint, "
+        "for catalogue and newly registered items.",
         lifespan=lifespan,
     )
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
@@ -121,45 +122,85 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         service = getattr(request.app.state, "service", None)
         if service is None:
             return _json({"ready": False}, 503)
-        return _json({"ready": True, "model_version": service.model.version, "catalogue_items": service.model.catalogue.n - 1,
-                      "pid": service.pid})
+        return _json(
+            {
+                "ready": True,
+                "model_version": service.model.version,
+                "catalogue_items": service.model.catalogue.n - 1,
+                "pid": service.pid,
+            }
+        )
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (all workers)")
     async def metrics(request: Request) -> Response:
         service = getattr(request.app.state, "service", None)
         if service is not None:
-            set_model(service.model.version, getattr(request.app.state, "reported_version", None),
-                      service.model.catalogue.n - 1)
+            set_model(
+                service.model.version,
+                getattr(request.app.state, "reported_version", None),
+                service.model.catalogue.n - 1,
+            )
             request.app.state.reported_version = service.model.version
         body, content_type = render_metrics()
         return Response(body, media_type=content_type)
 
     # ------------------------------------------------------------------ scoring
-    @app.post("/v1/score", response_model=ScoreResponse, tags=["scoring"],
-              summary="Click probabilities of candidates for a user")
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        tags=["scoring"],
+        summary="Click probabilities of candidates for a user",
+    )
     async def score(body: ScoreRequest, service: ScoringService = Depends(service_of)) -> Response:
         result = service.score(body.user_id, body.candidates, body.history, body.context, body.top_k)
         scores = [{"item_id": i, "score": float(p)} for i, p in zip(result.item_ids, result.scores.tolist())]
-        return _json({"model_version": result.version, "user_id": body.user_id, "history_source": result.history_source,
-                      "scores": scores})
+        return _json(
+            {
+                "model_version": result.version,
+                "user_id": body.user_id,
+                "history_source": result.history_source,
+                "scores": scores,
+            }
+        )
 
     # ------------------------------------------------------------------ items
-    @app.post("/v1/items", response_model=ItemResponse, tags=["items"], openapi_extra=_ITEM_BODY,
-              summary="Register or update an item from its content; scorable when this returns")
+    @app.post(
+        "/v1/items",
+        response_model=ItemResponse,
+        tags=["items"],
+        openapi_extra=_ITEM_BODY,
+        summary="Register or update an item from its content; scorable when this returns",
+    )
     async def put_item(request: Request, service: ScoringService = Depends(service_of)) -> Response:
         body, files = await _item_request(request, settings.max_body_bytes)
         image = files.get("image") or _b64(body.image_base64, "image_base64")
         audio = files.get("audio") or _b64(body.audio_base64, "audio_base64")
         content = ItemContent(body.title, image, audio, body.vectors)
         info = await run_in_threadpool(service.register_item, body.item_id, content, dict(body.attributes))
-        return _json({"item_id": info.item_id, "source": info.source, "modalities": info.modalities, "cold": info.cold,
-                      "model_version": service.model.version}, 201)
+        return _json(
+            {
+                "item_id": info.item_id,
+                "source": info.source,
+                "modalities": info.modalities,
+                "cold": info.cold,
+                "model_version": service.model.version,
+            },
+            201,
+        )
 
     @app.get("/v1/items/{item_id}", response_model=ItemResponse, tags=["items"], summary="A scorable item")
     async def get_item(item_id: int, service: ScoringService = Depends(service_of)) -> Response:
         info, extra = service.item(item_id)
-        return _json({"item_id": info.item_id, "source": info.source, "modalities": info.modalities, "cold": info.cold,
-                      "model_version": service.model.version, **extra})
+        return _json(
+            {
+                "item_id": info.item_id,
+                "source": info.source,
+                "modalities": info.modalities,
+                "cold": info.cold,
+                "model_version": service.model.version,
+                **extra,
+            }
+        )
 
     # ------------------------------------------------------------------ users
     @app.get("/v1/users/{user_id}", response_model=UserResponse, tags=["users"], summary="A user's stored state")
@@ -167,40 +208,65 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         state = service.user(user_id)
         return {"user_id": state.user_id, "history": state.history, "attributes": state.attributes}
 
-    @app.put("/v1/users/{user_id}", response_model=UserResponse, tags=["users"],
-             summary="Replace a user's history and attributes")
+    @app.put(
+        "/v1/users/{user_id}",
+        response_model=UserResponse,
+        tags=["users"],
+        summary="Replace a user's history and attributes",
+    )
     async def put_user(user_id: int, body: UserRequest, service: ScoringService = Depends(service_of)) -> dict:
         state = service.put_user(user_id, body.history, dict(body.attributes))
         return {"user_id": state.user_id, "history": state.history, "attributes": state.attributes}
 
-    @app.post("/v1/users/{user_id}/events", response_model=UserResponse, tags=["users"],
-              summary="Append clicked items to a user's history")
+    @app.post(
+        "/v1/users/{user_id}/events",
+        response_model=UserResponse,
+        tags=["users"],
+        summary="Append clicked items to a user's history",
+    )
     async def add_events(user_id: int, body: EventsRequest, service: ScoringService = Depends(service_of)) -> dict:
         state = service.add_events(user_id, body.clicked)
         return {"user_id": state.user_id, "history": state.history, "attributes": state.attributes}
 
     # ------------------------------------------------------------------ admin
-    @app.post("/v1/admin/reload", response_model=ReloadResponse, tags=["admin"], dependencies=[Depends(require_admin)],
-              summary="Load, validate and atomically swap in a checkpoint; a bad one is refused, the old keeps serving")
+    @app.post(
+        "/v1/admin/reload",
+        response_model=ReloadResponse,
+        tags=["admin"],
+        dependencies=[Depends(require_admin)],
+        summary="Load, validate and atomically swap in a checkpoint; a bad one is refused, the old keeps serving",
+    )
     async def reload(body: ReloadRequest, service: ScoringService = Depends(service_of)) -> dict:
         try:
             result = await run_in_threadpool(service.reload, body.checkpoint)
         except ServingError as exc:
             SWAPS.labels(outcome="refused").inc()
-            raise ServingError(exc.status, exc.field, f"refused, still serving {service.model.version}: {exc.message}",
-                               exc.ids) from None
+            raise ServingError(
+                exc.status, exc.field, f"refused, still serving {service.model.version}: {exc.message}", exc.ids
+            ) from None
         except RecsysError as exc:  # CheckpointError: missing, corrupt, incompatible files
             SWAPS.labels(outcome="refused").inc()
             raise ServingError(422, "checkpoint", f"refused, still serving {service.model.version}: {exc}") from None
         SWAPS.labels(outcome="swapped").inc()
-        return {"status": "swapped", "model_version": result.version, "previous_version": result.previous,
-                "checkpoint": result.path, "seconds": round(result.seconds, 3)}
+        return {
+            "status": "swapped",
+            "model_version": result.version,
+            "previous_version": result.previous,
+            "checkpoint": result.path,
+            "seconds": round(result.seconds, 3),
+        }
 
     @app.get("/v1/admin/model", tags=["admin"], dependencies=[Depends(require_admin)], summary="The served model")
     async def model_info(service: ScoringService = Depends(service_of)) -> dict:
         model = service.model
-        return {"model_version": model.version, "checkpoint": service.model_path, "model": model.checkpoint.config.model.name,
-                "catalogue_items": model.catalogue.n - 1, "registered_items": len(model.registered), "pid": service.pid}
+        return {
+            "model_version": model.version,
+            "checkpoint": service.model_path,
+            "model": model.checkpoint.config.model.name,
+            "catalogue_items": model.catalogue.n - 1,
+            "registered_items": len(model.registered),
+            "pid": service.pid,
+        }
 
     return app
 

@@ -91,7 +91,9 @@ class ContentEncoders:
             if data is None or modality in out:
                 continue
             if modality not in self._encoders:
-                raise ContentError(modality, f"this model has no {modality} encoder; its modalities: {sorted(self.dims)}")
+                raise ContentError(
+                    modality, f"this model has no {modality} encoder; its modalities: {sorted(self.dims)}"
+                )
             try:
                 decoded = decode(data)
             except MediaError as exc:

@@ -77,8 +77,12 @@ class Catalogue:
         rows = [get(i, -1) for i in item_ids]
         if -1 in rows:
             unknown = list(dict.fromkeys(i for i, r in zip(item_ids, rows) if r < 0))
-            raise ServingError(422, field, f"{len(unknown)} unknown item id(s) (not in the catalogue; register new items "
-                               "with POST /v1/items)", unknown[:20])
+            raise ServingError(
+                422,
+                field,
+                f"{len(unknown)} unknown item id(s) (not in the catalogue; register new items with POST /v1/items)",
+                unknown[:20],
+            )
         return np.asarray(rows, dtype=np.int64)
 
 
@@ -105,8 +109,13 @@ class ServedModel:
 
     # ---------------------------------------------------------------- building
     @classmethod
-    def load(cls, path: str | Path, registered: list[StoredItem] = (), vectors: dict | None = None,
-             serving_config: ExperimentConfig | None = None) -> "ServedModel":
+    def load(
+        cls,
+        path: str | Path,
+        registered: list[StoredItem] = (),
+        vectors: dict | None = None,
+        serving_config: ExperimentConfig | None = None,
+    ) -> ServedModel:
         """Load, check and warm a checkpoint. Raises CheckpointError / ServingError with the reason.
 
         With ``serving_config`` (the config being served), a checkpoint whose features or
@@ -124,14 +133,20 @@ class ServedModel:
         items = ItemInputs.from_table(table)
         with torch.inference_mode():
             rows = torch.arange(table.n_items + 1)
-            reps = torch.cat([torch_model.item_representations(rows[s : s + CHUNK], items).rep for s in range(0, len(rows), CHUNK)])
+            reps = torch.cat(
+                [torch_model.item_representations(rows[s : s + CHUNK], items).rep for s in range(0, len(rows), CHUNK)]
+            )
         bad = (~torch.isfinite(reps).all(dim=1)).nonzero().flatten()
         if len(bad):
             ids = [int(table.item_ids[r - 1]) for r in bad.tolist() if r > 0][:10]
             raise ServingError(422, "checkpoint", f"non-finite item representations for {len(bad)} item(s)", ids)
         row_of = {int(i): r + 1 for r, i in enumerate(table.item_ids)}
-        served = cls(checkpoint, ContentEncoders(checkpoint.config.encoders, table.dims()), model_version(checkpoint),
-                     Catalogue(reps, row_of, len(reps)))
+        served = cls(
+            checkpoint,
+            ContentEncoders(checkpoint.config.encoders, table.dims()),
+            model_version(checkpoint),
+            Catalogue(reps, row_of, len(reps)),
+        )
         if registered:
             served.add_items(list(registered), vectors or {})
         served.canary()
@@ -149,7 +164,7 @@ class ServedModel:
 
     # ---------------------------------------------------------------- items
     @property
-    def feature_map(self):  # noqa: ANN201 - FeatureMap
+    def feature_map(self):
         return self.checkpoint.feature_map
 
     def attribute_fields(self) -> dict[str, str]:
@@ -183,7 +198,9 @@ class ServedModel:
             )
         new_table = build_item_table(frame, fm, per_modality, fitted=table.stats)
         with torch.inference_mode():
-            reps = self.checkpoint.model.item_representations(torch.arange(1, len(items) + 1), ItemInputs.from_table(new_table)).rep
+            reps = self.checkpoint.model.item_representations(
+                torch.arange(1, len(items) + 1), ItemInputs.from_table(new_table)
+            ).rep
         if not torch.isfinite(reps).all():
             raise ServingError(422, "item", "non-finite item representation", [it.item_id for it in items][:20])
         with self._write_lock:
@@ -198,7 +215,9 @@ class ServedModel:
             for k, it in enumerate(items):
                 row_of[it.item_id] = n + k
                 present = [m for m in new_table.modalities if new_table.masks[m][k + 1]]
-                self.registered[it.item_id] = ItemInfo(it.item_id, "registered", present, bool(new_table.id_index[k + 1] == OOV))
+                self.registered[it.item_id] = ItemInfo(
+                    it.item_id, "registered", present, bool(new_table.id_index[k + 1] == OOV)
+                )
             self.catalogue = Catalogue(buffer, row_of, n + len(items))
 
     def item_info(self, item_id: int) -> ItemInfo | None:
@@ -208,21 +227,25 @@ class ServedModel:
         row = table._row_of.get(item_id)
         if row is None:
             return None
-        return ItemInfo(item_id, "catalogue", [m for m in table.modalities if table.masks[m][row]],
-                        bool(table.id_index[row] == OOV))
+        return ItemInfo(
+            item_id, "catalogue", [m for m in table.modalities if table.masks[m][row]], bool(table.id_index[row] == OOV)
+        )
 
     # ---------------------------------------------------------------- request features
     def user_features(self, user_id: int, attributes: dict) -> np.ndarray:
         """(U,) user field indices: the layout of ``encode_users``, one value at a time (FeatureMap.encode_value)."""
         fm = self.feature_map
         extra = [f.name for f in fm.by("user", "categorical") if f.name != "user_id"]
-        return np.array([fm.encode_value("user_id", user_id), *(fm.encode_value(n, attributes.get(n)) for n in extra)],
-                        dtype=np.int64)
+        return np.array(
+            [fm.encode_value("user_id", user_id), *(fm.encode_value(n, attributes.get(n)) for n in extra)],
+            dtype=np.int64,
+        )
 
     def context_fields(self) -> dict[str, str]:
         fm = self.feature_map
         return {f.name: "categorical" for f in fm.by("context", "categorical")} | {
-            f.name: "numeric" for f in fm.by("context", "numeric")}
+            f.name: "numeric" for f in fm.by("context", "numeric")
+        }
 
     def context_features(self, context: dict) -> tuple[np.ndarray, np.ndarray]:
         """(C,) categorical indices and (K,) standardised numbers: the layout of ``encode_context``."""
@@ -230,7 +253,9 @@ class ServedModel:
         fields = self.context_fields()
         unknown = sorted(set(context) - set(fields))
         if unknown:
-            raise ServingError(422, "context", f"unknown field(s) {unknown}; this model's context fields: {sorted(fields)}")
+            raise ServingError(
+                422, "context", f"unknown field(s) {unknown}; this model's context fields: {sorted(fields)}"
+            )
         numeric = []
         for f in fm.by("context", "numeric"):
             value = context.get(f.name)
@@ -241,12 +266,18 @@ class ServedModel:
         return np.array(categorical, dtype=np.int64), np.array(numeric, dtype=np.float32)
 
     # ---------------------------------------------------------------- scoring
-    def score(self, user: np.ndarray, context: tuple[np.ndarray, np.ndarray], history: list[int],
-              candidates: list[int], catalogue: Catalogue | None = None) -> np.ndarray:
+    def score(
+        self,
+        user: np.ndarray,
+        context: tuple[np.ndarray, np.ndarray],
+        history: list[int],
+        candidates: list[int],
+        catalogue: Catalogue | None = None,
+    ) -> np.ndarray:
         """Click probabilities of ``candidates`` (item ids) for one user, history oldest first."""
         cat = catalogue or self.catalogue
         cand_rows = torch.from_numpy(cat.rows(candidates, "candidates"))
-        recent = history[-self.feature_map.max_history:] if self.feature_map.max_history else []
+        recent = history[-self.feature_map.max_history :] if self.feature_map.max_history else []
         # Only the real history positions: padding has weight exactly 0 in every sequence encoder
         # (and carries the GRU state through), so a short history costs less and scores the same.
         # One padded position stands for an empty history.

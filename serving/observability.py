@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 log = logging.getLogger("recsys.serving.access")
 
+
 def _multiprocess() -> bool:
     """Whether metric values live in files shared by the workers (the env var was set before import)."""
     from prometheus_client import values
@@ -26,13 +27,18 @@ def _multiprocess() -> bool:
 
 _MULTIPROC = _multiprocess()
 
-REQUESTS = Counter("recsys_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"])
+REQUESTS = Counter(
+    "recsys_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
+)
 LATENCY = Histogram(
-    "recsys_http_request_duration_seconds", "HTTP request latency by route", ["route"],
+    "recsys_http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
 )
-MODEL_INFO = Gauge("recsys_model_info", "The model version a worker serves (value 1)", ["version"],
-                   multiprocess_mode="liveall")
+MODEL_INFO = Gauge(
+    "recsys_model_info", "The model version a worker serves (value 1)", ["version"], multiprocess_mode="liveall"
+)
 CATALOGUE = Gauge("recsys_catalogue_items", "Items the worker can score", multiprocess_mode="livemax")
 SWAPS = Counter("recsys_model_swaps_total", "Model reloads by outcome", ["outcome"])
 
@@ -59,8 +65,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, pid, and the message (a dict message is merged in)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-               "level": record.levelname.lower(), "logger": record.name, "pid": record.process}
+        out = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+        }
         if isinstance(record.msg, dict):
             out.update(record.msg)
         else:
@@ -86,8 +96,11 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 def _json_error(status: int, message: str) -> tuple[dict, bytes]:
     body = json.dumps({"detail": {"field": "body", "message": message}}).encode()
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }
     return start, body
 
 
@@ -105,12 +118,17 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), None) or uuid.uuid4().hex[:16]
+        request_id = (
+            next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), None) or uuid.uuid4().hex[:16]
+        )
         status = 500
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            start, body = _json_error(413, f"request body of {int(declared)} bytes is over the limit of "
-                                      f"{self.max_body_bytes} bytes (serve.max_body_mb)")
+            start, body = _json_error(
+                413,
+                f"request body of {int(declared)} bytes is over the limit of "
+                f"{self.max_body_bytes} bytes (serve.max_body_mb)",
+            )
             await send(start)
             await send({"type": "http.response.body", "body": body})
             self._record(scope, 413, started, request_id)
@@ -135,16 +153,23 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode()),
-                                                   (b"x-recsys-worker", self.pid)]}
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", []),
+                        (b"x-request-id", request_id.encode()),
+                        (b"x-recsys-worker", self.pid),
+                    ],
+                }
             await send(message)
 
         try:
             await self.app(scope, limited_receive, send_wrapper)
         except _BodyTooLarge:
             if not response_started:
-                start, body = _json_error(413, f"request body over the limit of {self.max_body_bytes} bytes "
-                                          "(serve.max_body_mb)")
+                start, body = _json_error(
+                    413, f"request body over the limit of {self.max_body_bytes} bytes (serve.max_body_mb)"
+                )
                 await send(start)
                 await send({"type": "http.response.body", "body": body})
             status = 413
@@ -159,8 +184,17 @@ class ObservabilityMiddleware:
         REQUESTS.labels(route=route, method=scope["method"], status=str(status)).inc()
         LATENCY.labels(route=route).observe(seconds)
         if self.access_log:
-            log.info({"event": "request", "method": scope["method"], "path": scope["path"], "route": route,
-                      "status": status, "ms": round(seconds * 1000, 3), "request_id": request_id})
+            log.info(
+                {
+                    "event": "request",
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": route,
+                    "status": status,
+                    "ms": round(seconds * 1000, 3),
+                    "request_id": request_id,
+                }
+            )
 
 
 class _BodyTooLarge(Exception):

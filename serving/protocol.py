@@ -9,6 +9,7 @@ The fast C parser (httptools) is used when installed, else h11.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 try:
@@ -23,8 +24,6 @@ class NoDelayHTTPProtocol(_Base):  # type: ignore[misc, valid-type]
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         super().connection_made(transport)

@@ -17,7 +17,8 @@ class ScoreRequest(Strict):
     user_id: int = Field(description="the user; unknown users are scored as new users (no stored history)")
     candidates: list[int] = Field(min_length=1, description="item ids to score (catalogue or registered items)")
     history: list[int] | None = Field(
-        None, description="the user's clicked items, oldest first; omitted: the history the service keeps")
+        None, description="the user's clicked items, oldest first; omitted: the history the service keeps"
+    )
     context: dict[str, Scalar] = Field(default_factory=dict, description="context features, e.g. hour, device")
     top_k: int | None = Field(None, ge=1, description="return only the k best candidates, best first")
 

@@ -49,7 +49,9 @@ def prepare_state(checkpoint_dir: str | Path, options: ServeOptions) -> ServeSet
         state_dir.mkdir(parents=True, exist_ok=True)
         store = Store.create(state_dir / "serving.db")
     except OSError as exc:
-        raise ConfigError(f"serve.state_dir: cannot create the serving state in {state_dir}: {exc.strerror or exc}") from None
+        raise ConfigError(
+            f"serve.state_dir: cannot create the serving state in {state_dir}: {exc.strerror or exc}"
+        ) from None
     store.set_active_model(str(checkpoint_dir), model_version(checkpoint))
     data_dir = Path(options.data_dir or checkpoint.config.data.path)
     if (data_dir / "interactions.parquet").is_file():
@@ -103,16 +105,29 @@ def run_server(settings: ServeSettings) -> int:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # set before any worker imports prometheus_client
-    uvicorn_kwargs = dict(app="serving.app:create_app", factory=True, http="serving.protocol:NoDelayHTTPProtocol",
-                          loop="auto", access_log=False, log_level="warning", timeout_graceful_shutdown=10)
+    uvicorn_kwargs = dict(
+        app="serving.app:create_app",
+        factory=True,
+        http="serving.protocol:NoDelayHTTPProtocol",
+        loop="auto",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
     settings.to_env()
-    log.info("serving %s on http://%s:%d with %d worker(s); docs at /docs", settings.checkpoint, settings.host,
-             port, settings.workers)
+    log.info(
+        "serving %s on http://%s:%d with %d worker(s); docs at /docs",
+        settings.checkpoint,
+        settings.host,
+        port,
+        settings.workers,
+    )
     if own_sockets:
-        return Supervisor(settings.workers, settings.host, port, {**uvicorn_kwargs, "host": settings.host, "port": port}).run()
+        return Supervisor(
+            settings.workers, settings.host, port, {**uvicorn_kwargs, "host": settings.host, "port": port}
+        ).run()
     uvicorn.run(**uvicorn_kwargs, host=settings.host, port=port, workers=settings.workers)
     return 0
-
 
 
 def serve(checkpoint_dir: str | Path, options: ServeOptions) -> int:

@@ -57,7 +57,7 @@ class ScoringService:
         self.pid = os.getpid()
 
     @classmethod
-    def start(cls, settings: ServeSettings) -> "ScoringService":
+    def start(cls, settings: ServeSettings) -> ScoringService:
         """Open the store and load the active model with every registered item."""
         store = Store(settings.state_dir / "serving.db")
         versions = store.versions()
@@ -66,8 +66,14 @@ class ScoringService:
         model = ServedModel.load(path, items, store.vectors_of(i.item_id for i in items))
         service = cls(settings, store, model, max((i.seq for i in items), default=0))
         service.model_path = path
-        log.info("worker %d serving %s from %s (%d catalogue items, %d registered)", service.pid, model.version, path,
-                 model.catalogue.n - 1, len(items))
+        log.info(
+            "worker %d serving %s from %s (%d catalogue items, %d registered)",
+            service.pid,
+            model.version,
+            path,
+            model.catalogue.n - 1,
+            len(items),
+        )
         return service
 
     # ---------------------------------------------------------------- catching up
@@ -81,11 +87,18 @@ class ScoringService:
                     if items:
                         self.model.add_items(items, self.store.vectors_of(i.item_id for i in items))
                     self._items_seq = max([self._items_seq, *(i.seq for i in items)])
-        if (versions.model_version and versions.model_version != self.model.version
-                and versions.model_version not in self._failed_versions
-                and (self._background is None or not self._background.is_alive())):
+        if (
+            versions.model_version
+            and versions.model_version != self.model.version
+            and versions.model_version not in self._failed_versions
+            and (self._background is None or not self._background.is_alive())
+        ):
             self._background = threading.Thread(
-                target=self._follow, args=(versions.model_path, versions.model_version), daemon=True, name="model-follow")
+                target=self._follow,
+                args=(versions.model_path, versions.model_version),
+                daemon=True,
+                name="model-follow",
+            )
             self._background.start()
 
     def _follow(self, path: str, version: str) -> None:
@@ -102,8 +115,9 @@ class ScoringService:
             start = time.perf_counter()
             current = self.model
             items = self.store.items_since(0)
-            new = ServedModel.load(path, items, self.store.vectors_of(i.item_id for i in items),
-                                   serving_config=current.checkpoint.config)
+            new = ServedModel.load(
+                path, items, self.store.vectors_of(i.item_id for i in items), serving_config=current.checkpoint.config
+            )
             loaded_seq = max((i.seq for i in items), default=0)
             with self._sync_lock:  # items registered while loading: add them before the swap
                 late = self.store.items_since(loaded_seq)
@@ -123,11 +137,16 @@ class ScoringService:
         return result
 
     # ---------------------------------------------------------------- scoring
-    def score(self, user_id: int, candidates: list[int], history: list[int] | None, context: dict,
-              top_k: int | None) -> ScoreResult:
+    def score(
+        self, user_id: int, candidates: list[int], history: list[int] | None, context: dict, top_k: int | None
+    ) -> ScoreResult:
         if len(candidates) > self.settings.max_candidates:
-            raise ServingError(422, "candidates", f"{len(candidates)} candidates, more than the limit of "
-                               f"{self.settings.max_candidates} (serve.max_candidates)")
+            raise ServingError(
+                422,
+                "candidates",
+                f"{len(candidates)} candidates, more than the limit of "
+                f"{self.settings.max_candidates} (serve.max_candidates)",
+            )
         self.sync()
         model = self.model
         state = self.store.get_user(user_id)
@@ -136,8 +155,12 @@ class ScoringService:
             history = state.history if state else []
             catalogue = model.catalogue
             history = [i for i in history if i in catalogue.row_of]  # stored items may have left the catalogue
-        probs = model.score(model.user_features(user_id, state.attributes if state else {}),
-                            model.context_features(context), history, candidates)
+        probs = model.score(
+            model.user_features(user_id, state.attributes if state else {}),
+            model.context_features(context),
+            history,
+            candidates,
+        )
         ids = list(candidates)
         if top_k is not None:
             order = np.argsort(-probs, kind="stable")[:top_k]
@@ -151,8 +174,9 @@ class ScoringService:
         fields = model.attribute_fields()
         unknown = sorted(set(attributes) - set(fields))
         if unknown:
-            raise ServingError(422, "attributes", f"unknown attribute(s) {unknown}; this model's item attributes: "
-                               f"{sorted(fields)}")
+            raise ServingError(
+                422, "attributes", f"unknown attribute(s) {unknown}; this model's item attributes: {sorted(fields)}"
+            )
         for name, value in attributes.items():
             if fields[name] == "list" and not (value is None or isinstance(value, list)):
                 raise ServingError(422, f"attributes.{name}", f"must be a list, got {type(value).__name__}")
@@ -196,8 +220,10 @@ class ScoringService:
         fields = {f.name for f in self.model.feature_map.by("user", "categorical") if f.name != "user_id"}
         unknown = sorted(set(attributes) - fields)
         if unknown:
-            raise ServingError(422, "attributes", f"unknown user attribute(s) {unknown}; this model's: {sorted(fields)}")
-        history = history[-self.model.feature_map.max_history:] if self.model.feature_map.max_history else []
+            raise ServingError(
+                422, "attributes", f"unknown user attribute(s) {unknown}; this model's: {sorted(fields)}"
+            )
+        history = history[-self.model.feature_map.max_history :] if self.model.feature_map.max_history else []
         self.store.put_user(user_id, history, attributes)
         return UserState(user_id, history, attributes)
 

@@ -31,7 +31,7 @@ class ServeSettings(BaseModel):
         os.environ[ENV_VAR] = self.model_dump_json()
 
     @classmethod
-    def from_env(cls) -> "ServeSettings":
+    def from_env(cls) -> ServeSettings:
         raw = os.environ.get(ENV_VAR)
         if not raw:
             raise RuntimeError(f"{ENV_VAR} is not set: start the service with `recsys serve`")

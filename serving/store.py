@@ -129,7 +129,7 @@ class Store:
         return int(conn.execute("SELECT value FROM seq WHERE id = 1").fetchone()[0])
 
     @classmethod
-    def create(cls, path: str | Path) -> "Store":
+    def create(cls, path: str | Path) -> Store:
         """Open the database, creating the file and tables when missing."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +214,8 @@ class Store:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             rows = self._conn.execute(
-                f"SELECT item_id, modality, fingerprint, vector FROM vectors WHERE item_id IN ({','.join('?' * len(chunk))})",
+                "SELECT item_id, modality, fingerprint, vector FROM vectors "
+                f"WHERE item_id IN ({','.join('?' * len(chunk))})",
                 chunk,
             ).fetchall()
             for item_id, modality, fingerprint, blob in rows:

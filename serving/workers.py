@@ -63,8 +63,9 @@ def _worker_main(env: dict[str, str], host: str, port: int, uvicorn_kwargs: dict
 class Supervisor:
     """Runs ``workers`` processes of :func:`_worker_main` until SIGINT/SIGTERM."""
 
-    def __init__(self, workers: int, host: str, port: int, uvicorn_kwargs: dict,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workers: int, host: str, port: int, uvicorn_kwargs: dict, env: dict[str, str] | None = None
+    ) -> None:
         self.workers, self.host, self.port = workers, host, port
         self.uvicorn_kwargs = uvicorn_kwargs
         self.env = dict(env if env is not None else os.environ)
@@ -73,8 +74,12 @@ class Supervisor:
         self._restarts: deque[float] = deque()
 
     def _start(self) -> mp.Process:
-        proc = self._ctx.Process(target=_worker_main, args=(self.env, self.host, self.port, self.uvicorn_kwargs),
-                                 name="recsys-serve-worker", daemon=False)
+        proc = self._ctx.Process(
+            target=_worker_main,
+            args=(self.env, self.host, self.port, self.uvicorn_kwargs),
+            name="recsys-serve-worker",
+            daemon=False,
+        )
         proc.start()
         return proc
 
@@ -96,8 +101,13 @@ class Supervisor:
                     while self._restarts and now - self._restarts[0] > RESTART_WINDOW_S:
                         self._restarts.popleft()
                     if len(self._restarts) >= RESTART_LIMIT:
-                        log.error("worker %d exited with code %s; %d restarts in the last %.0f s: giving up",
-                                  proc.pid, proc.exitcode, len(self._restarts), RESTART_WINDOW_S)
+                        log.error(
+                            "worker %d exited with code %s; %d restarts in the last %.0f s: giving up",
+                            proc.pid,
+                            proc.exitcode,
+                            len(self._restarts),
+                            RESTART_WINDOW_S,
+                        )
                         code = 1
                         self._stop.set()
                         break

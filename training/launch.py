@@ -106,8 +106,12 @@ def init_ray(address: str | None, workers: int) -> None:
             # Logical CPUs above the physical count: training workers hold one CPU each for the whole
             # run, and Ray Data's read tasks must still find a CPU to stream the shards.
             # address="local": always a new local instance, never a cluster someone else started here.
-            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers + 2), include_dashboard=False,
-                     object_store_memory=512 * 1024**2)
+            ray.init(
+                address="local",
+                num_cpus=max(os.cpu_count() or 1, workers + 2),
+                include_dashboard=False,
+                object_store_memory=512 * 1024**2,
+            )
     configure_data_context()
 
 
@@ -147,7 +151,9 @@ def materialize_budget() -> int:
         try:
             return int(float(os.environ[MATERIALIZE_ENV]) * 1024**2)
         except ValueError:
-            raise ConfigError(f"{MATERIALIZE_ENV}: expected a number of MB, got {os.environ[MATERIALIZE_ENV]!r}") from None
+            raise ConfigError(
+                f"{MATERIALIZE_ENV}: expected a number of MB, got {os.environ[MATERIALIZE_ENV]!r}"
+            ) from None
     return int(MATERIALIZE_FRACTION * ray.cluster_resources().get("object_store_memory", 0))
 
 
@@ -169,8 +175,10 @@ def training_datasets(prepared_dir: Path, materialize: bool | None = None) -> tu
         known = all(n is not None for n in sizes.values())
         materialize = known and sum(sizes.values()) <= materialize_budget()
     datasets = {name: load_split(prepared_dir / name, cols, materialize) for name, cols in splits.items()}
-    return datasets, {"materialized": materialize, "decoded_mb": {k: None if v is None else round(v / 1024**2, 1)
-                                                                   for k, v in sizes.items()}}
+    return datasets, {
+        "materialized": materialize,
+        "decoded_mb": {k: None if v is None else round(v / 1024**2, 1) for k, v in sizes.items()},
+    }
 
 
 def _prepare_remote(config_dict: dict, data_dir: str, cache_dir: str | None, out_dir: str) -> dict:
@@ -190,8 +198,14 @@ def prepare_features(config: ExperimentConfig, data_dir: Path, cache_dir: Path |
     if marker.is_file():
         return json.loads(marker.read_text())
     task = ray.remote(num_cpus=1)(_prepare_remote)
-    counts = ray.get(task.remote(config.model_dump(mode="json"), str(data_dir.resolve()),
-                                 str(cache_dir.resolve()) if cache_dir else None, str(out_dir)))
+    counts = ray.get(
+        task.remote(
+            config.model_dump(mode="json"),
+            str(data_dir.resolve()),
+            str(cache_dir.resolve()) if cache_dir else None,
+            str(out_dir),
+        )
+    )
     marker.write_text(json.dumps(counts))
     return counts
 
@@ -221,46 +235,73 @@ def run_training(
     workers = config.train.workers if workers is None else workers
     address = address or config.train.address
     data_dir = Path(data_dir or config.data.path)
-    cache_dir = Path(cache_dir) if cache_dir else (Path(config.encoders.cache_dir) if config.encoders.cache_dir else None)
+    cache_dir = (
+        Path(cache_dir) if cache_dir else (Path(config.encoders.cache_dir) if config.encoders.cache_dir else None)
+    )
     storage = check_storage(config.train.storage_path)
     run_name = run_name or f"{config.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = storage / run_name
     if run_dir.exists() and not resume:
-        raise TrainError(f"run '{run_name}' already exists in {storage}: pass --resume to continue it, or another --run-name")
+        raise TrainError(
+            f"run '{run_name}' already exists in {storage}: pass --resume to continue it, or another --run-name"
+        )
     if resume and not (run_dir / RUN_INFO).is_file():
         raise TrainError(f"--resume: no run '{run_name}' in {storage} (nothing to resume)")
     check_inputs(config, data_dir, cache_dir, workers)
 
     init_ray(address, workers)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_INFO).write_text(json.dumps({"run_name": run_name, "config": config.model_dump(mode="json"),
-                                                 "data_dir": str(data_dir.resolve()), "workers": workers}, indent=1))
+    (run_dir / RUN_INFO).write_text(
+        json.dumps(
+            {
+                "run_name": run_name,
+                "config": config.model_dump(mode="json"),
+                "data_dir": str(data_dir.resolve()),
+                "workers": workers,
+            },
+            indent=1,
+        )
+    )
     prepared_dir = run_dir / "prepared"
     counts = prepare_features(config, data_dir, cache_dir, prepared_dir)
-    print(f"[recsys] prepared features: {counts['train']} train / {counts['valid']} valid / {counts['test']} test rows "
-          f"-> {prepared_dir}", flush=True)
+    print(
+        f"[recsys] prepared features: {counts['train']} train / {counts['valid']} valid / {counts['test']} test rows "
+        f"-> {prepared_dir}",
+        flush=True,
+    )
     if counts["valid"] == 0:
         raise TrainError("the validation split is empty: early stopping and model selection need it (data.split)")
 
     t = time.perf_counter()
     datasets, how = training_datasets(prepared_dir, materialize)
     sizes = ", ".join(f"{k} {'?' if v is None else v} MB" for k, v in how["decoded_mb"].items())
-    print(f"[recsys] splits ({sizes} decoded): "
-          + ("materialised in the object store once" if how["materialized"] else "streamed from Parquet every epoch")
-          + f" ({time.perf_counter() - t:.1f} s)", flush=True)
+    print(
+        f"[recsys] splits ({sizes} decoded): "
+        + ("materialised in the object store once" if how["materialized"] else "streamed from Parquet every epoch")
+        + f" ({time.perf_counter() - t:.1f} s)",
+        flush=True,
+    )
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"experiment": config.model_dump(mode="json"), "prepared_dir": str(prepared_dir),
-                           **(loop_options or {})},
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1},
-                                               placement_strategy=config.train.placement_strategy),
+        train_loop_config={
+            "experiment": config.model_dump(mode="json"),
+            "prepared_dir": str(prepared_dir),
+            **(loop_options or {}),
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers,
+            use_gpu=False,
+            resources_per_worker={"CPU": 1},
+            placement_strategy=config.train.placement_strategy,
+        ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
             name=f"{run_name}",
             storage_path=str(storage / run_name / "ray"),
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute="val_auc", checkpoint_score_order="max"),
+                num_to_keep=2, checkpoint_score_attribute="val_auc", checkpoint_score_order="max"
+            ),
             failure_config=ray.train.FailureConfig(max_failures=config.train.max_failures),
         ),
     )
@@ -287,5 +328,4 @@ def _finish(run_dir: Path, result, prepared_dir: Path, splits: dict) -> TrainRes
     from training.state import STATE_FILE
 
     history = torch.load(run_dir / "latest" / STATE_FILE, weights_only=True)["state"]["history"]
-    return TrainResult(run_dir, run_dir / "best", run_dir / "latest", dict(best_metrics), history, prepared_dir,
-                       splits)
+    return TrainResult(run_dir, run_dir / "best", run_dir / "latest", dict(best_metrics), history, prepared_dir, splits)

@@ -42,6 +42,7 @@ from recsys.metrics import compute_metrics
 from recsys.models import ItemInputs, build_model
 from training.state import TrainState, load_train_state, rng_state, save_train_state
 
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -65,8 +66,9 @@ def predict_dataset(model: torch.nn.Module, items: ItemInputs, dataset, widths: 
 SHUFFLE_CHUNK_BATCHES = 8
 
 
-def epoch_batches(shard, batch_size: int, seed: int, prefetch_batches: int = 1,
-                  chunk_batches: int = SHUFFLE_CHUNK_BATCHES):
+def epoch_batches(
+    shard, batch_size: int, seed: int, prefetch_batches: int = 1, chunk_batches: int = SHUFFLE_CHUNK_BATCHES
+):
     """One epoch of shuffled training batches (dicts of tensors) from a Ray Data shard or dataset.
 
     Ray Data hands over chunks of ``chunk_batches * batch_size`` rows, converted to tensors once
@@ -79,7 +81,7 @@ def epoch_batches(shard, batch_size: int, seed: int, prefetch_batches: int = 1,
     for chunk in shard.iter_torch_batches(batch_size=chunk_batches * batch_size, prefetch_batches=prefetch_batches):
         order = torch.randperm(len(chunk["label"]), generator=generator)
         for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             yield {key: column.index_select(0, rows) for key, column in chunk.items()}
 
 
@@ -114,7 +116,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     items = ItemInputs.from_table(item_table)
     widths = field_widths(feature_map)
     model = build_model(config.model, feature_map, item_table.dims())
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
+    )
 
     state = TrainState()
     checkpoint = ray.train.get_checkpoint()
@@ -140,8 +144,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         start, seen, loss_sum, n_batches = time.perf_counter(), 0, 0.0, 0
         data_wait, first_batch = 0.0, None  # seconds blocked on Ray Data; until the first batch
         cpu_start = time.thread_time(), time.process_time()  # this thread's CPU; the whole worker's
-        batches = epoch_batches(train_shard, per_worker_batch, seed=config.train.seed + epoch * 1000 + rank,
-                                prefetch_batches=prefetch)
+        batches = epoch_batches(
+            train_shard, per_worker_batch, seed=config.train.seed + epoch * 1000 + rank, prefetch_batches=prefetch
+        )
         while True:
             t_wait = time.perf_counter()
             batch = next(batches, None)
@@ -159,14 +164,21 @@ def train_loop_per_worker(loop_config: dict) -> None:
             seen += len(b["label"])
             loss_sum += parts["click"]
             n_batches += 1
-            if crash_at is not None and state.global_step == crash_at and rank == int(loop_config.get("crash_rank", 0)) \
-                    and not Path(loop_config["crash_marker"]).exists():
+            if (
+                crash_at is not None
+                and state.global_step == crash_at
+                and rank == int(loop_config.get("crash_rank", 0))
+                and not Path(loop_config["crash_marker"]).exists()
+            ):
                 Path(loop_config["crash_marker"]).write_text(str(os.getpid()))
                 os._exit(1)  # a worker process dies mid-epoch
             if rank == 0 and state.global_step % int(loop_config.get("log_every", 50)) == 0:
                 rate = seen * world / (time.perf_counter() - start)
-                print(f"[recsys] epoch {epoch + 1}/{config.train.epochs} step {state.global_step} "
-                      f"samples/s {rate:,.0f} loss {loss_sum / n_batches:.4f}", flush=True)
+                print(
+                    f"[recsys] epoch {epoch + 1}/{config.train.epochs} step {state.global_step} "
+                    f"samples/s {rate:,.0f} loss {loss_sum / n_batches:.4f}",
+                    flush=True,
+                )
         batches.close()  # the finished iterator's buffers are not kept through validation
         elapsed, ended_at = time.perf_counter() - start, time.time()
         thread_cpu, worker_cpu = time.thread_time() - cpu_start[0], time.process_time() - cpu_start[1]
@@ -186,29 +198,50 @@ def train_loop_per_worker(loop_config: dict) -> None:
         else:
             state.epochs_without_improvement += 1
         report = {
-            **metrics, "epoch": epoch + 1, "step": state.global_step,
-            "train_loss": loss_sum / max(n_batches, 1), "samples_per_s": samples_per_s,
+            **metrics,
+            "epoch": epoch + 1,
+            "step": state.global_step,
+            "train_loss": loss_sum / max(n_batches, 1),
+            "samples_per_s": samples_per_s,
             # where rank 0's epoch went: total, blocked on Ray Data (of which until the first batch), CPU
             # time of the training thread and of the whole worker process (all its threads)
-            "epoch_s": elapsed, "data_wait_s": data_wait, "first_batch_s": first_batch or 0.0,
-            "train_thread_cpu_s": thread_cpu, "worker_cpu_s": worker_cpu, "epoch_end_unix": ended_at,
-            "world_size": world, "node_ids": node_ids, "best_val_auc": state.best_auc,
+            "epoch_s": elapsed,
+            "data_wait_s": data_wait,
+            "first_batch_s": first_batch or 0.0,
+            "train_thread_cpu_s": thread_cpu,
+            "worker_cpu_s": worker_cpu,
+            "epoch_end_unix": ended_at,
+            "world_size": world,
+            "node_ids": node_ids,
+            "best_val_auc": state.best_auc,
         }
         state.history.append(report)
         stop = state.epochs_without_improvement >= config.train.early_stopping_patience
         rngs = _gather(rng_state())  # every rank's, collective: all ranks take part
         if rank == 0:
-            print(f"[recsys] epoch {epoch + 1} done: val AUC {metrics['val_auc']:.4f} GAUC {metrics['val_gauc']:.4f} "
-                  f"logloss {metrics['val_logloss']:.4f}, {samples_per_s:,.0f} samples/s"
-                  + (" (best)" if improved else ""), flush=True)
+            print(
+                f"[recsys] epoch {epoch + 1} done: val AUC {metrics['val_auc']:.4f} GAUC {metrics['val_gauc']:.4f} "
+                f"logloss {metrics['val_logloss']:.4f}, {samples_per_s:,.0f} samples/s"
+                + (" (best)" if improved else ""),
+                flush=True,
+            )
             with tempfile.TemporaryDirectory() as tmp:
-                ckpt_dir = save_checkpoint(Path(tmp) / "checkpoint", model, config, feature_map, item_table,
-                                           metrics=report, extra={"epoch": epoch + 1, "step": state.global_step})
+                ckpt_dir = save_checkpoint(
+                    Path(tmp) / "checkpoint",
+                    model,
+                    config,
+                    feature_map,
+                    item_table,
+                    metrics=report,
+                    extra={"epoch": epoch + 1, "step": state.global_step},
+                )
                 save_train_state(ckpt_dir, state, optimizer, rngs)
                 ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)))
         else:
             ray.train.report(report)
         if stop:
             if rank == 0:
-                print(f"[recsys] early stop: no val AUC gain for {state.epochs_without_improvement} epoch(s)", flush=True)
+                print(
+                    f"[recsys] early stop: no val AUC gain for {state.epochs_without_improvement} epoch(s)", flush=True
+                )
             break

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 # --------------------------------------------------------------------------- metrics (copied definitions)
 
 
@@ -88,8 +87,14 @@ def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
 
 
 def metrics(user_ids, labels, probs) -> dict:
-    return {"auc": auc(labels, probs), "gauc": gauc(user_ids, labels, probs), "logloss": logloss(labels, probs),
-            "mean_pred": float(np.mean(probs)), "mean_label": float(np.mean(labels)), "n": int(len(labels))}
+    return {
+        "auc": auc(labels, probs),
+        "gauc": gauc(user_ids, labels, probs),
+        "logloss": logloss(labels, probs),
+        "mean_pred": float(np.mean(probs)),
+        "mean_label": float(np.mean(labels)),
+        "n": int(len(labels)),
+    }
 
 
 # --------------------------------------------------------------------------- the model
@@ -102,14 +107,36 @@ def din_class():
     from fuxictr.pytorch.models import BaseModel
 
     class DIN(BaseModel):
-        def __init__(self, feature_map, model_id="DIN", gpu=-1, dnn_hidden_units=(200, 80), dnn_activations="ReLU",
-                     attention_hidden_units=(80, 40), attention_hidden_activations="Dice",
-                     attention_output_activation=None, attention_dropout=0.0, learning_rate=1e-3,
-                     embedding_dim=32, net_dropout=0.0, batch_norm=False, din_target_field=("item_id",),
-                     din_sequence_field=("hist_item_id",), din_use_softmax=False, embedding_regularizer=None,
-                     net_regularizer=None, **kwargs):
-            super().__init__(feature_map, model_id=model_id, gpu=gpu, embedding_regularizer=embedding_regularizer,
-                             net_regularizer=net_regularizer, **kwargs)
+        def __init__(
+            self,
+            feature_map,
+            model_id="DIN",
+            gpu=-1,
+            dnn_hidden_units=(200, 80),
+            dnn_activations="ReLU",
+            attention_hidden_units=(80, 40),
+            attention_hidden_activations="Dice",
+            attention_output_activation=None,
+            attention_dropout=0.0,
+            learning_rate=1e-3,
+            embedding_dim=32,
+            net_dropout=0.0,
+            batch_norm=False,
+            din_target_field=("item_id",),
+            din_sequence_field=("hist_item_id",),
+            din_use_softmax=False,
+            embedding_regularizer=None,
+            net_regularizer=None,
+            **kwargs,
+        ):
+            super().__init__(
+                feature_map,
+                model_id=model_id,
+                gpu=gpu,
+                embedding_regularizer=embedding_regularizer,
+                net_regularizer=net_regularizer,
+                **kwargs,
+            )
             # One attention over the concatenated (item_id, attribute...) embeddings, as the model
             # zoo's DIN does for a tuple target field.
             self.target_fields = list(din_target_field)
@@ -117,15 +144,23 @@ def din_class():
             assert len(self.target_fields) == len(self.sequence_fields)
             self.embedding_dim = embedding_dim
             self.embedding_layer = FeatureEmbeddingDict(feature_map, embedding_dim)
-            self.attention = DIN_Attention(embedding_dim * len(self.target_fields),
-                                           attention_units=list(attention_hidden_units),
-                                           hidden_activations=attention_hidden_activations,
-                                           output_activation=attention_output_activation,
-                                           dropout_rate=attention_dropout, use_softmax=din_use_softmax)
-            self.dnn = MLP_Block(input_dim=feature_map.sum_emb_out_dim(), output_dim=1,
-                                 hidden_units=list(dnn_hidden_units), hidden_activations=dnn_activations,
-                                 output_activation=self.output_activation, dropout_rates=net_dropout,
-                                 batch_norm=batch_norm)
+            self.attention = DIN_Attention(
+                embedding_dim * len(self.target_fields),
+                attention_units=list(attention_hidden_units),
+                hidden_activations=attention_hidden_activations,
+                output_activation=attention_output_activation,
+                dropout_rate=attention_dropout,
+                use_softmax=din_use_softmax,
+            )
+            self.dnn = MLP_Block(
+                input_dim=feature_map.sum_emb_out_dim(),
+                output_dim=1,
+                hidden_units=list(dnn_hidden_units),
+                hidden_activations=dnn_activations,
+                output_activation=self.output_activation,
+                dropout_rates=net_dropout,
+                batch_norm=batch_norm,
+            )
             self.compile(kwargs["optimizer"], kwargs["loss"], learning_rate)
             self.reset_parameters()
             self.model_to_device()
@@ -216,8 +251,9 @@ def run_seed(seed: int, params: dict, data_paths: tuple[str, str, str], test_met
     feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
     train_path, valid_path, test_path = data_paths
     loader_args = {k: v for k, v in params.items() if k not in ("train_data", "valid_data", "test_data")}
-    train_gen, valid_gen = RankDataLoader(feature_map, stage="train", train_data=train_path,
-                                          valid_data=valid_path, **loader_args)
+    train_gen, valid_gen = RankDataLoader(
+        feature_map, stage="train", train_data=train_path, valid_data=valid_path, **loader_args
+    )
     model = timed(din_class())(feature_map, **{**params, "model_id": f"DIN_seed{seed}"})
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logging.info("DIN parameters: %d", n_params)
@@ -271,18 +307,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attention-activation", default="Dice", help="Dice (FuxiCTR's DIN default) or ReLU/Sigmoid")
     ap.add_argument("--net-dropout", type=float, help="default: our model dropout")
     ap.add_argument("--no-lr-decay", action="store_true", help="turn off FuxiCTR's lr x0.1 on plateau")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (default 1: on the shared 2-core machine 2 threads ran 2-3x slower)")
-    ap.add_argument("--save-predictions", action="store_true",
-                    help="also write <out stem>.seed<k>.predictions.parquet (row_id = row of our test split)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on the shared 2-core machine 2 threads ran 2-3x slower)",
+    )
+    ap.add_argument(
+        "--save-predictions",
+        action="store_true",
+        help="also write <out stem>.seed<k>.predictions.parquet (row_id = row of our test split)",
+    )
     ap.add_argument("--verbose", type=int, default=0, help="FuxiCTR progress bars (1) or not (0)")
     args = ap.parse_args(argv)
 
+    import fuxictr
     import polars as pl
     import torch
     import yaml
-
-    import fuxictr
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -296,9 +338,14 @@ def main(argv: list[str] | None = None) -> int:
         **data_cfg,
         "dataset_id": dataset_id,
         "model_root": str(conv / "checkpoints"),
-        "task": "binary_classification", "loss": "binary_crossentropy", "optimizer": "adam",
-        "metrics": ["logloss", "AUC"], "monitor": "AUC", "monitor_mode": "max",
-        "embedding_regularizer": 0, "net_regularizer": 0,
+        "task": "binary_classification",
+        "loss": "binary_crossentropy",
+        "optimizer": "adam",
+        "metrics": ["logloss", "AUC"],
+        "monitor": "AUC",
+        "monitor_mode": "max",
+        "embedding_regularizer": 0,
+        "net_regularizer": 0,
         "batch_size": args.batch_size or ours.get("batch_size", 512),
         "learning_rate": args.learning_rate or ours.get("learning_rate", 1e-3),
         "embedding_dim": args.embedding_dim or ours.get("embedding_dim", 32),
@@ -309,13 +356,19 @@ def main(argv: list[str] | None = None) -> int:
         "attention_dropout": 0.0,
         "net_dropout": args.net_dropout if args.net_dropout is not None else ours.get("dropout", 0.0),
         "batch_norm": False,
-        "din_target_field": peer["din_target_field"], "din_sequence_field": peer["din_sequence_field"],
+        "din_target_field": peer["din_target_field"],
+        "din_sequence_field": peer["din_sequence_field"],
         "din_use_softmax": False,
         "epochs": args.epochs,
         "early_stop_patience": args.patience or ours.get("early_stopping_patience", 2),
         "reduce_lr_on_plateau": not args.no_lr_decay,
-        "save_best_only": True, "eval_steps": None, "shuffle": True, "verbose": args.verbose,
-        "num_workers": 1, "group_id": None, "gpu": -1,
+        "save_best_only": True,
+        "eval_steps": None,
+        "shuffle": True,
+        "verbose": args.verbose,
+        "num_workers": 1,
+        "group_id": None,
+        "gpu": -1,
     }
     seeds = parse_ints(args.seeds)
     out = (args.out or conv / "fuxictr_din.json").resolve()
@@ -339,13 +392,17 @@ def main(argv: list[str] | None = None) -> int:
         pred = result.pop("_pred")
         if args.save_predictions:
             path = out.with_name(f"{out.stem}.seed{seed}.predictions.parquet")
-            pl.DataFrame({"row_id": pred["row_id"], "user_id": pred["uid"], "label": pred["label"],
-                          "pred": pred["pred"]}).sort("row_id").write_parquet(path)
+            pl.DataFrame(
+                {"row_id": pred["row_id"], "user_id": pred["uid"], "label": pred["label"], "pred": pred["pred"]}
+            ).sort("row_id").write_parquet(path)
             result["predictions"] = path.name  # relative to the results JSON, as recsys.reports.peers reads it
         runs.append(result)
         t = result["test"]
-        print(f"[fuxictr_din] seed {seed}: test AUC {t['auc']:.4f} GAUC {t['gauc']:.4f} logloss {t['logloss']:.4f} "
-              f"| {result['epochs']} epochs, {result['train_samples_per_s']:.0f} train samples/s", flush=True)
+        print(
+            f"[fuxictr_din] seed {seed}: test AUC {t['auc']:.4f} GAUC {t['gauc']:.4f} logloss {t['logloss']:.4f} "
+            f"| {result['epochs']} epochs, {result['train_samples_per_s']:.0f} train samples/s",
+            flush=True,
+        )
 
     command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable), *sys.argv])
     report = {
@@ -359,21 +416,38 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "rows": peer["rows"],
         "prepared_dir": peer["prepared_dir"],
-        "hyperparameters": {k: params[k] for k in (
-            "embedding_dim", "dnn_hidden_units", "dnn_activations", "attention_hidden_units",
-            "attention_hidden_activations", "net_dropout", "batch_size", "learning_rate", "epochs",
-            "early_stop_patience", "reduce_lr_on_plateau", "din_target_field", "din_sequence_field")},
+        "hyperparameters": {
+            k: params[k]
+            for k in (
+                "embedding_dim",
+                "dnn_hidden_units",
+                "dnn_activations",
+                "attention_hidden_units",
+                "attention_hidden_activations",
+                "net_dropout",
+                "batch_size",
+                "learning_rate",
+                "epochs",
+                "early_stop_patience",
+                "reduce_lr_on_plateau",
+                "din_target_field",
+                "din_sequence_field",
+            )
+        },
         "summary": summarise(runs),
     }
     out.write_text(json.dumps(report, indent=1))
     s = report["summary"]
-    print(f"[fuxictr_din] {peer['dataset']}: test AUC {s['auc']['mean']:.4f}±{s['auc']['std']:.4f} "
-          f"over {len(runs)} seed(s) -> {out}", flush=True)
+    print(
+        f"[fuxictr_din] {peer['dataset']}: test AUC {s['auc']['mean']:.4f}±{s['auc']['std']:.4f} "
+        f"over {len(runs)} seed(s) -> {out}",
+        flush=True,
+    )
     try:
         import ray
 
         ray.shutdown()
-    except Exception:  # noqa: BLE001 - best effort
+    except Exception:
         pass
     return 0
 
@@ -388,18 +462,27 @@ def start_local_ray(num_cpus: int) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=max(1, num_cpus), include_dashboard=False, logging_level=logging.ERROR,
-                 object_store_memory=512 * 1024**2, log_to_driver=True)
+        ray.init(
+            address="local",
+            num_cpus=max(1, num_cpus),
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            object_store_memory=512 * 1024**2,
+            log_to_driver=True,
+        )
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def summarise(runs: list[dict]) -> dict:
     """Mean and sample std (ddof=1; 0 for one run) per test metric and for samples/s."""
     out = {}
-    for key, values in (("auc", [r["test"]["auc"] for r in runs]), ("gauc", [r["test"]["gauc"] for r in runs]),
-                        ("logloss", [r["test"]["logloss"] for r in runs]),
-                        ("train_samples_per_s", [r["train_samples_per_s"] for r in runs]),
-                        ("epochs", [r["epochs"] for r in runs])):
+    for key, values in (
+        ("auc", [r["test"]["auc"] for r in runs]),
+        ("gauc", [r["test"]["gauc"] for r in runs]),
+        ("logloss", [r["test"]["logloss"] for r in runs]),
+        ("train_samples_per_s", [r["train_samples_per_s"] for r in runs]),
+        ("epochs", [r["epochs"] for r in runs]),
+    ):
         arr = np.asarray(values, dtype=np.float64)
         out[key] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
     return out

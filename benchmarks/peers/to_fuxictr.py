@@ -90,7 +90,9 @@ def fuxictr_frame(
     def matrix(name: str, width: int, dtype) -> np.ndarray:
         if width == 0:
             return np.zeros((n, 0), dtype)
-        arr = np.asarray(prepared[name].to_list() if prepared[name].dtype == pl.List else prepared[name].to_numpy(), dtype)
+        arr = np.asarray(
+            prepared[name].to_list() if prepared[name].dtype == pl.List else prepared[name].to_numpy(), dtype
+        )
         return arr.reshape(n, -1)[:, :width]
 
     cols: dict[str, pl.Series] = {}
@@ -118,7 +120,9 @@ def fuxictr_frame(
     for f in fields_of(feature_map, "item", "list"):
         codes = item_lists[f["name"]][rows]
         cols[f["name"]] = pl.Series(f["name"], join_rows(decode(codes, f["vocab"]), codes != PAD), dtype=pl.String)
-    cols["hist_item_id"] = pl.Series("hist_item_id", join_rows(decode(item_id_index[hist], item_vocab), mask), dtype=pl.String)
+    cols["hist_item_id"] = pl.Series(
+        "hist_item_id", join_rows(decode(item_id_index[hist], item_vocab), mask), dtype=pl.String
+    )
     for j, f in enumerate(attrs):
         tokens = decode(item_categorical[hist, j], f["vocab"])
         cols[f"hist_{f['name']}"] = pl.Series(f"hist_{f['name']}", join_rows(tokens, mask), dtype=pl.String)
@@ -153,13 +157,34 @@ def feature_cols(feature_map: dict) -> tuple[list[dict], dict]:
         cols.append({"name": f["name"], "active": True, "dtype": "str", "type": "categorical", "source": "item"})
     for f in fields_of(feature_map, "item", "list"):
         width = int(feature_map.get("max_list_len", {}).get(f["name"], 1))
-        cols.append({"name": f["name"], "active": True, "dtype": "str", "type": "sequence", "source": "item",
-                     "splitter": SEP, "max_len": width, "padding": "post",
-                     "feature_encoder": "layers.MaskedAveragePooling()"})
+        cols.append(
+            {
+                "name": f["name"],
+                "active": True,
+                "dtype": "str",
+                "type": "sequence",
+                "source": "item",
+                "splitter": SEP,
+                "max_len": width,
+                "padding": "post",
+                "feature_encoder": "layers.MaskedAveragePooling()",
+            }
+        )
     for f in fields_of(feature_map, "item", "categorical"):
-        cols.append({"name": f"hist_{f['name']}" if f["name"] != "item_id" else "hist_item_id", "active": True,
-                     "dtype": "str", "type": "sequence", "source": "user", "splitter": SEP, "max_len": max_len,
-                     "padding": "pre", "share_embedding": f["name"], "feature_encoder": None})
+        cols.append(
+            {
+                "name": f"hist_{f['name']}" if f["name"] != "item_id" else "hist_item_id",
+                "active": True,
+                "dtype": "str",
+                "type": "sequence",
+                "source": "user",
+                "splitter": SEP,
+                "max_len": max_len,
+                "padding": "pre",
+                "share_embedding": f["name"],
+                "feature_encoder": None,
+            }
+        )
     for f in fields_of(feature_map, "context", "categorical"):
         cols.append({"name": f["name"], "active": True, "dtype": "str", "type": "categorical", "source": "context"})
     for f in fields_of(feature_map, "context", "numeric"):
@@ -183,8 +208,11 @@ def load_item_table(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.nd
     import torch
 
     payload = torch.load(path, weights_only=True, map_location="cpu")
-    return (payload["id_index"].numpy(), payload["categorical"].numpy(),
-            {k: v.numpy() for k, v in payload["lists"].items()})
+    return (
+        payload["id_index"].numpy(),
+        payload["categorical"].numpy(),
+        {k: v.numpy() for k, v in payload["lists"].items()},
+    )
 
 
 def read_split(prepared_dir: Path, split: str) -> pl.DataFrame:
@@ -217,12 +245,20 @@ def our_hyperparameters(prepared_dir: Path) -> dict:
         return {}
     cfg = json.loads(run_json.read_text()).get("config", {})
     model, train = cfg.get("model", {}), cfg.get("train", {})
-    return {k: v for k, v in {
-        "our_model": model.get("name"), "embedding_dim": model.get("embedding_dim"),
-        "mlp_hidden": model.get("mlp_hidden"), "dropout": model.get("dropout"),
-        "batch_size": train.get("batch_size"), "learning_rate": train.get("learning_rate"),
-        "epochs": train.get("epochs"), "early_stopping_patience": train.get("early_stopping_patience"),
-    }.items() if v is not None}
+    return {
+        k: v
+        for k, v in {
+            "our_model": model.get("name"),
+            "embedding_dim": model.get("embedding_dim"),
+            "mlp_hidden": model.get("mlp_hidden"),
+            "dropout": model.get("dropout"),
+            "batch_size": train.get("batch_size"),
+            "learning_rate": train.get("learning_rate"),
+            "epochs": train.get("epochs"),
+            "early_stopping_patience": train.get("early_stopping_patience"),
+        }.items()
+        if v is not None
+    }
 
 
 def convert_prepared(prepared_dir: Path, out_dir: Path, dataset_id: str | None = None) -> dict:
@@ -236,8 +272,10 @@ def convert_prepared(prepared_dir: Path, out_dir: Path, dataset_id: str | None =
     dataset_id = dataset_id or "recsys_" + "".join(c if c.isalnum() else "_" for c in name)
     (out_dir / "raw").mkdir(parents=True, exist_ok=True)
     counts = {}
-    frames = {split: fuxictr_frame(read_split(prepared_dir, split), feature_map, id_index, categorical, lists)
-              for split in SPLITS}
+    frames = {
+        split: fuxictr_frame(read_split(prepared_dir, split), feature_map, id_index, categorical, lists)
+        for split in SPLITS
+    }
     empty_history = (frames["train"]["hist_item_id"] == "").all()
     for split, frame in frames.items():
         if empty_history:
@@ -246,24 +284,36 @@ def convert_prepared(prepared_dir: Path, out_dir: Path, dataset_id: str | None =
         counts[split] = frame.height
     cols, label = feature_cols(feature_map)
     target, sequence = din_fields(feature_map)
-    dataset_cfg = {dataset_id: {
-        "data_root": str(out_dir / "fuxictr_data"),
-        "data_format": "parquet",
-        "train_data": str(out_dir / "raw" / "train.parquet"),
-        "valid_data": str(out_dir / "raw" / "valid.parquet"),
-        "test_data": str(out_dir / "raw" / "test.parquet"),
-        "min_categr_count": 1,  # our feature map already applied features.min_count (<oov> tokens)
-        "feature_cols": cols,
-        "label_col": label,
-    }}
+    dataset_cfg = {
+        dataset_id: {
+            "data_root": str(out_dir / "fuxictr_data"),
+            "data_format": "parquet",
+            "train_data": str(out_dir / "raw" / "train.parquet"),
+            "valid_data": str(out_dir / "raw" / "valid.parquet"),
+            "test_data": str(out_dir / "raw" / "test.parquet"),
+            "min_categr_count": 1,  # our feature map already applied features.min_count (<oov> tokens)
+            "feature_cols": cols,
+            "label_col": label,
+        }
+    }
     (out_dir / "config").mkdir(exist_ok=True)
     (out_dir / "config" / "dataset_config.yaml").write_text(
-        "# Written by benchmarks/peers/to_fuxictr.py from " + str(prepared_dir) + "\n"
-        + yaml.safe_dump(dataset_cfg, sort_keys=False, default_flow_style=None, width=120))
-    peer = {"dataset": name, "dataset_id": dataset_id, "prepared_dir": str(prepared_dir), "rows": counts,
-            "placeholder_history": bool(empty_history),
-            "din_target_field": target, "din_sequence_field": sequence, "max_history": feature_map["max_history"],
-            "ours": our_hyperparameters(prepared_dir)}
+        "# Written by benchmarks/peers/to_fuxictr.py from "
+        + str(prepared_dir)
+        + "\n"
+        + yaml.safe_dump(dataset_cfg, sort_keys=False, default_flow_style=None, width=120)
+    )
+    peer = {
+        "dataset": name,
+        "dataset_id": dataset_id,
+        "prepared_dir": str(prepared_dir),
+        "rows": counts,
+        "placeholder_history": bool(empty_history),
+        "din_target_field": target,
+        "din_sequence_field": sequence,
+        "max_history": feature_map["max_history"],
+        "ours": our_hyperparameters(prepared_dir),
+    }
     (out_dir / "peer.json").write_text(json.dumps(peer, indent=1))
     return peer
 
@@ -294,8 +344,16 @@ def prepare_raw(data_dir: Path, config_path: Path, out_dir: Path) -> Path:
     examples = build_examples(interactions, users, fmap, table)
     prepared_dir = out_dir / "prepared"
     write_prepared(PreparedData(config, fmap, table, examples, users), prepared_dir)
-    (out_dir / "run.json").write_text(json.dumps({"run_name": "to_fuxictr", "config": config.model_dump(mode="json"),
-                                                  "data_dir": str(Path(data_dir).resolve())}, indent=1))
+    (out_dir / "run.json").write_text(
+        json.dumps(
+            {
+                "run_name": "to_fuxictr",
+                "config": config.model_dump(mode="json"),
+                "data_dir": str(Path(data_dir).resolve()),
+            },
+            indent=1,
+        )
+    )
     return prepared_dir
 
 
@@ -316,8 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         prepared = prepare_raw(args.data, args.config, args.out)
     peer = convert_prepared(prepared, args.out, args.dataset_id)
-    print(f"[to_fuxictr] {peer['dataset']}: {peer['rows']} rows -> {args.out}/raw, "
-          f"config {args.out}/config/dataset_config.yaml (dataset_id {peer['dataset_id']})")
+    print(
+        f"[to_fuxictr] {peer['dataset']}: {peer['rows']} rows -> {args.out}/raw, "
+        f"config {args.out}/config/dataset_config.yaml (dataset_id {peer['dataset_id']})"
+    )
     return 0
 
 

@@ -67,11 +67,15 @@ def prepare_waveform(waveform: np.ndarray, sample_rate: int, target_rate: int, m
 class MelFrontEnd:
     """Batched mel power spectrogram, equal to ``librosa.feature.melspectrogram`` (center=True, zero padding)."""
 
-    def __init__(self, sample_rate: int, n_fft: int, hop: int, n_mels: int, fmin: float, fmax: float, htk: bool, norm) -> None:
+    def __init__(
+        self, sample_rate: int, n_fft: int, hop: int, n_mels: int, fmin: float, fmax: float, htk: bool, norm
+    ) -> None:
         import librosa
 
         self.n_fft, self.hop = n_fft, hop
-        basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm)
+        basis = librosa.filters.mel(
+            sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm
+        )
         self.basis = torch.from_numpy(basis.astype(np.float32))  # (n_mels, n_fft // 2 + 1)
         self.window = torch.hann_window(n_fft, periodic=True)
 
@@ -83,7 +87,13 @@ class MelFrontEnd:
         for i, w in enumerate(waves):
             x[i, : len(w)] = torch.from_numpy(w)
         spec = torch.stft(
-            x, self.n_fft, hop_length=self.hop, window=self.window, center=True, pad_mode="constant", return_complex=True
+            x,
+            self.n_fft,
+            hop_length=self.hop,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
         )  # (B, n_fft // 2 + 1, F)
         power = spec.real.square() + spec.imag.square()
         mel = torch.matmul(self.basis, power)  # (B, n_mels, F)
@@ -97,8 +107,20 @@ def _numpy_safe_globals() -> list:
         from numpy._core.multiarray import scalar  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core.multiarray import scalar
-    dtypes = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-              np.float16, np.float32, np.float64]
+    dtypes = [
+        np.bool_,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.float16,
+        np.float32,
+        np.float64,
+    ]
     return [
         (scalar, "numpy.core.multiarray.scalar"),
         (scalar, "numpy._core.multiarray.scalar"),
@@ -112,7 +134,7 @@ def load_aisfx_checkpoint(path) -> tuple[dict, dict | None]:
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
+    except Exception as exc:
         detail = " ".join(str(exc).split())[:300]
         raise EncoderError(f"{AUDIO_FIELD}: cannot load weights file {path} (weights_only=True): {detail}") from None
     if isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], dict) and isinstance(obj[1], dict):
@@ -152,12 +174,16 @@ class AisfxAudioEncoder(ItemEncoder[AudioInput]):
                 model = load_bestModel(state, ds_dict, "cpu")
             except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
                 detail = " ".join(str(exc).split())[:500]
-                raise EncoderError(f"{AUDIO_FIELD}: {self.weights_path} does not match the aisfx CrossNet: {detail}") from None
+                raise EncoderError(
+                    f"{AUDIO_FIELD}: {self.weights_path} does not match the aisfx CrossNet: {detail}"
+                ) from None
             net = model.embedding_net
         else:
             # A bare state dict: the embedding net's own, or a CrossNet's (heads ignored).
             if any(k.startswith("embedding_net.") for k in state):
-                state = {k.removeprefix("embedding_net."): v for k, v in state.items() if k.startswith("embedding_net.")}
+                state = {
+                    k.removeprefix("embedding_net."): v for k, v in state.items() if k.startswith("embedding_net.")
+                }
             net = EmbeddingNet("max", 3, 1, 64)
             load_state_dict_into(net, state, AUDIO_FIELD, self.weights_path)
         self.net = freeze(net).to(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
@@ -188,9 +214,7 @@ class AisfxAudioEncoder(ItemEncoder[AudioInput]):
     def _encode(self, batch: list[AudioInput]) -> np.ndarray:
         assert self.net is not None
         blocks, counts = self.spectrogram_blocks(batch)
-        embeddings = torch.cat(
-            [self.net(chunk) for chunk in blocks.split(AISFX_BLOCKS_PER_FORWARD)]
-        )  # (N, 512)
+        embeddings = torch.cat([self.net(chunk) for chunk in blocks.split(AISFX_BLOCKS_PER_FORWARD)])  # (N, 512)
         per_clip = embeddings.split(counts)
         return torch.stack([e.mean(dim=0) for e in per_clip]).numpy()  # (B, 512)
 

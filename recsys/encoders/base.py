@@ -61,7 +61,7 @@ class ItemEncoder(ABC, Generic[InputT]):
         """Whether the model weights are in memory."""
         return self._loaded
 
-    def load(self) -> "ItemEncoder[InputT]":
+    def load(self) -> ItemEncoder[InputT]:
         """Load the weights now (idempotent); raises EncoderError when they do not load or fit."""
         if not self._loaded:
             self._load()
@@ -110,14 +110,20 @@ def load_state_dict_into(module: torch.nn.Module, state: Any, field: str, path: 
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches raise even when strict=False
         detail = " ".join(str(exc).split())[:500]
-        raise EncoderError(f"{field}: {path} does not match the {type(module).__name__} architecture: {detail}") from None
+        raise EncoderError(
+            f"{field}: {path} does not match the {type(module).__name__} architecture: {detail}"
+        ) from None
     problems = []
     if result.missing_keys:
         problems.append(f"missing keys {result.missing_keys[:5]}{' ...' if len(result.missing_keys) > 5 else ''}")
     if result.unexpected_keys:
-        problems.append(f"unexpected keys {result.unexpected_keys[:5]}{' ...' if len(result.unexpected_keys) > 5 else ''}")
+        problems.append(
+            f"unexpected keys {result.unexpected_keys[:5]}{' ...' if len(result.unexpected_keys) > 5 else ''}"
+        )
     if problems:
-        raise EncoderError(f"{field}: {path} does not match the {type(module).__name__} architecture: {'; '.join(problems)}")
+        raise EncoderError(
+            f"{field}: {path} does not match the {type(module).__name__} architecture: {'; '.join(problems)}"
+        )
 
 
 def build_encoder(modality: str, cfg: Any, load: bool = True) -> ItemEncoder:

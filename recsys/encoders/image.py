@@ -65,7 +65,7 @@ class ImageEncoder(ItemEncoder[Image.Image]):
         model = getattr(torchvision.models, self.cfg.arch)(weights=None)
         try:
             state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
+        except Exception as exc:
             detail = " ".join(str(exc).split())[:300]
             raise EncoderError(f"{IMAGE_FIELD}: cannot load weights file {self.weights_path}: {detail}") from None
         load_state_dict_into(model, state, IMAGE_FIELD, self.weights_path)

@@ -131,7 +131,7 @@ def _read_items(data_dir: Path, modalities: list[str]) -> pl.DataFrame:
         raise DatasetError(f"{path}: items.parquet not found in the dataset directory")
     try:
         schema = pl.read_parquet_schema(path)
-    except Exception as exc:  # noqa: BLE001 - polars raises several types for a corrupt file
+    except Exception as exc:
         raise DatasetError(f"{path}: cannot read Parquet file: {exc}") from None
     needed = ["item_id", *[SOURCE_COLUMNS[m] for m in modalities]]
     for column in needed:
@@ -226,7 +226,11 @@ def _read_cache(path: Path, dim: int) -> CacheRows:
 def _write_cache(path: Path, ids: list[int], hashes: list[str], vectors: list[np.ndarray | None], dim: int) -> None:
     """Write a cache file atomically (temp file in the same directory + rename)."""
     valid = np.array([v is not None for v in vectors], dtype=bool)
-    matrix = np.stack([v for v in vectors if v is not None]).astype(np.float32) if valid.any() else np.zeros((0, dim), np.float32)
+    matrix = (
+        np.stack([v for v in vectors if v is not None]).astype(np.float32)
+        if valid.any()
+        else np.zeros((0, dim), np.float32)
+    )
     offsets = np.zeros(len(vectors) + 1, dtype=np.int32)
     offsets[1:] = np.cumsum(np.where(valid, dim, 0))
     vector_column = pa.ListArray.from_arrays(
@@ -288,7 +292,7 @@ def _precomputed_files(data_dir: Path, config: EncodersConfig, encoder_modalitie
 def _read_precomputed(name: str, path: Path) -> ModalityVectors:
     try:
         frame = pl.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise DatasetError(f"{path}: cannot read Parquet file: {exc}") from None
     for column in ("item_id", "vector"):
         if column not in frame.columns:
@@ -357,8 +361,10 @@ def _encode_modality(
     if cache_path.is_file():
         try:
             cached = _read_cache(cache_path, encoder.dim)
-        except Exception as exc:  # noqa: BLE001 - the cache is derived data: rebuild it
-            warnings.warn(f"{modality}: ignoring unreadable cache {cache_path} ({exc}); re-encoding", RuntimeWarning, stacklevel=3)
+        except Exception as exc:
+            warnings.warn(
+                f"{modality}: ignoring unreadable cache {cache_path} ({exc}); re-encoding", RuntimeWarning, stacklevel=3
+            )
 
     results: CacheRows = {}
     todo: list[_Entry] = []
@@ -368,7 +374,9 @@ def _encode_modality(
         if hit is not None and hit[0] == entry.content_hash:
             results[entry.item_id] = hit
             if hit[1] is None:
-                unreadable[entry.item_id] = "could not be decoded on an earlier run (cached result: fix or replace the file)"
+                unreadable[entry.item_id] = (
+                    "could not be decoded on an earlier run (cached result: fix or replace the file)"
+                )
         else:
             todo.append(entry)
     n_cached = len(results)
@@ -436,7 +444,9 @@ def encode_items(
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EncoderError(f"{CACHE_FIELD}: cannot create the vector cache directory {root}: {exc.strerror or exc}") from None
+        raise EncoderError(
+            f"{CACHE_FIELD}: cannot create the vector cache directory {root}: {exc.strerror or exc}"
+        ) from None
 
     reports: dict[str, ModalityReport] = {}
     loaded: list[str] = []
@@ -465,7 +475,9 @@ def encode_items(
     return EncodeReport(cache_dir=root, modalities=reports, models_loaded=loaded)
 
 
-def load_item_vectors(data_dir: Path, config: EncodersConfig, cache_dir: Path | None = None) -> dict[str, ModalityVectors]:
+def load_item_vectors(
+    data_dir: Path, config: EncodersConfig, cache_dir: Path | None = None
+) -> dict[str, ModalityVectors]:
     """Every modality's item vectors, read from the caches and precomputed files (no model is loaded).
 
     Items are in items.parquet order and only those with a vector are listed. Raises
@@ -482,12 +494,14 @@ def load_item_vectors(data_dir: Path, config: EncodersConfig, cache_dir: Path | 
     for modality in modalities:
         encoder = build_encoder(modality, getattr(config, modality), load=False)
         cache_path = root / modality / f"{encoder.fingerprint}.parquet"
-        rerun = f"run `recsys encode` with this config to (re)build it"
+        rerun = "run `recsys encode` with this config to (re)build it"
         if not cache_path.is_file():
-            raise EncoderError(f"no cached {modality} vectors for encoder {encoder.fingerprint} at {cache_path}: {rerun}")
+            raise EncoderError(
+                f"no cached {modality} vectors for encoder {encoder.fingerprint} at {cache_path}: {rerun}"
+            )
         try:
             rows = _read_cache(cache_path, encoder.dim)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise EncoderError(f"the {modality} vector cache {cache_path} is unreadable ({exc}): {rerun}") from None
         plan = _plan(items, modality, data_dir)
         stale = [e.item_id for e in plan.entries if rows.get(e.item_id, ("",))[0] != e.content_hash]

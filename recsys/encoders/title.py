@@ -70,9 +70,11 @@ class TitleEncoder(ItemEncoder[str]):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
             model = AutoModel.from_pretrained(str(self.path), local_files_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure here means the configured checkpoint is unusable
+        except Exception as exc:
             detail = " ".join(str(exc).split())[:500]
-            raise EncoderError(f"{TITLE_FIELD}: cannot load a transformers tokenizer/model from {self.path}: {detail}") from None
+            raise EncoderError(
+                f"{TITLE_FIELD}: cannot load a transformers tokenizer/model from {self.path}: {detail}"
+            ) from None
         finally:
             if bars:
                 hf_logging.enable_progress_bar()

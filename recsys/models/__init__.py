@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-
 from torch import nn
 
 from recsys.config import ModelConfig
@@ -62,11 +61,21 @@ def build_model(config: ModelConfig, feature_map: FeatureMap, content_dims: dict
     dim = config.item_dim
 
     def ctr(item_encoder: nn.Module, sequence: str) -> CTRModel:
-        return CTRModel(item_encoder, build_sequence(sequence, dim), feature_map, config.embedding_dim,
-                        config.mlp_hidden, config.dropout, user_tower=config.user_tower, user_id=user_id)
+        return CTRModel(
+            item_encoder,
+            build_sequence(sequence, dim),
+            feature_map,
+            config.embedding_dim,
+            config.mlp_hidden,
+            config.dropout,
+            user_tower=config.user_tower,
+            user_id=user_id,
+        )
 
     def id_features() -> ItemIdFeatures:
-        return _check_id_modality(name, ItemIdFeatures(feature_map, config.embedding_dim, config.id_dropout, use_id=item_id))
+        return _check_id_modality(
+            name, ItemIdFeatures(feature_map, config.embedding_dim, config.id_dropout, use_id=item_id)
+        )
 
     if name in ("dnn", "din"):
         return ctr(IdItemEncoder(id_features(), dim), "mean" if name == "dnn" else "din")
@@ -75,8 +84,9 @@ def build_model(config: ModelConfig, feature_map: FeatureMap, content_dims: dict
     ids = id_features() if "id" in modalities else None
     content = {m: content_dims[m] for m in modalities if m != "id"}
     try:
-        encoder = MultimodalItemEncoder(ids, content, dim, fusion=config.fusion or fusion, parts=parts,
-                                        specific_norm=config.specific_norm)
+        encoder = MultimodalItemEncoder(
+            ids, content, dim, fusion=config.fusion or fusion, parts=parts, specific_norm=config.specific_norm
+        )
     except ValueError as exc:
         raise ConfigError(f"model ({name}, modalities {modalities}): {exc}") from None
     return ctr(encoder, config.sequence)
@@ -85,9 +95,10 @@ def build_model(config: ModelConfig, feature_map: FeatureMap, content_dims: dict
 def _check_id_modality(name: str, ids: ItemIdFeatures) -> ItemIdFeatures:
     """``ids`` if it has inputs; a clear error when item ids are off and no item attribute is left."""
     if ids.out_dim == 0:
-        hint = "list item attributes in features.item_categorical / item_list, or keep \"item\" in model.id_embeddings"
+        hint = 'list item attributes in features.item_categorical / item_list, or keep "item" in model.id_embeddings'
         if name in _CONTENT_MODELS:
-            hint += ", or leave \"id\" out of model.modalities"
-        raise ConfigError(f"model.id_embeddings: without the item id, model {name!r} has no item features "
-                          f"in its id modality; {hint}")
+            hint += ', or leave "id" out of model.modalities'
+        raise ConfigError(
+            f"model.id_embeddings: without the item id, model {name!r} has no item features in its id modality; {hint}"
+        )
     return ids

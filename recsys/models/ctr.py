@@ -37,8 +37,12 @@ def _select_rows(terms: AdversarialTerms, keep: torch.Tensor) -> AdversarialTerm
         return None if t is None else t[keep]
 
     return AdversarialTerms(
-        mask=terms.mask[keep], d0_logits=pick(terms.d0_logits), d1_logits=pick(terms.d1_logits),
-        ds_logits=pick(terms.ds_logits), d1_weights=pick(terms.d1_weights), shared=pick(terms.shared),
+        mask=terms.mask[keep],
+        d0_logits=pick(terms.d0_logits),
+        d1_logits=pick(terms.d1_logits),
+        ds_logits=pick(terms.ds_logits),
+        d1_weights=pick(terms.d1_weights),
+        shared=pick(terms.shared),
         specific=terms.specific[keep],
     )
 
@@ -103,8 +107,13 @@ class CTRModel(nn.Module):
         """The user side and final layers, given candidate (B, D) and history (B, L, D) reps."""
         interest = self.sequence(history, batch["hist_mask"], target)  # (B, D)
         # target * interest: an explicit match term (an MLP learns multiplicative interactions slowly).
-        parts = [self.user(batch["user"]).flatten(1), self.context(batch["context"]).flatten(1), target, interest,
-                 target * interest]
+        parts = [
+            self.user(batch["user"]).flatten(1),
+            self.context(batch["context"]).flatten(1),
+            target,
+            interest,
+            target * interest,
+        ]
         if self.user_tower is not None:
             user = self.user_vector(batch["user"], history, batch["hist_mask"])
             parts += [user, target * user]
@@ -145,7 +154,11 @@ class LogisticRegression(nn.Module):
 
     def head_logits(self, batch: dict[str, torch.Tensor], target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """User, context and numeric weights plus the candidate's item part; the history is not used."""
-        logit = target.squeeze(-1) + self.user(batch["user"]).sum(dim=(1, 2)) + self.context(batch["context"]).sum(dim=(1, 2))
+        logit = (
+            target.squeeze(-1)
+            + self.user(batch["user"]).sum(dim=(1, 2))
+            + self.context(batch["context"]).sum(dim=(1, 2))
+        )
         if self.numeric is not None:
             logit = logit + self.numeric(batch["numeric"]).squeeze(-1)
         return logit + self.bias  # (B,)

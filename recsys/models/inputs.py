@@ -16,10 +16,10 @@ class ItemInputs:
         self.tensors = tensors
 
     @classmethod
-    def from_table(cls, table: ItemTable, device: torch.device | str = "cpu") -> "ItemInputs":
+    def from_table(cls, table: ItemTable, device: torch.device | str = "cpu") -> ItemInputs:
         return cls({k: v.to(device) for k, v in table.tensors().items()})
 
-    def to(self, device: torch.device | str) -> "ItemInputs":
+    def to(self, device: torch.device | str) -> ItemInputs:
         return ItemInputs({k: v.to(device) for k, v in self.tensors.items()})
 
     @property
@@ -46,7 +46,11 @@ class FieldEmbeddings(nn.Module):
     def __init__(self, cardinalities: list[int], dim: int) -> None:
         super().__init__()
         self.n_fields, self.dim = len(cardinalities), dim
-        offsets = torch.tensor([0, *cardinalities[:-1]], dtype=torch.long).cumsum(0) if cardinalities else torch.zeros(0, dtype=torch.long)
+        offsets = (
+            torch.tensor([0, *cardinalities[:-1]], dtype=torch.long).cumsum(0)
+            if cardinalities
+            else torch.zeros(0, dtype=torch.long)
+        )
         self.register_buffer("offsets", offsets, persistent=False)
         self.table = nn.Embedding(max(sum(cardinalities), 1), dim)
         nn.init.normal_(self.table.weight, std=0.05)
@@ -87,7 +91,10 @@ class ItemIdFeatures(nn.Module):
         self.list_names = [f.name for f in feature_map.by("item", "list")]
         self.categorical = FieldEmbeddings([f.cardinality for f in cat_fields], dim)
         self.lists = nn.ModuleDict(
-            {f.name: nn.EmbeddingBag(f.cardinality, dim, mode="mean", padding_idx=PAD) for f in feature_map.by("item", "list")}
+            {
+                f.name: nn.EmbeddingBag(f.cardinality, dim, mode="mean", padding_idx=PAD)
+                for f in feature_map.by("item", "list")
+            }
         )
         self.id_dropout = id_dropout
         self.out_dim = dim * (len(cat_fields) + len(self.list_names))

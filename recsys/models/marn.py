@@ -75,11 +75,14 @@ class MultimodalItemEncoder(nn.Module):
         # With ``specific_norm`` each ends in a LayerNorm without a learned gain: s_m has RMS 1 and
         # only the modal attention a_m in [-1, 1] scales it. A separable classification loss on s_m
         # (Ds) is otherwise lowered by growing the features' norm, without limit.
-        self.specific = nn.ModuleDict({
-            m: nn.Sequential(MLP(in_dims[m], [dim], out_dim=dim), nn.LayerNorm(dim, elementwise_affine=False))
-            if specific_norm
-            else MLP(in_dims[m], [dim], out_dim=dim)
-            for m in self.modalities})
+        self.specific = nn.ModuleDict(
+            {
+                m: nn.Sequential(MLP(in_dims[m], [dim], out_dim=dim), nn.LayerNorm(dim, elementwise_affine=False))
+                if specific_norm
+                else MLP(in_dims[m], [dim], out_dim=dim)
+                for m in self.modalities
+            }
+        )
         self.fusion = build_fusion(fusion, n_modalities=len(self.modalities), dim=dim)
         if parts is not None and parts.shared:
             if len(self.modalities) < 2:
@@ -124,8 +127,13 @@ class MultimodalItemEncoder(nn.Module):
         d1_logits = self.d1(grad_reverse(c, 1.0))  # (N, M, M): D1 learns, I is pushed to fool it
         ds_logits = self.d1(s) if self.parts.ds else None  # same classifier, no reversal
         terms = AdversarialTerms(
-            mask=mask, d0_logits=d0_logits, d1_logits=d1_logits, ds_logits=ds_logits,
-            d1_weights=w, shared=c_item, specific=s_item,
+            mask=mask,
+            d0_logits=d0_logits,
+            d1_logits=d1_logits,
+            ds_logits=ds_logits,
+            d1_weights=w,
+            shared=c_item,
+            specific=s_item,
         )
         return ItemReps(s_item + c_item, terms, attention)
 

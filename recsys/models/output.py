@@ -26,4 +26,6 @@ class ModelOutput:
 
     logits: torch.Tensor  # (B,)
     adversarial: AdversarialTerms | None = None
-    modal_attention: torch.Tensor | None = None  # (B, M) each modality's share of the candidate's fused feature (marn.modal_share)
+    modal_attention: torch.Tensor | None = (
+        None  # (B, M) each modality's share of the candidate's fused feature (marn.modal_share)
+    )

@@ -111,8 +111,11 @@ def _fingerprint(spec: CompareSpec, config: ExperimentConfig) -> dict:
     raw["model"].pop("name")
     raw["train"].pop("seed")
     raw["train"].pop("storage_path")
-    return {"config": raw, "data_dir": str(Path(spec.data_dir or config.data.path).resolve()),
-            "workers": spec.workers or config.train.workers}
+    return {
+        "config": raw,
+        "data_dir": str(Path(spec.data_dir or config.data.path).resolve()),
+        "workers": spec.workers or config.train.workers,
+    }
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, object]:
@@ -146,11 +149,16 @@ def _claim_out_dir(spec: CompareSpec, config: ExperimentConfig) -> None:
     if marker.is_file():
         theirs = json.loads(marker.read_text(encoding="utf-8"))
         a, b = _flat(theirs), _flat(mine)
-        diffs = [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
-                 if a.get(k) != b.get(k) and not (k not in a and _is_new_default(k, b.get(k)))]
+        diffs = [
+            f"{k}: {a.get(k)!r} there, {b.get(k)!r} now"
+            for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not (k not in a and _is_new_default(k, b.get(k)))
+        ]
         if diffs:
-            raise RecsysError(f"{spec.out_dir} holds a comparison of another config ({'; '.join(diffs[:5])}): "
-                              "use another --out, or delete the directory")
+            raise RecsysError(
+                f"{spec.out_dir} holds a comparison of another config ({'; '.join(diffs[:5])}): "
+                "use another --out, or delete the directory"
+            )
     else:
         marker.write_text(json.dumps(mine, indent=1), encoding="utf-8")
 
@@ -181,17 +189,31 @@ def run_one(spec: CompareSpec, config: ExperimentConfig, model: str, seed: int, 
     cfg.train.seed = seed
     started = time.perf_counter()
     try:
-        result = train_fn(cfg, data_dir=spec.data_dir, cache_dir=spec.cache_dir, address=spec.address,
-                          workers=spec.workers, run_name=name)
+        result = train_fn(
+            cfg,
+            data_dir=spec.data_dir,
+            cache_dir=spec.cache_dir,
+            address=spec.address,
+            workers=spec.workers,
+            run_name=name,
+        )
         evaluation = evaluate_checkpoint(result.best_checkpoint, Path(result.prepared_dir) / "test")
-    except Exception as exc:  # noqa: BLE001 - a failed run is reported, the comparison goes on
-        record = RunRecord(model, seed, "failed", error=f"{type(exc).__name__}: {exc}",
-                           seconds=time.perf_counter() - started)
+    except Exception as exc:
+        record = RunRecord(
+            model, seed, "failed", error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started
+        )
     else:
         record = RunRecord(
-            model, seed, "ok", seconds=time.perf_counter() - started, run_dir=str(result.run_dir),
-            checkpoint=str(result.best_checkpoint), best_epoch=result.best_metrics.get("epoch"),
-            history=list(result.history), train_samples_per_s=_mean_speed(result.history), test=evaluation.to_json(),
+            model,
+            seed,
+            "ok",
+            seconds=time.perf_counter() - started,
+            run_dir=str(result.run_dir),
+            checkpoint=str(result.best_checkpoint),
+            best_epoch=result.best_metrics.get("epoch"),
+            history=list(result.history),
+            train_samples_per_s=_mean_speed(result.history),
+            test=evaluation.to_json(),
         )
         evaluation.predictions.write_parquet(run_out / PREDICTIONS_FILE)
     _write_record(run_out, record)
@@ -238,8 +260,9 @@ def run_compare(spec: CompareSpec, train_fn: Callable | None = None, progress: b
     if own_ray:  # what every run needs (a valid dataset, encoded items) fails once, before any training
         from training.launch import check_inputs
 
-        check_inputs(config, Path(spec.data_dir or config.data.path), spec.cache_dir,
-                     spec.workers or config.train.workers)
+        check_inputs(
+            config, Path(spec.data_dir or config.data.path), spec.cache_dir, spec.workers or config.train.workers
+        )
     train_fn = train_fn or _default_train_fn()
     ray_was_up = _ray_initialized() if own_ray else True
 
@@ -256,9 +279,16 @@ def run_compare(spec: CompareSpec, train_fn: Callable | None = None, progress: b
                 record = reevaluate_run(spec, record)
             record = record or run_one(spec, config, model, seed, train_fn)
             records.append(record)
-            outcome = (f"test AUC {record.test['segments']['all']['auc']:.4f}" if record.status == "ok"
-                       else f"FAILED: {record.error.splitlines()[0][:200]}")
-            how = (" (reused, re-evaluated)" if spec.reevaluate else " (reused)") if reused else f" in {record.seconds:.0f} s"
+            outcome = (
+                f"test AUC {record.test['segments']['all']['auc']:.4f}"
+                if record.status == "ok"
+                else f"FAILED: {record.error.splitlines()[0][:200]}"
+            )
+            how = (
+                (" (reused, re-evaluated)" if spec.reevaluate else " (reused)")
+                if reused
+                else f" in {record.seconds:.0f} s"
+            )
             bar.write(f"[compare] {record.name}: {outcome}{how}")
     finally:
         bar.close()

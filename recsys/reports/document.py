@@ -34,8 +34,12 @@ from recsys.reports.summary import (
 if TYPE_CHECKING:
     from recsys.reports.compare import CompareSpec, RunRecord
 
-METRIC_TITLES = {"auc": "AUC", "gauc": "GAUC", "logloss": "logloss (lower is better)",
-                 "ratio": "calibration: mean predicted / observed CTR (1 is perfect)"}
+METRIC_TITLES = {
+    "auc": "AUC",
+    "gauc": "GAUC",
+    "logloss": "logloss (lower is better)",
+    "ratio": "calibration: mean predicted / observed CTR (1 is perfect)",
+}
 
 
 def _cell(stats: dict[str, Stat], metric: str, digits: int = 4) -> str:
@@ -55,8 +59,20 @@ def _gain_cells(gain: Gain | None) -> list[str]:
 
 
 def _summary_table(rows: list[ModelSummary], by_model: dict[str, Gain], base: str | None) -> Table:
-    header = ["model", "kind", "runs ok", "AUC", "GAUC", "logloss", "pred/obs CTR", "train samples/s",
-              f"ΔAUC vs {base or 'best baseline'}", "RelaImpr", "95% CI of ΔAUC", "p (paired bootstrap)"]
+    header = [
+        "model",
+        "kind",
+        "runs ok",
+        "AUC",
+        "GAUC",
+        "logloss",
+        "pred/obs CTR",
+        "train samples/s",
+        f"ΔAUC vs {base or 'best baseline'}",
+        "RelaImpr",
+        "95% CI of ΔAUC",
+        "p (paired bootstrap)",
+    ]
     table = []
     for s in rows:
         runs = "-" if s.kind == "oracle" else f"{s.n_ok}/{s.n_runs}"
@@ -65,8 +81,19 @@ def _summary_table(rows: list[ModelSummary], by_model: dict[str, Gain], base: st
             continue
         stats = s.segments.get("all", {})
         gain = ["(best baseline)", "", "", ""] if s.model == base else _gain_cells(by_model.get(s.model))
-        table.append([s.model, s.kind, runs, _cell(stats, "auc"), _cell(stats, "gauc"), _cell(stats, "logloss"),
-                      _cell(stats, "ratio", 3), s.samples_per_s.format(0), *gain])
+        table.append(
+            [
+                s.model,
+                s.kind,
+                runs,
+                _cell(stats, "auc"),
+                _cell(stats, "gauc"),
+                _cell(stats, "logloss"),
+                _cell(stats, "ratio", 3),
+                s.samples_per_s.format(0),
+                *gain,
+            ]
+        )
     return Table(header, table)
 
 
@@ -80,16 +107,27 @@ def _verdict(gain_list: list[Gain], base: str | None, summaries: dict[str, Model
     for g in ours:
         sig = g.test is not None and not math.isnan(g.test.p_value) and g.test.p_value < 0.05
         word = "above" if g.diff > 0 else "below" if g.diff < 0 else "level with"
-        lines.append(f"{g.model} is {word} {base} by {abs(g.diff):.4f} test AUC"
-                     + (f" (p={_p(g.test.p_value)}, {'significant' if sig else 'not significant'} at 0.05)" if g.test else ""))
+        lines.append(
+            f"{g.model} is {word} {base} by {abs(g.diff):.4f} test AUC"
+            + (f" (p={_p(g.test.p_value)}, {'significant' if sig else 'not significant'} at 0.05)" if g.test else "")
+        )
     return f"Best baseline: {base}. " + "; ".join(lines) + "."
 
 
 def _segment_tables(rows: list[ModelSummary]) -> list[Table]:
     segments = list(dict.fromkeys(seg for s in rows if s.kind != "peer" for seg in s.segments))
-    return [Table(["model", *segments], [[s.model, *[_cell(s.segments.get(seg, {}), metric, 3 if metric == "ratio" else 4)
-                                                   for seg in segments]] for s in rows if s.segments],
-                  caption=METRIC_TITLES[metric]) for metric in METRICS]
+    return [
+        Table(
+            ["model", *segments],
+            [
+                [s.model, *[_cell(s.segments.get(seg, {}), metric, 3 if metric == "ratio" else 4) for seg in segments]]
+                for s in rows
+                if s.segments
+            ],
+            caption=METRIC_TITLES[metric],
+        )
+        for metric in METRICS
+    ]
 
 
 def _segment_sizes(records: list[RunRecord]) -> Table | None:
@@ -97,31 +135,41 @@ def _segment_sizes(records: list[RunRecord]) -> Table | None:
     if not ok:
         return None
     segments = ok[0].test["segments"]
-    return Table(["segment", "test rows", "observed CTR"],
-                 [[name, str(int(m["n"])), f"{m['mean_label']:.4f}"] for name, m in segments.items()])
+    return Table(
+        ["segment", "test rows", "observed CTR"],
+        [[name, str(int(m["n"])), f"{m['mean_label']:.4f}"] for name, m in segments.items()],
+    )
 
 
 def _attention_blocks(records: list[RunRecord], out_dir: Path) -> list:
     attention = {}
     for model in dict.fromkeys(r.model for r in records):
-        summary = mean_attention([r.test.get("modal_attention") for r in records if r.model == model and r.status == "ok"])
+        summary = mean_attention(
+            [r.test.get("modal_attention") for r in records if r.model == model and r.status == "ok"]
+        )
         if summary:
             attention[model] = summary
     if not attention:
         return [Paragraph("No model in this comparison has modal attention.")]
-    blocks: list = [Paragraph("Modal attention, read through what it weights: each modality's share of the candidate's "
-                              "fused item feature, |a_m * s_m|_1 / sum_k |a_k * s_k|_1 (a_m = tanh(W_m s_m + b_m), the "
-                              "paper's element-wise weights; their raw mean saturates near 1). Mean over the test "
-                              "candidates that have the modality, averaged over seeds; per value of the first item "
-                              "categorical feature.")]
+    blocks: list = [
+        Paragraph(
+            "Modal attention, read through what it weights: each modality's share of the candidate's "
+            "fused item feature, |a_m * s_m|_1 / sum_k |a_k * s_k|_1 (a_m = tanh(W_m s_m + b_m), the "
+            "paper's element-wise weights; their raw mean saturates near 1). Mean over the test "
+            "candidates that have the modality, averaged over seeds; per value of the first item "
+            "categorical feature."
+        )
+    ]
     for model, att in attention.items():
         mods = att["modalities"]
         by = att.get("by_category")
         total = str(sum(e["n"] for e in by["values"].values())) if by else ""
         rows = [["all", total, *[f"{att['overall'][m]:.3f}" for m in mods]]]
         if by:
-            rows += [[f"{by['field']}={v}", str(e["n"]), *[f"{e['weights'][m]:.3f}" for m in mods]]
-                     for v, e in list(by["values"].items())[:20]]
+            rows += [
+                [f"{by['field']}={v}", str(e["n"]), *[f"{e['weights'][m]:.3f}" for m in mods]]
+                for v, e in list(by["values"].items())[:20]
+            ]
         blocks.append(Table(["candidates", "rows", *mods], rows, caption=model))
     path = plots.attention_plot(attention, out_dir / "plots" / "attention.png")
     if path:
@@ -142,8 +190,10 @@ def _plot_blocks(records: list[RunRecord], predictions: dict[str, list[pl.DataFr
     if curves:
         plots.roc_plot(curves, out_dir / "plots" / "roc.png")
         plots.calibration_plot(curves, out_dir / "plots" / "calibration.png")
-        blocks += [Image("plots/roc.png", "ROC curves on the test split (first seed of each model)"),
-                   Image("plots/calibration.png", "Calibration curves on the test split (first seed of each model)")]
+        blocks += [
+            Image("plots/roc.png", "ROC curves on the test split (first seed of each model)"),
+            Image("plots/calibration.png", "Calibration curves on the test split (first seed of each model)"),
+        ]
     histories: dict[str, list[list[dict]]] = {}
     for r in records:
         if r.status == "ok" and r.history:
@@ -160,14 +210,28 @@ def _runs_table(records: list[RunRecord]) -> Table:
         best_val = max((h.get("val_auc", float("nan")) for h in r.history), default=float("nan"))
         test_auc = r.test["segments"]["all"]["auc"] if r.status == "ok" else None
         error = (r.error or "").strip().splitlines()[0][:300] if r.error else ""
-        rows.append([r.name, r.status, str(r.best_epoch or "-"), "-" if math.isnan(best_val) else f"{best_val:.4f}",
-                     "-" if test_auc is None else f"{test_auc:.4f}",
-                     f"{r.train_samples_per_s:,.0f}" if r.train_samples_per_s else "-", f"{r.seconds / 60:.1f}", error])
-    return Table(["run", "status", "best epoch", "best val AUC", "test AUC", "train samples/s", "minutes", "error"], rows)
+        rows.append(
+            [
+                r.name,
+                r.status,
+                str(r.best_epoch or "-"),
+                "-" if math.isnan(best_val) else f"{best_val:.4f}",
+                "-" if test_auc is None else f"{test_auc:.4f}",
+                f"{r.train_samples_per_s:,.0f}" if r.train_samples_per_s else "-",
+                f"{r.seconds / 60:.1f}",
+                error,
+            ]
+        )
+    return Table(
+        ["run", "status", "best epoch", "best val AUC", "test AUC", "train samples/s", "minutes", "error"], rows
+    )
 
 
 def write_compare_report(
-    spec: CompareSpec, config: ExperimentConfig, records: list[RunRecord], peers: list[Peer],
+    spec: CompareSpec,
+    config: ExperimentConfig,
+    records: list[RunRecord],
+    peers: list[Peer],
 ) -> tuple[Path, Path, Path]:
     """Write report.md, report.html, plots/ and results.json into ``spec.out_dir``."""
     from recsys.reports.compare import load_predictions
@@ -186,44 +250,77 @@ def write_compare_report(
 
     doc = Document("Model comparison")
     doc.add(
-        Paragraph(f"{len(records)} run(s): models {', '.join(spec.models)} × seeds {', '.join(map(str, spec.seeds))}; "
-                  f"{n_ok} finished, {len(records) - n_ok} failed. Test split of "
-                  f"{shown_path(spec.data_dir or config.data.path)}; {config.train.epochs} epoch(s) at most, "
-                  f"early stopping patience {config.train.early_stopping_patience}, best checkpoint by validation AUC. "
-                  f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}."),
+        Paragraph(
+            f"{len(records)} run(s): models {', '.join(spec.models)} × seeds {', '.join(map(str, spec.seeds))}; "
+            f"{n_ok} finished, {len(records) - n_ok} failed. Test split of "
+            f"{shown_path(spec.data_dir or config.data.path)}; {config.train.epochs} epoch(s) at most, "
+            f"early stopping patience {config.train.early_stopping_patience}, best checkpoint by validation AUC. "
+            f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}."
+        ),
         Code(spec.command or "recsys compare"),
         Heading("Summary (test split, all rows)"),
         _summary_table(rows, {g.model: g for g in gain_list}, base),
         Paragraph(_verdict(gain_list, base, summaries)),
-        Paragraph("Mean ± sample std over seeds. ΔAUC: difference of mean test AUC to the best baseline (by mean "
-                  "test AUC among lr, dnn, din); RelaImpr = (AUC − 0.5) / (AUC_baseline − 0.5) − 1. The 95% CI and "
-                  f"p-value come from a paired bootstrap over {n_users or 'the'} test users ({spec.n_boot} resamples, "
-                  "every seed of both models scored on the same resample); they measure user sampling noise, "
-                  "the ± std the seed-to-seed spread."),
+        Paragraph(
+            "Mean ± sample std over seeds. ΔAUC: difference of mean test AUC to the best baseline (by mean "
+            "test AUC among lr, dnn, din); RelaImpr = (AUC − 0.5) / (AUC_baseline − 0.5) − 1. The 95% CI and "
+            f"p-value come from a paired bootstrap over {n_users or 'the'} test users ({spec.n_boot} resamples, "
+            "every seed of both models scored on the same resample); they measure user sampling noise, "
+            "the ± std the seed-to-seed spread."
+        ),
         Heading("Per segment"),
     )
     sizes = _segment_sizes(records)
     if sizes:
         doc.add(sizes)
-    doc.add(*_segment_tables(rows), Heading("Modal attention"), *_attention_blocks(records, out),
-            Heading("Plots"), *_plot_blocks(records, predictions, out), Heading("Runs"), _runs_table(records))
+    doc.add(
+        *_segment_tables(rows),
+        Heading("Modal attention"),
+        *_attention_blocks(records, out),
+        Heading("Plots"),
+        *_plot_blocks(records, predictions, out),
+        Heading("Runs"),
+        _runs_table(records),
+    )
     if peers:
-        doc.add(Heading("Peers"), Table(["model", "source", "file", "runs"],
-                                        [[p.model, p.source, p.file, str(len(p.runs))] for p in peers]))
+        doc.add(
+            Heading("Peers"),
+            Table(["model", "source", "file", "runs"], [[p.model, p.source, p.file, str(len(p.runs))] for p in peers]),
+        )
     md, page = write_report(doc, out)
 
     results = {
-        "command": spec.command, "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "data_dir": shown_path(spec.data_dir or config.data.path), "models": spec.models, "seeds": spec.seeds,
-        "config": config.model_dump(mode="json"), "runs": [asdict(r) for r in records],
+        "command": spec.command,
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "data_dir": shown_path(spec.data_dir or config.data.path),
+        "models": spec.models,
+        "seeds": spec.seeds,
+        "config": config.model_dump(mode="json"),
+        "runs": [asdict(r) for r in records],
         "peers": [asdict(p) for p in peers],
-        "summary": {s.model: {"kind": s.kind, "n_ok": s.n_ok, "n_runs": s.n_runs, "errors": s.errors,
-                              "samples_per_s": asdict(s.samples_per_s),
-                              "segments": {seg: {m: asdict(st) for m, st in ms.items()} for seg, ms in s.segments.items()}}
-                    for s in rows},
+        "summary": {
+            s.model: {
+                "kind": s.kind,
+                "n_ok": s.n_ok,
+                "n_runs": s.n_runs,
+                "errors": s.errors,
+                "samples_per_s": asdict(s.samples_per_s),
+                "segments": {seg: {m: asdict(st) for m, st in ms.items()} for seg, ms in s.segments.items()},
+            }
+            for s in rows
+        },
         "best_baseline": base,
-        "gains": [{"model": g.model, "baseline": g.baseline, "diff_auc": g.diff, "rela_impr": g.rela_impr,
-                   "test": g.test.to_json() if g.test else None, "note": g.note} for g in gain_list],
+        "gains": [
+            {
+                "model": g.model,
+                "baseline": g.baseline,
+                "diff_auc": g.diff,
+                "rela_impr": g.rela_impr,
+                "test": g.test.to_json() if g.test else None,
+                "note": g.note,
+            }
+            for g in gain_list
+        ],
     }
     path = out / "results.json"
     path.write_text(json.dumps(_portable(json_safe(results)), indent=1, default=_json_default), encoding="utf-8")

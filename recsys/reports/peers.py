@@ -63,18 +63,32 @@ def _peer(entry: object, where: str, file: Path) -> Peer:
     for i, run in enumerate(runs):
         test = run.get("test") if isinstance(run, dict) else None
         if not isinstance(test, dict) or not any(k in test for k in PEER_METRICS):
-            raise RecsysError(f"{where} ({entry['model']}): runs[{i}].test must hold at least one of {', '.join(PEER_METRICS)}")
+            raise RecsysError(
+                f"{where} ({entry['model']}): runs[{i}].test must hold at least one of {', '.join(PEER_METRICS)}"
+            )
         bad = [k for k in PEER_METRICS if k in test and not isinstance(test[k], int | float)]
         if bad:
-            raise RecsysError(f"{where} ({entry['model']}): runs[{i}].test.{bad[0]} must be a number, got {test[bad[0]]!r}")
+            raise RecsysError(
+                f"{where} ({entry['model']}): runs[{i}].test.{bad[0]} must be a number, got {test[bad[0]]!r}"
+            )
         speed = run.get("train_samples_per_s")
-        segments = {name: _metrics(value) for name, value in run.items()
-                    if name != "test" and isinstance(value, dict) and any(k in value for k in PEER_METRICS)}
+        segments = {
+            name: _metrics(value)
+            for name, value in run.items()
+            if name != "test" and isinstance(value, dict) and any(k in value for k in PEER_METRICS)
+        }
         predictions = run.get("predictions")
         if isinstance(predictions, str) and not Path(predictions).is_absolute():
             predictions = str(file.parent / predictions)
-        parsed.append(PeerRun(run.get("seed"), _metrics(test), float(speed) if isinstance(speed, int | float) else None,
-                              segments, predictions if isinstance(predictions, str) else None))
+        parsed.append(
+            PeerRun(
+                run.get("seed"),
+                _metrics(test),
+                float(speed) if isinstance(speed, int | float) else None,
+                segments,
+                predictions if isinstance(predictions, str) else None,
+            )
+        )
     return Peer(entry["model"], str(entry.get("source", "")), parsed, str(file))
 
 
@@ -90,16 +104,20 @@ def load_peer_predictions(peer: Peer) -> list[pl.DataFrame]:
     for run in peer.runs:
         try:
             frame = pl.read_parquet(run.predictions)
-        except Exception as exc:  # noqa: BLE001 - missing or unreadable file
-            raise RecsysError(f"{peer.file}: predictions of {peer.model} seed {run.seed}: cannot read "
-                              f"{run.predictions} ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:
+            raise RecsysError(
+                f"{peer.file}: predictions of {peer.model} seed {run.seed}: cannot read "
+                f"{run.predictions} ({type(exc).__name__}: {exc})"
+            ) from None
         score = "pred" if "pred" in frame.columns else "prob"
         missing = [c for c in ("user_id", "label", score) if c not in frame.columns]
         if missing:
             raise RecsysError(f"{run.predictions}: missing column(s) {missing} (need user_id, label, pred)")
         if "row_id" in frame.columns:
             frame = frame.sort("row_id")
-        frames.append(frame.select("user_id", pl.col("label").cast(pl.Int8), pl.col(score).cast(pl.Float64).alias("prob")))
+        frames.append(
+            frame.select("user_id", pl.col("label").cast(pl.Int8), pl.col(score).cast(pl.Float64).alias("prob"))
+        )
     return frames
 
 
@@ -114,6 +132,8 @@ def load_peers(files: list[str | Path]) -> list[Peer]:
         except (ValueError, UnicodeDecodeError) as exc:
             raise RecsysError(f"{file}: not valid JSON ({exc})") from None
         entries = payload if isinstance(payload, list) else [payload]
-        peers += [_peer(entry, f"{file}[{i}]" if isinstance(payload, list) else str(file), file)
-                  for i, entry in enumerate(entries)]
+        peers += [
+            _peer(entry, f"{file}[{i}]" if isinstance(payload, list) else str(file), file)
+            for i, entry in enumerate(entries)
+        ]
     return peers

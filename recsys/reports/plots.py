@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_curve
 
-from recsys.metrics import calibration_curve  # noqa: E402
+from recsys.metrics import calibration_curve
 
 #: label -> (labels, scores) of one scored test split
 Curves = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -61,8 +61,15 @@ def val_auc_plot(histories: dict[str, list[list[dict]]], path: Path) -> Path:
         color = f"C{i % 10}"
         for j, history in enumerate(runs):
             epochs = [h["epoch"] for h in history]
-            ax.plot(epochs, [h["val_auc"] for h in history], color=color, marker="o", markersize=3,
-                    alpha=0.8, label=model if j == 0 else None)
+            ax.plot(
+                epochs,
+                [h["val_auc"] for h in history],
+                color=color,
+                marker="o",
+                markersize=3,
+                alpha=0.8,
+                label=model if j == 0 else None,
+            )
     ax.set(xlabel="epoch", ylabel="validation AUC", title="Validation AUC per epoch (one line per seed)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8)

@@ -94,14 +94,20 @@ def to_html(doc: Document, root: Path) -> str:
             body.append(f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif isinstance(block, Image):
             data = base64.b64encode((root / block.path).read_bytes()).decode("ascii")
-            body.append(f'<figure><img alt="{e(block.caption)}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{e(block.caption)}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}caption{text-align:left;font-style:italic}"
-             "img{max-width:100%}pre{background:#f4f4f4;padding:.6em;overflow-x:auto}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{e(doc.title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+            body.append(
+                f'<figure><img alt="{e(block.caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{e(block.caption)}</figcaption></figure>"
+            )
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}caption{text-align:left;font-style:italic}"
+        "img{max-width:100%}pre{background:#f4f4f4;padding:.6em;overflow-x:auto}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{e(doc.title)}</title>'
+        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def write_report(doc: Document, out_dir: Path, name: str = "report") -> tuple[Path, Path]:

@@ -34,7 +34,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: list[float | None]) -> "Stat":
+    def of(cls, values: list[float | None]) -> Stat:
         finite = [float(v) for v in values if v is not None and math.isfinite(v)]
         if not finite:
             return cls(float("nan"), float("nan"), 0)
@@ -109,14 +109,23 @@ def summarize_oracle(records: list[RunRecord]) -> ModelSummary | None:
 def summarize_peer(peer: Peer) -> ModelSummary:
     """A peer's row: its runs' metrics (the ``all`` segment and any others it reports)."""
     tests = [{"all": run.test, **run.segments} for run in peer.runs]
-    return ModelSummary(peer.model, "peer", len(peer.runs), len(peer.runs), _segment_stats(tests),
-                        Stat.of([run.train_samples_per_s for run in peer.runs]))
+    return ModelSummary(
+        peer.model,
+        "peer",
+        len(peer.runs),
+        len(peer.runs),
+        _segment_stats(tests),
+        Stat.of([run.train_samples_per_s for run in peer.runs]),
+    )
 
 
 def best_baseline(summaries: dict[str, ModelSummary]) -> str | None:
     """The baseline with the highest mean test AUC (None when no baseline has a successful run)."""
-    scored = [(s.segments["all"]["auc"].mean, name) for name, s in summaries.items()
-              if s.kind == "baseline" and "all" in s.segments and s.segments["all"]["auc"].n]
+    scored = [
+        (s.segments["all"]["auc"].mean, name)
+        for name, s in summaries.items()
+        if s.kind == "baseline" and "all" in s.segments and s.segments["all"]["auc"].n
+    ]
     return max(scored)[1] if scored else None
 
 
@@ -130,7 +139,10 @@ def aligned(frames: list[pl.DataFrame]) -> bool:
 
 
 def gains(
-    summaries: dict[str, ModelSummary], predictions: dict[str, list[pl.DataFrame]], n_boot: int = 1000, seed: int = 0,
+    summaries: dict[str, ModelSummary],
+    predictions: dict[str, list[pl.DataFrame]],
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> list[Gain]:
     """Gain of every other model (and peer) over the best baseline, with a paired bootstrap where possible."""
     base = best_baseline(summaries)
@@ -151,9 +163,14 @@ def gains(
             note = "test rows differ between runs: no paired test"
         else:
             ref = frames[0]
-            test = paired_bootstrap_auc(ref["user_id"].to_numpy(), ref["label"].to_numpy(),
-                                        [f["prob"].to_numpy() for f in predictions[name]],
-                                        [f["prob"].to_numpy() for f in predictions[base]], n_boot=n_boot, seed=seed)
+            test = paired_bootstrap_auc(
+                ref["user_id"].to_numpy(),
+                ref["label"].to_numpy(),
+                [f["prob"].to_numpy() for f in predictions[name]],
+                [f["prob"].to_numpy() for f in predictions[base]],
+                n_boot=n_boot,
+                seed=seed,
+            )
         out.append(Gain(name, base, auc - base_auc, rela, test, note))
     return out
 
@@ -172,7 +189,14 @@ def mean_attention(summaries: list[dict]) -> dict | None:
     cats = [s["by_category"] for s in summaries if s.get("by_category")]
     if cats:
         values = list(dict.fromkeys(v for c in cats for v in c["values"]))
-        out["by_category"] = {"field": cats[0]["field"], "values": {
-            v: {"n": cats[0]["values"].get(v, {}).get("n", 0),
-                "weights": avg([c["values"][v]["weights"] for c in cats if v in c["values"]])} for v in values}}
+        out["by_category"] = {
+            "field": cats[0]["field"],
+            "values": {
+                v: {
+                    "n": cats[0]["values"].get(v, {}).get("n", 0),
+                    "weights": avg([c["values"][v]["weights"] for c in cats if v in c["values"]]),
+                }
+                for v in values
+            },
+        }
     return out

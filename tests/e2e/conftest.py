@@ -19,7 +19,9 @@ def run_cli(*args: str, check: bool = True, timeout: float = 900) -> subprocess.
     env = {**os.environ, "PYTHONWARNINGS": "default"}
     proc = subprocess.run([*RECSYS, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
-        raise AssertionError(f"recsys {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"recsys {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 
@@ -37,7 +39,9 @@ def default_dataset(tmp_path_factory: pytest.TempPathFactory) -> EncodedDataset:
     root = tmp_path_factory.mktemp("default")
     data_dir, cache_dir = root / "data", root / "cache"
     run_cli("data", "make-default", "--out", str(data_dir), "--seed", "0", "--no-progress")
-    out = run_cli("encode", str(data_dir), "--config", "configs/default.yaml", "--cache-dir", str(cache_dir), "--no-progress")
+    out = run_cli(
+        "encode", str(data_dir), "--config", "configs/default.yaml", "--cache-dir", str(cache_dir), "--no-progress"
+    )
     return EncodedDataset(data_dir, cache_dir, ROOT / "configs" / "default.yaml", out.stdout)
 
 
@@ -65,7 +69,9 @@ def write_config(path: Path, data: Path, cache: Path, storage: Path, **train: ob
     raw = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     raw["data"]["path"] = str(data)
     raw["encoders"]["cache_dir"] = str(cache)
-    raw["train"].update({"epochs": 2, "batch_size": 256, "storage_path": str(storage), "early_stopping_patience": 5, **train})
+    raw["train"].update(
+        {"epochs": 2, "batch_size": 256, "storage_path": str(storage), "early_stopping_patience": 5, **train}
+    )
     path.write_text(yaml.safe_dump(raw))
     return path
 
@@ -91,6 +97,8 @@ class TrainedRun:
 def trained_run(small_dataset, default_dataset, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     """A tiny MARN run through `recsys train` (local Ray, 1 worker, 1 epoch): checkpoints plus prepared splits."""
     root = tmp_path_factory.mktemp("trained")
-    config = write_config(root / "exp.yaml", small_dataset, default_dataset.cache_dir, root / "runs", epochs=1, workers=1)
+    config = write_config(
+        root / "exp.yaml", small_dataset, default_dataset.cache_dir, root / "runs", epochs=1, workers=1
+    )
     run_cli("train", "--config", str(config), "--run-name", "tiny", timeout=900)
     return TrainedRun(root / "runs" / "tiny", config, small_dataset)

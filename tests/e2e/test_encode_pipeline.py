@@ -180,7 +180,8 @@ def test_precomputed_selection_and_errors(encoded, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="encoders.precomputed lists 'nope'"):
         load_item_vectors(data_dir, only_features.model_copy(update={"precomputed": ["nope"]}))
     pl.DataFrame(
-        {"item_id": [1, 2, 3], "vector": [[1.0, 2.0], [3.0, 4.0], [5.0]]}, schema={"item_id": pl.Int64, "vector": pl.List(pl.Float32)}
+        {"item_id": [1, 2, 3], "vector": [[1.0, 2.0], [3.0, 4.0], [5.0]]},
+        schema={"item_id": pl.Int64, "vector": pl.List(pl.Float32)},
     ).write_parquet(data_dir / "item_features" / "ragged.parquet")
     with pytest.raises(DatasetError, match="ragged.parquet.*same length.*\\[3\\]"):
         load_item_vectors(data_dir, only_features.model_copy(update={"precomputed": ["ragged"]}))

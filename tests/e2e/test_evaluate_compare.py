@@ -11,16 +11,32 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 from support.tiny_dataset import write_tiny_dataset
 
 RUNS = ("din-seed0", "din-seed1", "marn-seed0", "marn-seed1")
 
 
-def compare_cli(config: Path, out: Path, *extra: str):  # noqa: ANN201
-    return run_cli("compare", "--config", str(config), "--models", "din,marn", "--seeds", "2", "--epochs", "1",
-                   "--workers", "1", "--bootstrap", "200", "--out", str(out), *extra, check=False)
+def compare_cli(config: Path, out: Path, *extra: str):
+    return run_cli(
+        "compare",
+        "--config",
+        str(config),
+        "--models",
+        "din,marn",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--workers",
+        "1",
+        "--bootstrap",
+        "200",
+        "--out",
+        str(out),
+        *extra,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +60,11 @@ def test_compare_writes_the_report_with_every_model_and_seed(compared) -> None:
         assert (out / "plots" / f"{png}.png").is_file(), png
     results = json.loads((out / "results.json").read_text())
     assert [(r["model"], r["seed"], r["status"]) for r in results["runs"]] == [
-        ("din", 0, "ok"), ("din", 1, "ok"), ("marn", 0, "ok"), ("marn", 1, "ok")]
+        ("din", 0, "ok"),
+        ("din", 1, "ok"),
+        ("marn", 0, "ok"),
+        ("marn", 1, "ok"),
+    ]
     for run in results["runs"]:
         assert len(run["history"]) == 1 and 0 <= run["history"][0]["val_auc"] <= 1
         assert all(0 <= m["auc"] <= 1 for m in run["test"]["segments"].values() if m["auc"] is not None)
@@ -59,7 +79,10 @@ def test_evaluate_a_compare_checkpoint(compared) -> None:
     metrics = json.loads((checkpoint.parent / "eval-test" / "metrics.json").read_text())
     for name in ("all", "warm_items", "cold_items", "missing_audio"):
         assert name in proc.stdout and 0 <= metrics["segments"][name]["auc"] <= 1, name
-    assert set(metrics["oracle"]) == set(metrics["segments"]) and metrics["modal_attention"]["by_category"]["field"] == "dept"
+    assert (
+        set(metrics["oracle"]) == set(metrics["segments"])
+        and metrics["modal_attention"]["by_category"]["field"] == "dept"
+    )
     assert "modal attention" in proc.stdout
     recorded = json.loads((out / "runs" / "marn-seed0" / "result.json").read_text())["test"]["segments"]["all"]
     assert metrics["segments"]["all"]["auc"] == pytest.approx(recorded["auc"])  # compare evaluated the same way
@@ -106,8 +129,9 @@ def test_compare_on_an_invalid_dataset_fails_once_before_training(tmp_path: Path
     config = write_tiny_dataset(tmp_path)
     inter = tmp_path / "data" / "interactions.parquet"
     frame = pl.read_parquet(inter)
-    frame.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(2).otherwise(pl.col("label"))
-                       .cast(pl.Int8).alias("label")).write_parquet(inter)
+    frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(2).otherwise(pl.col("label")).cast(pl.Int8).alias("label")
+    ).write_parquet(inter)
     proc = compare_cli(config, tmp_path / "report")
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "label" in proc.stderr and "Traceback" not in proc.stderr

@@ -22,7 +22,6 @@ import httpx
 import numpy as np
 import polars as pl
 import pytest
-
 from conftest import ROOT
 
 API_KEY = "test-key"
@@ -40,10 +39,25 @@ class Server:
     def __init__(self, checkpoint: Path, state_dir: Path, log: Path, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "recsys.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(self.port),
-               "--state-dir", str(state_dir), "--api-key", API_KEY, *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(self.port),
+            "--state-dir",
+            str(state_dir),
+            "--api-key",
+            API_KEY,
+            *extra,
+        ]
         self.log = log
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.time() + 180
         while True:
             assert self.proc.poll() is None, f"server exited {self.proc.returncode}:\n{log.read_text()[-4000:]}"
@@ -72,8 +86,17 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(trained_run, state, tmp_path_factory):
-    srv = Server(trained_run.checkpoint, state, tmp_path_factory.mktemp("logs") / "serve.log", "--workers", "2",
-                 "--max-candidates", "200", "--max-body-mb", "1")
+    srv = Server(
+        trained_run.checkpoint,
+        state,
+        tmp_path_factory.mktemp("logs") / "serve.log",
+        "--workers",
+        "2",
+        "--max-candidates",
+        "200",
+        "--max-body-mb",
+        "1",
+    )
     yield srv
     srv.stop()
 
@@ -106,8 +129,13 @@ def test_scores_equal_the_offline_scorer(server, checkpoint, trained_run) -> Non
     item_ids = checkpoint.item_table.item_ids
     for k, row in enumerate(frame.iter_rows(named=True)):
         history = [int(item_ids[r - 1]) for r, m in zip(row["hist"], row["hist_mask"]) if m]
-        resp = score(server.url, user_id=row["meta_user_id"], candidates=[row["meta_item_id"]], history=history,
-                     context=decode_context(checkpoint, row))
+        resp = score(
+            server.url,
+            user_id=row["meta_user_id"],
+            candidates=[row["meta_item_id"]],
+            history=history,
+            context=decode_context(checkpoint, row),
+        )
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["history_source"] == "request" and body["model_version"].startswith("marn-")
@@ -125,7 +153,9 @@ def test_stored_history_is_used_when_the_request_has_none(server, trained_run) -
     assert implicit["history_source"] == "store"
     assert [s["score"] for s in implicit["scores"]] == pytest.approx([s["score"] for s in explicit["scores"]], abs=1e-6)
     top = score(server.url, user_id=user, candidates=candidates, top_k=5).json()["scores"]
-    assert [s["item_id"] for s in top] == [s["item_id"] for s in sorted(implicit["scores"], key=lambda s: -s["score"])[:5]]
+    assert [s["item_id"] for s in top] == [
+        s["item_id"] for s in sorted(implicit["scores"], key=lambda s: -s["score"])[:5]
+    ]
     # Updating the history through the API changes what is used.
     updated = httpx.post(f"{server.url}/v1/users/{user}/events", json={"clicked": candidates[:3]}).json()
     assert updated["history"][-3:] == candidates[:3]
@@ -137,26 +167,41 @@ def test_stored_history_is_used_when_the_request_has_none(server, trained_run) -
 
 
 def media_of(data_dir: Path, item: dict) -> dict:
-    return {"image": (data_dir / item["image_path"]).read_bytes(), "audio": (data_dir / item["audio_path"]).read_bytes()}
+    return {
+        "image": (data_dir / item["image_path"]).read_bytes(),
+        "audio": (data_dir / item["audio_path"]).read_bytes(),
+    }
 
 
-def test_registered_item_is_scorable_on_every_worker_and_matches_its_catalogue_twin(server, checkpoint, trained_run) -> None:
+def test_registered_item_is_scorable_on_every_worker_and_matches_its_catalogue_twin(
+    server, checkpoint, trained_run
+) -> None:
     items = pl.read_parquet(trained_run.data_dir / "items.parquet")
     table = checkpoint.item_table
     cold = {int(i) for i, idx in zip(table.item_ids, table.id_index[1:]) if idx == 1}
-    twin = items.filter(pl.col("item_id").is_in(sorted(cold)) & pl.col("image_path").is_not_null()
-                        & pl.col("audio_path").is_not_null()).row(0, named=True)
+    twin = items.filter(
+        pl.col("item_id").is_in(sorted(cold)) & pl.col("image_path").is_not_null() & pl.col("audio_path").is_not_null()
+    ).row(0, named=True)
     media = media_of(trained_run.data_dir, twin)
-    resp = httpx.post(f"{server.url}/v1/items", timeout=120,
-                      data={"item_id": "990001", "title": twin["title"], "attributes": json.dumps({"department": twin["department"]})},
-                      files={"image": ("a.png", media["image"], "image/png"), "audio": ("a.wav", media["audio"], "audio/wav")})
+    resp = httpx.post(
+        f"{server.url}/v1/items",
+        timeout=120,
+        data={
+            "item_id": "990001",
+            "title": twin["title"],
+            "attributes": json.dumps({"department": twin["department"]}),
+        },
+        files={"image": ("a.png", media["image"], "image/png"), "audio": ("a.wav", media["audio"], "audio/wav")},
+    )
     assert resp.status_code == 201, resp.text
     assert resp.json()["cold"] is True and resp.json()["modalities"] == ["title", "image", "audio"]
     # Every worker scores it right away; the registered copy scores like the catalogue item with the same content.
     pids, failures = set(), []
     for _ in range(200):
         with httpx.Client() as client:  # a new connection each time: requests reach both workers
-            r = client.post(f"{server.url}/v1/score", json={"user_id": 1, "candidates": [990001, twin["item_id"]], "context": {}})
+            r = client.post(
+                f"{server.url}/v1/score", json={"user_id": 1, "candidates": [990001, twin["item_id"]], "context": {}}
+            )
         if r.status_code != 200:
             failures.append(r.text)
             continue
@@ -174,9 +219,12 @@ def test_item_with_json_vectors_and_base64_media(server, checkpoint, trained_run
     dims = checkpoint.item_table.dims()
     items = pl.read_parquet(trained_run.data_dir / "items.parquet")
     row = items.filter(pl.col("image_path").is_not_null()).row(1, named=True)
-    body = {"item_id": 990002, "attributes": {"department": "never-seen-department"},
-            "vectors": {"title": np.random.default_rng(0).normal(size=dims["title"]).tolist()},
-            "image_base64": base64.b64encode((trained_run.data_dir / row["image_path"]).read_bytes()).decode()}
+    body = {
+        "item_id": 990002,
+        "attributes": {"department": "never-seen-department"},
+        "vectors": {"title": np.random.default_rng(0).normal(size=dims["title"]).tolist()},
+        "image_base64": base64.b64encode((trained_run.data_dir / row["image_path"]).read_bytes()).decode(),
+    }
     resp = httpx.post(f"{server.url}/v1/items", json=body, timeout=120)
     assert resp.status_code == 201, resp.text
     assert resp.json()["modalities"] == ["title", "image"]
@@ -204,22 +252,55 @@ def test_bad_requests_get_a_4xx_naming_the_field(server, checkpoint) -> None:
     check(score(url, user_id="abc", candidates=[known]), 422, "user_id")
     check(score(url, user_id=1, candidates=[known], context={"no_such_field": 1}), 422, "context", "no_such_field")
     check(score(url, user_id=1, candidates=[known], top_k=0), 422, "top_k")
-    check(httpx.post(f"{url}/v1/score", content=b'{"user_id": 1, "candidates": [', headers={"content-type": "application/json"}),
-          422, "json")
-    check(httpx.post(f"{url}/v1/score", content=b"x" * (2 * 1024 * 1024), headers={"content-type": "application/json"}),
-          413, "limit")
+    check(
+        httpx.post(
+            f"{url}/v1/score", content=b'{"user_id": 1, "candidates": [', headers={"content-type": "application/json"}
+        ),
+        422,
+        "json",
+    )
+    check(
+        httpx.post(f"{url}/v1/score", content=b"x" * (2 * 1024 * 1024), headers={"content-type": "application/json"}),
+        413,
+        "limit",
+    )
     nan = json.dumps({"item_id": 5001, "vectors": {"title": [float("nan")] * dims["title"]}})
-    check(httpx.post(f"{url}/v1/items", content=nan, headers={"content-type": "application/json"}), 422, "vectors.title", "non-finite")
-    check(httpx.post(f"{url}/v1/items", json={"item_id": 5001, "vectors": {"title": [1.0, 2.0]}}), 422, "vectors.title",
-          f"expected {dims['title']}")
+    check(
+        httpx.post(f"{url}/v1/items", content=nan, headers={"content-type": "application/json"}),
+        422,
+        "vectors.title",
+        "non-finite",
+    )
+    check(
+        httpx.post(f"{url}/v1/items", json={"item_id": 5001, "vectors": {"title": [1.0, 2.0]}}),
+        422,
+        "vectors.title",
+        f"expected {dims['title']}",
+    )
     check(httpx.post(f"{url}/v1/items", json={"item_id": 5001, "vectors": {"smell": [1.0]}}), 422, "vectors", "smell")
-    check(httpx.post(f"{url}/v1/items", data={"item_id": "5001"}, files={"image": ("x.png", b"not an image", "image/png")}),
-          422, "image", "cannot decode")
-    check(httpx.post(f"{url}/v1/items", data={"item_id": "5001"}, files={"audio": ("x.wav", b"RIFF....garbage", "audio/wav")}),
-          422, "audio", "cannot decode")
+    check(
+        httpx.post(
+            f"{url}/v1/items", data={"item_id": "5001"}, files={"image": ("x.png", b"not an image", "image/png")}
+        ),
+        422,
+        "image",
+        "cannot decode",
+    )
+    check(
+        httpx.post(
+            f"{url}/v1/items", data={"item_id": "5001"}, files={"audio": ("x.wav", b"RIFF....garbage", "audio/wav")}
+        ),
+        422,
+        "audio",
+        "cannot decode",
+    )
     check(httpx.post(f"{url}/v1/items", json={"item_id": 5001, "image_base64": "%%%"}), 422, "image_base64")
-    check(httpx.post(f"{url}/v1/items", json={"item_id": 5001, "attributes": {"colour": "red"}, "title": "x"}), 422,
-          "attributes", "colour")
+    check(
+        httpx.post(f"{url}/v1/items", json={"item_id": 5001, "attributes": {"colour": "red"}, "title": "x"}),
+        422,
+        "attributes",
+        "colour",
+    )
     check(httpx.post(f"{url}/v1/items", json={"item_id": "five"}), 422, "item_id")
     check(httpx.get(f"{url}/v1/items/31337"), 404, "31337")
     check(httpx.get(f"{url}/v1/users/31337"), 404, "31337")
@@ -252,7 +333,9 @@ def test_reload_under_load_has_no_failed_request_and_every_worker_follows(server
         with httpx.Client() as c:
             while not stop.is_set():
                 try:
-                    r = c.post(f"{server.url}/v1/score", json={"user_id": 3, "candidates": [990001, 990002]}, timeout=30)
+                    r = c.post(
+                        f"{server.url}/v1/score", json={"user_id": 3, "candidates": [990001, 990002]}, timeout=30
+                    )
                     results.append((r.status_code, r.json().get("model_version")))
                 except httpx.HTTPError as exc:
                     results.append((0, repr(exc)))
@@ -261,13 +344,18 @@ def test_reload_under_load_has_no_failed_request_and_every_worker_follows(server
     for t in threads:
         t.start()
     time.sleep(1)
-    resp = httpx.post(f"{server.url}/v1/admin/reload", json={"checkpoint": str(new_dir)}, headers={"X-API-Key": API_KEY},
-                      timeout=120)
+    resp = httpx.post(
+        f"{server.url}/v1/admin/reload", json={"checkpoint": str(new_dir)}, headers={"X-API-Key": API_KEY}, timeout=120
+    )
     after = resp.json()["model_version"]
     deadline = time.time() + 60
     while time.time() < deadline:  # the other worker follows in the background
-        seen = {httpx.Client().post(f"{server.url}/v1/score", json={"user_id": 3, "candidates": [990001]}).json()["model_version"]
-                for _ in range(20)}
+        seen = {
+            httpx.Client()
+            .post(f"{server.url}/v1/score", json={"user_id": 3, "candidates": [990001]})
+            .json()["model_version"]
+            for _ in range(20)
+        }
         if seen == {after}:
             break
         time.sleep(0.5)
@@ -288,8 +376,9 @@ def test_corrupt_checkpoint_is_refused_and_the_old_model_keeps_serving(server, t
     shutil.copytree(trained_run.checkpoint, bad)
     with (bad / "model.pt").open("r+b") as fh:
         fh.truncate(1000)
-    resp = httpx.post(f"{server.url}/v1/admin/reload", json={"checkpoint": str(bad)}, headers={"X-API-Key": API_KEY},
-                      timeout=120)
+    resp = httpx.post(
+        f"{server.url}/v1/admin/reload", json={"checkpoint": str(bad)}, headers={"X-API-Key": API_KEY}, timeout=120
+    )
     assert resp.status_code == 422 and "model.pt" in resp.text and "still serving" in resp.text, resp.text
     r = score(server.url, user_id=1, candidates=[990001])
     assert r.status_code == 200 and r.json()["model_version"] == current

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from conftest import ROOT
 
 from recsys.config import load_config
 from recsys.data.validate import validate_dataset
 from recsys.encoders.pipeline import encode_items, load_item_vectors
-
-from conftest import ROOT
 
 pytestmark = pytest.mark.shared_data
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from conftest import ROOT, run_cli, write_config
+
 from recsys.config import load_config
 from recsys.errors import ConfigError, DatasetError
 
@@ -35,8 +35,13 @@ def free_port() -> int:
 
 def start_node(args: list[str], log: Path) -> subprocess.Popen:
     """`ray start ... --block` in its own process group: stopping it kills exactly this node."""
-    proc = subprocess.Popen([RAY, "start", "--block", *args], env=ENV, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [RAY, "start", "--block", *args],
+        env=ENV,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return proc
 
 
@@ -46,18 +51,33 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     logs = tmp_path_factory.mktemp("ray-logs")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--disable-usage-stats", "--num-cpus", "3", "--object-store-memory", str(300 * 1024**2),
-              "--node-ip-address", "127.0.0.1"]
-    nodes = [start_node(["--head", "--port", str(port), "--include-dashboard", "false",
-                         "--resources", '{"head_node": 1}', *common], logs / "head.log")]
+    common = [
+        "--disable-usage-stats",
+        "--num-cpus",
+        "3",
+        "--object-store-memory",
+        str(300 * 1024**2),
+        "--node-ip-address",
+        "127.0.0.1",
+    ]
+    nodes = [
+        start_node(
+            ["--head", "--port", str(port), "--include-dashboard", "false", "--resources", '{"head_node": 1}', *common],
+            logs / "head.log",
+        )
+    ]
     try:
         deadline = time.time() + 120
         while subprocess.run([RAY, "status", "--address", address], env=ENV, capture_output=True).returncode != 0:
             assert time.time() < deadline and nodes[0].poll() is None, (logs / "head.log").read_text()[-3000:]
             time.sleep(1)
-        nodes.append(start_node(["--address", address, "--resources", '{"second_node": 1}', *common], logs / "node2.log"))
-        while "second_node" not in subprocess.run([RAY, "status", "--address", address], env=ENV,
-                                                  capture_output=True, text=True).stdout:
+        nodes.append(
+            start_node(["--address", address, "--resources", '{"second_node": 1}', *common], logs / "node2.log")
+        )
+        while (
+            "second_node"
+            not in subprocess.run([RAY, "status", "--address", address], env=ENV, capture_output=True, text=True).stdout
+        ):
             assert time.time() < deadline and nodes[1].poll() is None, (logs / "node2.log").read_text()[-3000:]
             time.sleep(1)
         yield address
@@ -89,7 +109,9 @@ def history(run_dir: Path) -> list[dict]:
 def baseline_run(cluster, small_data, default_dataset, tmp_path_factory):
     """An uninterrupted 2-worker run spread over both nodes."""
     root = tmp_path_factory.mktemp("baseline")
-    config = write_config(root / "exp.yaml", small_data, default_dataset.cache_dir, root / "runs", placement_strategy="STRICT_SPREAD")
+    config = write_config(
+        root / "exp.yaml", small_data, default_dataset.cache_dir, root / "runs", placement_strategy="STRICT_SPREAD"
+    )
     proc = train_cli(config, cluster, "--run-name", "base")
     return root / "runs" / "base", proc
 
@@ -107,8 +129,16 @@ def test_two_node_cluster_runs_workers_on_both_nodes(baseline_run) -> None:
     assert "samples/s" in proc.stdout + proc.stderr  # progress lines
 
 
-def test_killed_worker_is_restarted_and_the_run_matches(baseline_run, cluster, small_data, default_dataset, tmp_path) -> None:
-    write_config(tmp_path / "exp.yaml", small_data, default_dataset.cache_dir, tmp_path / "runs", placement_strategy="STRICT_SPREAD")
+def test_killed_worker_is_restarted_and_the_run_matches(
+    baseline_run, cluster, small_data, default_dataset, tmp_path
+) -> None:
+    write_config(
+        tmp_path / "exp.yaml",
+        small_data,
+        default_dataset.cache_dir,
+        tmp_path / "runs",
+        placement_strategy="STRICT_SPREAD",
+    )
     steps_per_epoch = history(baseline_run[0])[0]["step"]
     marker = tmp_path / "crashed"
     code = (
@@ -129,9 +159,21 @@ def test_killed_worker_is_restarted_and_the_run_matches(baseline_run, cluster, s
 
 def test_driver_crash_then_resume_continues_from_the_checkpoint(cluster, small_data, default_dataset, tmp_path) -> None:
     config = write_config(tmp_path / "exp.yaml", small_data, default_dataset.cache_dir, tmp_path / "runs", epochs=3)
-    cmd = [sys.executable, "-m", "recsys.cli", "train", "--config", str(config), "--address", cluster, "--run-name", "crash"]
-    driver = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "recsys.cli",
+        "train",
+        "--config",
+        str(config),
+        "--address",
+        cluster,
+        "--run-name",
+        "crash",
+    ]
+    driver = subprocess.Popen(
+        cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     ray_dir = tmp_path / "runs" / "crash" / "ray" / "crash"
     deadline = time.time() + 600
     while time.time() < deadline and not list(ray_dir.glob("checkpoint_*")):
@@ -141,9 +183,13 @@ def test_driver_crash_then_resume_continues_from_the_checkpoint(cluster, small_d
     time.sleep(2)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver dies without any cleanup
     driver.wait(timeout=60)
-    again = run_cli("train", "--config", str(config), "--address", cluster, "--run-name", "crash", check=False, timeout=900)
+    again = run_cli(
+        "train", "--config", str(config), "--address", cluster, "--run-name", "crash", check=False, timeout=900
+    )
     assert again.returncode == 2 and "--resume" in again.stderr  # a run name is never silently reused
-    resumed = run_cli("train", "--config", str(config), "--address", cluster, "--run-name", "crash", "--resume", timeout=900)
+    resumed = run_cli(
+        "train", "--config", str(config), "--address", cluster, "--run-name", "crash", "--resume", timeout=900
+    )
     epochs = history(tmp_path / "runs" / "crash")
     assert [e["epoch"] for e in epochs][-1] == 3
     assert "resumed from" in resumed.stdout + resumed.stderr
@@ -155,7 +201,9 @@ def test_driver_crash_then_resume_continues_from_the_checkpoint(cluster, small_d
 def test_same_seed_one_worker_gives_the_same_metrics(cluster, small_data, default_dataset, tmp_path) -> None:
     results = []
     for name in ("r1", "r2"):
-        config = write_config(tmp_path / f"{name}.yaml", small_data, default_dataset.cache_dir, tmp_path / "runs", epochs=1, workers=1)
+        config = write_config(
+            tmp_path / f"{name}.yaml", small_data, default_dataset.cache_dir, tmp_path / "runs", epochs=1, workers=1
+        )
         train_cli(config, cluster, "--run-name", name)
         results.append(history(tmp_path / "runs" / name)[-1])
     for key in ("val_auc", "val_gauc", "val_logloss", "train_loss"):
@@ -179,8 +227,9 @@ def test_bad_inputs_fail_before_ray_starts_workers(small_data, default_dataset, 
         run_training(bad_storage, run_name="s")
     broken = tmp_path / "broken"
     shutil.copytree(small_data, broken, symlinks=True)
-    pl.read_parquet(broken / "interactions.parquet").with_columns(pl.lit(3, dtype=pl.Int8).alias("label")).write_parquet(
-        broken / "interactions.parquet")
+    pl.read_parquet(broken / "interactions.parquet").with_columns(
+        pl.lit(3, dtype=pl.Int8).alias("label")
+    ).write_parquet(broken / "interactions.parquet")
     with pytest.raises(DatasetError, match=r"label.*other than 0/1"):
         run_training(config, data_dir=broken, run_name="d")
     assert ray.is_initialized() == was_initialized  # nothing above started Ray

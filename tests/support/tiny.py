@@ -33,9 +33,22 @@ class Tiny:
 def tiny_config(**model: object) -> ExperimentConfig:
     return ExperimentConfig.model_validate(
         {
-            "features": {"user_categorical": ["gender"], "item_categorical": ["dept"], "item_list": ["tags"],
-                         "context_categorical": ["device"], "context_numeric": ["price"], "max_history": 5},
-            "model": {"embedding_dim": 8, "item_dim": 16, "mlp_hidden": [32], "dropout": 0.0, "id_dropout": 0.0, **model},
+            "features": {
+                "user_categorical": ["gender"],
+                "item_categorical": ["dept"],
+                "item_list": ["tags"],
+                "context_categorical": ["device"],
+                "context_numeric": ["price"],
+                "max_history": 5,
+            },
+            "model": {
+                "embedding_dim": 8,
+                "item_dim": 16,
+                "mlp_hidden": [32],
+                "dropout": 0.0,
+                "id_dropout": 0.0,
+                **model,
+            },
         }
     )
 
@@ -44,22 +57,30 @@ def make_tiny(n_items: int = 24, n_users: int = 12, n_rows: int = 400, seed: int
     """Items 1..n_items (the last quarter only in test: cold), two content modalities, some missing."""
     rng = np.random.default_rng(seed)
     item_ids = np.arange(1, n_items + 1)
-    items = pl.DataFrame({
-        "item_id": item_ids,
-        "dept": rng.choice(["a", "b", "c"], n_items),
-        "tags": [list(rng.choice(["x", "y", "z", "w"], rng.integers(0, 3))) for _ in item_ids],
-    })
+    items = pl.DataFrame(
+        {
+            "item_id": item_ids,
+            "dept": rng.choice(["a", "b", "c"], n_items),
+            "tags": [list(rng.choice(["x", "y", "z", "w"], rng.integers(0, 3))) for _ in item_ids],
+        }
+    )
     users = pl.DataFrame({"user_id": np.arange(100, 100 + n_users), "gender": rng.choice(["F", "M"], n_users)})
     ts = np.sort(rng.integers(0, 10_000, n_rows))
     n_cold = n_items // 4
     warm = item_ids[:-n_cold]
     split = np.where(ts < 8000, "train", np.where(ts < 9000, "valid", "test"))
     item = np.where(split == "test", rng.choice(item_ids, n_rows), rng.choice(warm, n_rows))
-    interactions = pl.DataFrame({
-        "user_id": rng.choice(users["user_id"].to_numpy(), n_rows), "item_id": item, "timestamp": ts,
-        "label": (rng.random(n_rows) < 0.4).astype(np.int8), "split": split,
-        "device": rng.choice(["mobile", "desktop"], n_rows), "price": rng.normal(10, 3, n_rows),
-    })
+    interactions = pl.DataFrame(
+        {
+            "user_id": rng.choice(users["user_id"].to_numpy(), n_rows),
+            "item_id": item,
+            "timestamp": ts,
+            "label": (rng.random(n_rows) < 0.4).astype(np.int8),
+            "split": split,
+            "device": rng.choice(["mobile", "desktop"], n_rows),
+            "price": rng.normal(10, 3, n_rows),
+        }
+    )
     config = tiny_config(**model)
     train = interactions.filter(pl.col("split") == "train")
     fm = fit_feature_map(train, items, users, config.features)

@@ -28,27 +28,32 @@ def write_tiny_dataset(root: Path, seed: int = 0, n_users: int = 40, n_items: in
     user_index = inter["user_id"].to_numpy() - tiny.users["user_id"].min()
     logit = 1.5 * (prefs[user_index] * image[rows]).sum(axis=1) / np.sqrt(image.shape[1]) - 0.5
     true_prob = 1.0 / (1.0 + np.exp(-logit))
-    inter = inter.with_columns(pl.Series("true_prob", true_prob),
-                               pl.Series("label", (rng.random(len(true_prob)) < true_prob).astype(np.int8)))
+    inter = inter.with_columns(
+        pl.Series("true_prob", true_prob), pl.Series("label", (rng.random(len(true_prob)) < true_prob).astype(np.int8))
+    )
     inter.write_parquet(data / "interactions.parquet")
     tiny.items.write_parquet(data / "items.parquet")
     tiny.users.write_parquet(data / "users.parquet")
     for modality, vectors in tiny.table.vectors.items():
         present = tiny.table.masks[modality][1:]
-        pl.DataFrame({"item_id": tiny.table.item_ids[present],
-                      "vector": pl.Series(vectors[1:][present].tolist(), dtype=pl.List(pl.Float32))}
-                     ).write_parquet(data / "item_features" / f"{modality}.parquet")
+        pl.DataFrame(
+            {
+                "item_id": tiny.table.item_ids[present],
+                "vector": pl.Series(vectors[1:][present].tolist(), dtype=pl.List(pl.Float32)),
+            }
+        ).write_parquet(data / "item_features" / f"{modality}.parquet")
     config = tiny.config.model_dump(mode="json")
     config["data"] = {"path": str(data), "split": {"method": "column"}}
     config["encoders"].update({"title": None, "image": None, "audio": None, "cache_dir": str(root / "cache")})
-    config["train"].update({"epochs": 1, "batch_size": 256, "workers": 1, "max_failures": 0,
-                            "storage_path": str(root / "runs"), "seed": 0})
+    config["train"].update(
+        {"epochs": 1, "batch_size": 256, "workers": 1, "max_failures": 0, "storage_path": str(root / "runs"), "seed": 0}
+    )
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
-def train_without_ray(config, data_dir: Path, run_dir: Path, steps: int = 20):  # noqa: ANN001, ANN201
+def train_without_ray(config, data_dir: Path, run_dir: Path, steps: int = 20):
     """A stand-in for ``training.launch.run_training`` without Ray: the same files, a few SGD steps.
 
     Writes ``run_dir/prepared`` and a ``run_dir/best`` checkpoint and returns a TrainResult.
@@ -87,7 +92,9 @@ def train_without_ray(config, data_dir: Path, run_dir: Path, steps: int = 20):  
     model.eval()
     with torch.no_grad():
         probs = torch.sigmoid(model({k: torch.from_numpy(v) for k, v in valid.arrays.items()}, items).logits).numpy()
-    val = {f"val_{k}": float(v) for k, v in compute_metrics(valid.meta["user_id"], valid.arrays["label"], probs).items()}
+    val = {
+        f"val_{k}": float(v) for k, v in compute_metrics(valid.meta["user_id"], valid.arrays["label"], probs).items()
+    }
     report = {**val, "epoch": 1, "step": steps, "samples_per_s": 1000.0}
     save_checkpoint(run_dir / "best", model, config, prepared.feature_map, prepared.item_table, metrics=report)
     return TrainResult(run_dir, run_dir / "best", run_dir / "best", report, [report], run_dir / "prepared")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from support.tiny_dataset import train_without_ray, write_tiny_dataset
 
 from recsys.config import load_config
 from recsys.errors import ConfigError, RecsysError
 from recsys.reports.compare import CompareSpec, run_compare
 from recsys.reports.peers import load_peers
-from support.tiny_dataset import train_without_ray, write_tiny_dataset
 
 
 class FakeTrain:
@@ -24,7 +24,7 @@ class FakeTrain:
     def __init__(self, fail: set[tuple[str, int]] = frozenset()) -> None:
         self.fail, self.calls = fail, []
 
-    def __call__(self, config, *, data_dir, cache_dir, address, workers, run_name):  # noqa: ANN001, ANN204
+    def __call__(self, config, *, data_dir, cache_dir, address, workers, run_name):
         self.calls.append(run_name)
         if (config.model.name, config.train.seed) in self.fail:
             raise RuntimeError("injected failure for the test")
@@ -36,18 +36,38 @@ def compared(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("compare")
     config = load_config(write_tiny_dataset(root))
     peer = root / "peer.json"
-    peer.write_text(json.dumps({"model": "fuxictr_din", "source": "FuxiCTR DIN", "runs": [
-        {"seed": 0, "test": {"auc": 0.61, "gauc": 0.6, "logloss": 0.66}, "train_samples_per_s": 5000.0},
-        {"seed": 1, "test": {"auc": 0.63, "gauc": 0.6, "logloss": 0.65}, "cold_items": {"auc": 0.5}}]}))
+    peer.write_text(
+        json.dumps(
+            {
+                "model": "fuxictr_din",
+                "source": "FuxiCTR DIN",
+                "runs": [
+                    {"seed": 0, "test": {"auc": 0.61, "gauc": 0.6, "logloss": 0.66}, "train_samples_per_s": 5000.0},
+                    {"seed": 1, "test": {"auc": 0.63, "gauc": 0.6, "logloss": 0.65}, "cold_items": {"auc": 0.5}},
+                ],
+            }
+        )
+    )
     # A peer with row-level predictions (the true click probabilities, in test-row order): paired test.
     test = pl.read_parquet(Path(config.data.path) / "interactions.parquet").filter(pl.col("split") == "test")
-    test.select(pl.int_range(pl.len()).alias("row_id"), "user_id", "label", pl.col("true_prob").alias("pred")
-                ).reverse().write_parquet(root / "knows.parquet")
+    test.select(
+        pl.int_range(pl.len()).alias("row_id"), "user_id", "label", pl.col("true_prob").alias("pred")
+    ).reverse().write_parquet(root / "knows.parquet")
     knows = root / "knows.json"
-    knows.write_text(json.dumps([{"model": "knows_all", "runs": [
-        {"seed": 0, "test": {"auc": 0.75}, "predictions": "knows.parquet"}]}]))
-    spec = CompareSpec(config, ["din", "marn"], [0, 1], root / "report", peer_files=[peer, knows], n_boot=200,
-                       command="recsys compare --models din,marn --seeds 2")
+    knows.write_text(
+        json.dumps(
+            [{"model": "knows_all", "runs": [{"seed": 0, "test": {"auc": 0.75}, "predictions": "knows.parquet"}]}]
+        )
+    )
+    spec = CompareSpec(
+        config,
+        ["din", "marn"],
+        [0, 1],
+        root / "report",
+        peer_files=[peer, knows],
+        n_boot=200,
+        command="recsys compare --models din,marn --seeds 2",
+    )
     fake = FakeTrain(fail={("din", 1)})
     return spec, run_compare(spec, train_fn=fake, progress=False), fake
 
@@ -57,7 +77,11 @@ def test_report_lists_every_model_and_seed_and_the_failed_run(compared) -> None:
     # trained seed by seed (an interrupted comparison already has every model), reported model by model
     assert fake.calls == ["din-seed0", "marn-seed0", "din-seed1", "marn-seed1"]
     assert [(r.name, r.status) for r in result.records] == [
-        ("din-seed0", "ok"), ("din-seed1", "failed"), ("marn-seed0", "ok"), ("marn-seed1", "ok")]
+        ("din-seed0", "ok"),
+        ("din-seed1", "failed"),
+        ("marn-seed0", "ok"),
+        ("marn-seed1", "ok"),
+    ]
     md, page = result.report_md.read_text(), result.report_html.read_text()
     for text in (md, page):
         for name in ("din-seed0", "din-seed1", "marn-seed0", "marn-seed1", "fuxictr_din", "oracle"):
@@ -79,7 +103,9 @@ def test_results_json_has_every_run_summaries_and_the_gain_test(compared) -> Non
     assert "injected failure" in results["runs"][1]["error"]
     summary = results["summary"]
     assert summary["din"]["n_ok"] == 1 and summary["marn"]["segments"]["all"]["auc"]["n"] == 2
-    assert summary["fuxictr_din"]["kind"] == "peer" and summary["fuxictr_din"]["segments"]["all"]["auc"]["mean"] == pytest.approx(0.62)
+    assert summary["fuxictr_din"]["kind"] == "peer" and summary["fuxictr_din"]["segments"]["all"]["auc"][
+        "mean"
+    ] == pytest.approx(0.62)
     assert summary["oracle"]["segments"]["all"]["auc"]["mean"] > 0.6
     gain = {g["model"]: g for g in results["gains"]}
     assert results["best_baseline"] == "din"

@@ -130,13 +130,21 @@ def test_aisfx_features_match_the_aisfx_package_pipeline(aisfx_encoder, tmp_path
     from recsys.encoders import audio
 
     assert (audio.AISFX_SAMPLE_RATE, audio.AISFX_N_FFT, audio.AISFX_HOP, audio.AISFX_MEL_BINS) == (
-        inference.SAMPLE_RATE, inference.SPEC_BLOCK_LENGTH, inference.SPEC_HOP_LENGTH, inference.MEL_BINS)
+        inference.SAMPLE_RATE,
+        inference.SPEC_BLOCK_LENGTH,
+        inference.SPEC_HOP_LENGTH,
+        inference.MEL_BINS,
+    )
     assert (audio.AISFX_F_MIN, audio.AISFX_F_MAX, audio.AISFX_BLOCK_FRAMES) == (
-        inference.F_MIN, inference.F_MAX, inference.EMB_BLOCK_LENGTH)
+        inference.F_MIN,
+        inference.F_MAX,
+        inference.EMB_BLOCK_LENGTH,
+    )
 
     path = _wav(tmp_path / "c.wav", 3.0, 44100)
-    spec = compute_spectrogram(str(path), sr=inference.SAMPLE_RATE, block_size=2048, hop_size=1024,
-                               n_mels=96, f_min=0.0, f_max=22050.0)  # (96, F)
+    spec = compute_spectrogram(
+        str(path), sr=inference.SAMPLE_RATE, block_size=2048, hop_size=1024, n_mels=96, f_min=0.0, f_max=22050.0
+    )  # (96, F)
     spec = preprocessing.spectrogram_normalize(spec.T, spec_norm="original")  # (F, 96)
     blocks = preprocessing.blocking(spec, block_size=100, hop_size=50, drop_partial_block=True)  # (N, 100, 96)
     with torch.no_grad():

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from support.tiny_dataset import train_without_ray, write_tiny_dataset
 
 from recsys.checkpoint import CheckpointError
 from recsys.config import load_config
 from recsys.errors import DatasetError, RecsysError
 from recsys.evaluation import evaluate_checkpoint, format_evaluation, segment_masks
-from support.tiny_dataset import train_without_ray, write_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,11 @@ def test_unknown_items_are_named(tiny_run, tmp_path) -> None:
     new = items.head(1).with_columns(pl.lit(9999, dtype=items["item_id"].dtype).alias("item_id"))
     pl.concat([items, new]).write_parquet(copy / "items.parquet")
     inter = pl.read_parquet(copy / "interactions.parquet")
-    extra = inter.filter(pl.col("split") == "test").head(2).with_columns(pl.lit(9999, dtype=inter["item_id"].dtype).alias("item_id"))
+    extra = (
+        inter.filter(pl.col("split") == "test")
+        .head(2)
+        .with_columns(pl.lit(9999, dtype=inter["item_id"].dtype).alias("item_id"))
+    )
     pl.concat([inter, extra]).write_parquet(copy / "interactions.parquet")
     with pytest.raises(DatasetError, match=r"1 item id\(s\) unknown to the checkpoint's item table .*\[9999\]"):
         evaluate_checkpoint(checkpoint, data_dir=copy)
@@ -89,8 +93,12 @@ def test_missing_checkpoint_and_missing_split_are_clear_errors(tiny_run, tmp_pat
 def test_history_buckets_and_missing_modality_segments() -> None:
     lengths = [0, 3, 7, 25, 1]
     hist = np.array([[i < n for i in range(30)] for n in lengths])
-    frame = pl.DataFrame({"hist_mask": pl.Series(hist, dtype=pl.Array(pl.Boolean, 30)),
-                          "meta_is_cold": [False, True, False, False, False]})
+    frame = pl.DataFrame(
+        {
+            "hist_mask": pl.Series(hist, dtype=pl.Array(pl.Boolean, 30)),
+            "meta_is_cold": [False, True, False, False, False],
+        }
+    )
     masks = segment_masks(frame)
     assert masks["history_0"].tolist() == [True, False, False, False, False]
     assert masks["history_1-4"].tolist() == [False, True, False, False, True]
@@ -103,8 +111,22 @@ def test_cli_evaluate_with_data_prints_the_table_and_writes_metrics(tiny_run, tm
     from recsys.cli import main
 
     data, checkpoint = tiny_run
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--split", "valid",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(data),
+                "--split",
+                "valid",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "marn on valid" in out and "warm_items" in out and f"wrote {tmp_path / 'metrics.json'}" in out
     assert json.loads((tmp_path / "metrics.json").read_text())["split"] == "valid"

@@ -8,16 +8,23 @@ import numpy as np
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.tiny import make_tiny
 
 from recsys.config import SplitConfig
 from recsys.data.feature_map import OOV, FeatureMap
 from recsys.data.sequences import build_behaviour_sequences
 from recsys.data.splits import SPLIT_RANK, assign_splits
-from support.tiny import make_tiny
 
 rows = st.lists(
-    st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(0, 20), st.integers(0, 1), st.sampled_from(["train", "valid", "test"])),
-    min_size=1, max_size=60,
+    st.tuples(
+        st.integers(1, 3),
+        st.integers(1, 9),
+        st.integers(0, 20),
+        st.integers(0, 1),
+        st.sampled_from(["train", "valid", "test"]),
+    ),
+    min_size=1,
+    max_size=60,
 )
 
 
@@ -29,8 +36,11 @@ def test_sequences_never_see_the_present_or_future(rows, max_len: int) -> None:
     for i, (user, _, ts, _, split) in enumerate(rows):
         # Brute force: this user's clicks strictly earlier, from this split or an earlier one, newest last.
         clicks = sorted(
-            ((t, j, item) for j, (u, item, t, label, s) in enumerate(rows)
-             if u == user and label == 1 and t < ts and SPLIT_RANK[s] <= SPLIT_RANK[split]),
+            (
+                (t, j, item)
+                for j, (u, item, t, label, s) in enumerate(rows)
+                if u == user and label == 1 and t < ts and SPLIT_RANK[s] <= SPLIT_RANK[split]
+            ),
         )
         expected = [item for _, _, item in clicks][-max_len:]
         got = history[i][mask[i]].tolist()
@@ -41,15 +51,24 @@ def test_sequences_never_see_the_present_or_future(rows, max_len: int) -> None:
 
 
 def test_sequence_order_is_newest_last() -> None:
-    frame = pl.DataFrame({"user_id": [1] * 4, "item_id": [10, 11, 12, 13], "timestamp": [1, 2, 3, 4],
-                          "label": [1, 1, 1, 0], "split": ["train"] * 4})
+    frame = pl.DataFrame(
+        {
+            "user_id": [1] * 4,
+            "item_id": [10, 11, 12, 13],
+            "timestamp": [1, 2, 3, 4],
+            "label": [1, 1, 1, 0],
+            "split": ["train"] * 4,
+        }
+    )
     history, mask = build_behaviour_sequences(frame, 2)
     assert history[3].tolist() == [11, 12] and mask[3].all()
     assert mask[0].sum() == 0
 
 
 def test_time_split_per_user() -> None:
-    frame = pl.DataFrame({"user_id": [1] * 10 + [2] * 2, "item_id": list(range(12)), "timestamp": list(range(10, 0, -1)) + [1, 2]})
+    frame = pl.DataFrame(
+        {"user_id": [1] * 10 + [2] * 2, "item_id": list(range(12)), "timestamp": list(range(10, 0, -1)) + [1, 2]}
+    )
     out = assign_splits(frame, SplitConfig(method="time", valid_fraction=0.2, test_fraction=0.2))
     user1 = out.filter(pl.col("user_id") == 1).sort("timestamp")["split"].to_list()
     assert user1 == ["train"] * 6 + ["valid"] * 2 + ["test"] * 2
@@ -85,14 +104,32 @@ def test_encode_value_agrees_with_encode_categorical() -> None:
     from recsys.config import FeaturesConfig
     from recsys.data.feature_map import fit_feature_map
 
-    train = pl.DataFrame({"user_id": [1, 2, 3], "item_id": [1, 1, 2], "label": [1, 0, 1],
-                          "hour": [5, 17, 5], "device": ["mobile", "desktop", "mobile"], "flag": [True, False, True],
-                          "ratio": [0.5, 1.0, 2.5], "price": [1.0, 3.0, 5.0]})
+    train = pl.DataFrame(
+        {
+            "user_id": [1, 2, 3],
+            "item_id": [1, 1, 2],
+            "label": [1, 0, 1],
+            "hour": [5, 17, 5],
+            "device": ["mobile", "desktop", "mobile"],
+            "flag": [True, False, True],
+            "ratio": [0.5, 1.0, 2.5],
+            "price": [1.0, 3.0, 5.0],
+        }
+    )
     items = pl.DataFrame({"item_id": [1, 2]})
-    fm = fit_feature_map(train, items, None, FeaturesConfig(context_categorical=["hour", "device", "flag", "ratio"],
-                                                             context_numeric=["price"]))
-    probes = {"hour": [5, 17, 3, None], "device": ["mobile", "tablet", None], "flag": [True, False, None],
-              "ratio": [0.5, 1.0, 2.5, 7.0, None], "user_id": [1, 2, 99, None]}
+    fm = fit_feature_map(
+        train,
+        items,
+        None,
+        FeaturesConfig(context_categorical=["hour", "device", "flag", "ratio"], context_numeric=["price"]),
+    )
+    probes = {
+        "hour": [5, 17, 3, None],
+        "device": ["mobile", "tablet", None],
+        "flag": [True, False, None],
+        "ratio": [0.5, 1.0, 2.5, 7.0, None],
+        "user_id": [1, 2, 99, None],
+    }
     for name, values in probes.items():
         column = fm.encode_categorical(name, pl.Series(name, values))
         assert [fm.encode_value(name, v) for v in values] == column.tolist(), name

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support.tiny import make_tiny
 
 from recsys.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from recsys.config import ExperimentConfig
 from recsys.errors import ConfigError
 from recsys.losses import total_loss
 from recsys.models import MODELS, ItemInputs, build_model
-from support.tiny import make_tiny
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,11 @@ def build(tiny, name: str, **update):
     return build_model(cfg, tiny.feature_map, tiny.table.dims()), cfg
 
 
-@pytest.mark.parametrize(("name", "options"), [(name, {}) for name in MODELS] + [("marn", {"user_tower": True})],
-                         ids=[*MODELS, "marn-user_tower"])
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [(name, {}) for name in MODELS] + [("marn", {"user_tower": True})],
+    ids=[*MODELS, "marn-user_tower"],
+)
 def test_each_model_overfits_one_batch(tiny, name: str, options: dict) -> None:
     model, cfg = build(tiny, name, **options)
     items = ItemInputs.from_table(tiny.table)
@@ -63,7 +66,11 @@ def test_marn_reports_every_adversarial_term(tiny) -> None:
     share = out.modal_attention  # each modality's share of the fused feature: sums to 1, 0 where absent
     assert torch.allclose(share.sum(dim=1), torch.ones(32)) and (share >= 0).all()
     ablation, cfg1 = build(tiny, "man_d1")
-    parts1 = total_loss(ablation(next(tiny.examples.split("train").batches(32)), ItemInputs.from_table(tiny.table)), torch.zeros(32), cfg1)[1]
+    parts1 = total_loss(
+        ablation(next(tiny.examples.split("train").batches(32)), ItemInputs.from_table(tiny.table)),
+        torch.zeros(32),
+        cfg1,
+    )[1]
     assert "d1" in parts1 and "d0" not in parts1 and "ds" not in parts1
 
 
@@ -106,7 +113,9 @@ def test_save_load_gives_identical_logits(tiny, tmp_path: Path) -> None:
         model, cfg = build(tiny, name, **options)
         model.eval()
         config = tiny.config.model_copy(update={"model": cfg})
-        path = save_checkpoint(tmp_path / f"{name}{len(options)}", model, config, tiny.feature_map, tiny.table, metrics={"auc": 0.5})
+        path = save_checkpoint(
+            tmp_path / f"{name}{len(options)}", model, config, tiny.feature_map, tiny.table, metrics={"auc": 0.5}
+        )
         ckpt = load_checkpoint(path, expected_config=config)
         batch = next(tiny.examples.split("valid").batches(50))
         before = model(batch, ItemInputs.from_table(tiny.table)).logits
@@ -222,8 +231,12 @@ def test_user_tower_scores_a_shared_history_view_like_materialised_rows(tiny) ->
     with torch.no_grad():
         target = model.item_representations(candidates, items).rep
         hist = model.item_representations(one["hist"][0], items).rep
-        shared = {"user": one["user"].expand(n, -1), "context": one["context"].expand(n, -1),
-                  "numeric": one["numeric"].expand(n, -1), "hist_mask": one["hist_mask"].expand(n, -1)}
+        shared = {
+            "user": one["user"].expand(n, -1),
+            "context": one["context"].expand(n, -1),
+            "numeric": one["numeric"].expand(n, -1),
+            "hist_mask": one["hist_mask"].expand(n, -1),
+        }
         dense = {k: v.contiguous() for k, v in shared.items()}
         tower_batches = []
         hook = model.user_tower.register_forward_hook(lambda mod, args, out: tower_batches.append(args[0].shape[0]))
@@ -255,8 +268,10 @@ def test_id_embeddings_off_makes_scores_independent_of_the_ids(tiny, name: str) 
         model, _ = build(tiny, name, id_embeddings=id_embeddings)
         model.eval()
         base = scores(model, batch, items.tensors)
-        moved = [not torch.allclose(base, scores(model, batch, other_ids)),
-                 not torch.allclose(base, scores(model, other_users, items.tensors))]
+        moved = [
+            not torch.allclose(base, scores(model, batch, other_ids)),
+            not torch.allclose(base, scores(model, other_users, items.tensors)),
+        ]
         assert moved == [moves, moves], (name, id_embeddings, moved)
     only_item, _ = build(tiny, name, id_embeddings=["item"])  # the user id alone is off
     only_item.eval()
@@ -269,10 +284,14 @@ def test_id_embeddings_refuses_an_empty_id_modality_and_duplicates(tiny) -> None
     import dataclasses
 
     no_attributes = dataclasses.replace(
-        tiny.feature_map, fields={k: f for k, f in tiny.feature_map.fields.items() if f.source != "item" or k == "item_id"})
+        tiny.feature_map,
+        fields={k: f for k, f in tiny.feature_map.fields.items() if f.source != "item" or k == "item_id"},
+    )
     for name in ("din", "lr", "marn"):
         cfg = tiny.config.model.model_copy(update={"name": name, "id_embeddings": ["user"]})
-        with pytest.raises(ConfigError, match=rf"model.id_embeddings: without the item id, model '{name}' has no item features"):
+        with pytest.raises(
+            ConfigError, match=rf"model.id_embeddings: without the item id, model '{name}' has no item features"
+        ):
             build_model(cfg, no_attributes, tiny.table.dims())
     content_only = tiny.config.model.model_copy(update={"id_embeddings": [], "modalities": ["image", "audio"]})
     assert build_model(content_only, no_attributes, tiny.table.dims()).modalities == ["image", "audio"]
@@ -289,8 +308,16 @@ def test_without_item_ids_every_parameter_still_gets_a_gradient(tiny, name: str)
     import dataclasses
 
     lists_only = dataclasses.replace(
-        tiny.feature_map, fields={k: f for k, f in tiny.feature_map.fields.items() if not (f.source == "item" and f.kind == "categorical" and k != "item_id")})
-    assert [f.name for f in lists_only.by("item", "list")] == ["tags"] and len(lists_only.by("item", "categorical")) == 1
+        tiny.feature_map,
+        fields={
+            k: f
+            for k, f in tiny.feature_map.fields.items()
+            if not (f.source == "item" and f.kind == "categorical" and k != "item_id")
+        },
+    )
+    assert [f.name for f in lists_only.by("item", "list")] == ["tags"] and len(
+        lists_only.by("item", "categorical")
+    ) == 1
     table = dataclasses.replace(tiny.table, categorical=tiny.table.categorical[:, :0])
     cfg = tiny.config.model.model_copy(update={"name": name, "id_embeddings": []})
     torch.manual_seed(0)

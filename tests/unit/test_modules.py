@@ -323,12 +323,13 @@ def test_left_padding_length_does_not_change_the_interest(name: str, real: int) 
     padded = torch.zeros(b, l, d)
     padded_mask = torch.zeros(b, l, dtype=torch.bool)
     if real:
-        padded[:, l - real:], padded_mask[:, l - real:] = items, True
+        padded[:, l - real :], padded_mask[:, l - real :] = items, True
     trimmed = items[None].expand(b, -1, -1)  # (B, max(real, 1), D), stride 0 over rows
     trimmed_mask = torch.full((max(real, 1),), bool(real))[None].expand(b, -1)
     with torch.inference_mode():
-        torch.testing.assert_close(encoder(trimmed, trimmed_mask, target), encoder(padded, padded_mask, target),
-                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            encoder(trimmed, trimmed_mask, target), encoder(padded, padded_mask, target), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_target_attention_softmax_sums_to_one_and_sigmoid_does_not_normalise() -> None:

@@ -59,7 +59,8 @@ def test_several_seeds_per_side_use_the_mean_auc() -> None:
 def test_same_seed_same_result_and_shape_errors() -> None:
     users, labels, signal = _data(n_users=30)
     other = signal[::-1].copy()
-    assert paired_bootstrap_auc(users, labels, signal, other, n_boot=50, seed=7) == \
-        paired_bootstrap_auc(users, labels, signal, other, n_boot=50, seed=7)
+    assert paired_bootstrap_auc(users, labels, signal, other, n_boot=50, seed=7) == paired_bootstrap_auc(
+        users, labels, signal, other, n_boot=50, seed=7
+    )
     with pytest.raises(ValueError, match="scores_b: scores of shape"):
         paired_bootstrap_auc(users, labels, signal, signal[:-1])

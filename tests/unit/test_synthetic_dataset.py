@@ -112,13 +112,22 @@ def test_rejects_unknown_size(tmp_path: Path) -> None:
 
 def test_table_schemas(frames: dict[str, pl.DataFrame]) -> None:
     assert dict(frames["items"].schema) == {
-        "item_id": pl.Int64, "title": pl.String, "image_path": pl.String,
-        "audio_path": pl.String, "department": pl.String,
+        "item_id": pl.Int64,
+        "title": pl.String,
+        "image_path": pl.String,
+        "audio_path": pl.String,
+        "department": pl.String,
     }
     assert dict(frames["users"].schema) == {"user_id": pl.Int64, "age_group": pl.String, "country": pl.String}
     assert dict(frames["interactions"].schema) == {
-        "user_id": pl.Int64, "item_id": pl.Int64, "timestamp": pl.Int64, "label": pl.Int8,
-        "split": pl.String, "hour": pl.Int8, "device": pl.String, "true_prob": pl.Float64,
+        "user_id": pl.Int64,
+        "item_id": pl.Int64,
+        "timestamp": pl.Int64,
+        "label": pl.Int8,
+        "split": pl.String,
+        "hour": pl.Int8,
+        "device": pl.String,
+        "true_prob": pl.Float64,
     }
 
 
@@ -232,9 +241,7 @@ def _hue(rgb: np.ndarray) -> float:
 
 def test_images_show_the_item_colour_large(root: Path, frames: dict[str, pl.DataFrame]) -> None:
     rows = (
-        frames["items"].join(frames["truth_items"], on="item_id")
-        .filter(pl.col("image_path").is_not_null())
-        .head(150)
+        frames["items"].join(frames["truth_items"], on="item_id").filter(pl.col("image_path").is_not_null()).head(150)
     )
     palette = {name: _hue(np.array(rgb, dtype=float)) for name, rgb in COLOURS.items()}
     for row in rows.iter_rows(named=True):
@@ -248,7 +255,8 @@ def test_images_show_the_item_colour_large(root: Path, frames: dict[str, pl.Data
 
 def test_audio_pitch_and_tempo(root: Path, frames: dict[str, pl.DataFrame]) -> None:
     rows = (
-        frames["items"].join(frames["truth_items"], on="item_id")
+        frames["items"]
+        .join(frames["truth_items"], on="item_id")
         .filter(pl.col("audio_path").is_not_null() & (pl.col("waveform") != "noise"))
         .head(240)
     )
@@ -280,9 +288,7 @@ def signal_frame(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
 
 def _hidden_lr_test_auc(df: pl.DataFrame, drop: tuple[str, ...] = ()) -> float:
     """Test AUC of a logistic regression on persona x hidden-attribute crosses + context, fit on train."""
-    columns = [
-        (df["persona"].cast(pl.String) + f"|{a}=" + df[a]).to_numpy() for a in HIDDEN if a not in drop
-    ]
+    columns = [(df["persona"].cast(pl.String) + f"|{a}=" + df[a]).to_numpy() for a in HIDDEN if a not in drop]
     columns.append(("hour=" + df["hour"].cast(pl.String)).to_numpy())
     columns.append((df["device"] + "|" + df["department"]).to_numpy())
     codes, offset = [], 0

@@ -18,7 +18,12 @@ def write_valid(root: Path) -> None:
     (root / "images" / "1.png").write_bytes(b"png")
     (root / "item_features").mkdir()
     pl.DataFrame(
-        {"item_id": [1, 2, 3], "title": ["a", "b", None], "image_path": ["images/1.png", None, None], "department": ["x", "y", "x"]}
+        {
+            "item_id": [1, 2, 3],
+            "title": ["a", "b", None],
+            "image_path": ["images/1.png", None, None],
+            "department": ["x", "y", "x"],
+        }
     ).write_parquet(root / "items.parquet")
     pl.DataFrame({"user_id": [10, 11], "gender": ["F", "M"]}).write_parquet(root / "users.parquet")
     pl.DataFrame(
@@ -50,7 +55,11 @@ def test_valid_dataset_is_ok(tmp_path: Path) -> None:
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     write_valid(tmp_path)
     pl.DataFrame(
-        {"item_id": [1, 2, 2, 4], "title": ["a", "b", "c", "d"], "image_path": ["images/1.png", "images/missing.png", None, None]}
+        {
+            "item_id": [1, 2, 2, 4],
+            "title": ["a", "b", "c", "d"],
+            "image_path": ["images/1.png", "images/missing.png", None, None],
+        }
     ).write_parquet(tmp_path / "items.parquet")  # duplicate 2, missing media, no `department`
     pl.DataFrame({"user_id": [10, 11], "gender": ["F", "M"]}).write_parquet(tmp_path / "users.parquet")
     pl.DataFrame(
@@ -64,7 +73,10 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         }
     ).write_parquet(tmp_path / "interactions.parquet")
     pl.DataFrame(
-        {"item_id": [1, 2, 4], "vector": pl.Series([[0.1, 0.2], [0.3, float("nan")], [0.5, 0.6, 0.7]], dtype=pl.List(pl.Float32))}
+        {
+            "item_id": [1, 2, 4],
+            "vector": pl.Series([[0.1, 0.2], [0.3, float("nan")], [0.5, 0.6, 0.7]], dtype=pl.List(pl.Float32)),
+        }
     ).write_parquet(tmp_path / "item_features" / "audio_x.parquet")
 
     report = validate_dataset(tmp_path, CONFIG)
@@ -106,7 +118,12 @@ def test_offending_ids_are_capped_with_count(tmp_path: Path) -> None:
     write_valid(tmp_path)
     n = 40
     pl.DataFrame(
-        {"user_id": [10] * n, "item_id": list(range(100, 100 + n)), "timestamp": list(range(n)), "label": [0, 1] * (n // 2)}
+        {
+            "user_id": [10] * n,
+            "item_id": list(range(100, 100 + n)),
+            "timestamp": list(range(n)),
+            "label": [0, 1] * (n // 2),
+        }
     ).write_parquet(tmp_path / "interactions.parquet")
     problem = next(p for p in validate_dataset(tmp_path, CONFIG).problems if p.column == "item_id")
     assert problem.ids == (100, 101, 102, 103, 104) and problem.n_ids == n
