@@ -297,8 +297,8 @@ def neural(
     other settings) on a dataset variant of :func:`write_variant`; the best validation epoch's checkpoint."""
     from recsys.checkpoint import load_checkpoint
     from recsys.config import load_config
-    from recsys.data.prepare import examples_frame, prepare_with
     from recsys.evaluation import predict_frame
+    from recsys.features.prepare import examples_frame, prepare_with
     from training.launch import run_training
 
     variant = work / row.name / "data"

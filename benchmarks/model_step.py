@@ -19,9 +19,9 @@ import polars as pl
 import torch
 
 from recsys.config import ExperimentConfig, load_config
-from recsys.data.examples import build_examples
-from recsys.data.feature_map import fit_feature_map
-from recsys.data.item_table import build_item_table
+from recsys.features.examples import build_examples
+from recsys.features.feature_map import fit_feature_map
+from recsys.features.item_table import build_item_table
 from recsys.losses import total_loss
 from recsys.models import MODELS, ItemInputs, build_model
 

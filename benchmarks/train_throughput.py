@@ -139,7 +139,7 @@ def cut_users(src: Path, out: Path, n_users: int) -> Path:
 def prepare(config_path: Path, data_dir: Path, cache_dir: Path, out: Path, factor: int) -> dict:
     """Prepared features (what run_training's Ray task writes) + a train split repeated ``factor`` x."""
     from recsys.config import load_config
-    from recsys.data.prepare import prepare_data, write_prepared
+    from recsys.features.prepare import prepare_data, write_prepared
 
     if out.exists():
         shutil.rmtree(out)
@@ -362,8 +362,8 @@ def data_only_loop(loop_config: dict) -> None:
     """Diagnostic train loop: the training loop's data path (same shard, batch, shuffle) without a model."""
     import ray.train
 
-    from recsys.data.examples import field_widths, model_batch
-    from recsys.data.feature_map import FeatureMap
+    from recsys.features.examples import field_widths, model_batch
+    from recsys.features.feature_map import FeatureMap
     from training.loop import epoch_batches
 
     ctx = ray.train.get_context()
@@ -556,8 +556,8 @@ def load_train_tensors(prepared: Path) -> tuple[dict, int]:
     import polars as pl
     import torch
 
-    from recsys.data.examples import BATCH_KEYS, field_widths, model_batch
-    from recsys.data.feature_map import FeatureMap
+    from recsys.features.examples import BATCH_KEYS, field_widths, model_batch
+    from recsys.features.feature_map import FeatureMap
 
     frame = pl.read_parquet(prepared / "train")
     columns = {k: torch.from_numpy(frame[k].to_numpy().copy()) for k in BATCH_KEYS}
@@ -571,8 +571,8 @@ def bare_pass(config_path: Path, model_name: str, prepared: Path, tensors: dict,
     import torch
 
     from recsys.config import load_config
-    from recsys.data.feature_map import FeatureMap
-    from recsys.data.item_table import ItemTable
+    from recsys.features.feature_map import FeatureMap
+    from recsys.features.item_table import ItemTable
     from recsys.losses import total_loss
     from recsys.models import ItemInputs, build_model
 

@@ -30,9 +30,9 @@ from torch import nn
 
 from recsys import __version__
 from recsys.config import ExperimentConfig, dump_config, parse_config
-from recsys.data.feature_map import FeatureMap
-from recsys.data.item_table import ItemTable
 from recsys.errors import RecsysError
+from recsys.features.feature_map import FeatureMap
+from recsys.features.item_table import ItemTable
 
 FORMAT_VERSION = 1
 FILES = ("model.pt", "config.yaml", "feature_map.json", "item_table.pt", "metrics.json")

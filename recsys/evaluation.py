@@ -26,10 +26,10 @@ import polars as pl
 import torch
 
 from recsys.checkpoint import Checkpoint, load_checkpoint
-from recsys.data.examples import field_widths, model_batch
-from recsys.data.feature_map import FeatureMap
-from recsys.data.item_table import ItemTable
 from recsys.errors import RecsysError
+from recsys.features.examples import field_widths, model_batch
+from recsys.features.feature_map import FeatureMap
+from recsys.features.item_table import ItemTable
 from recsys.metrics import compute_metrics
 from recsys.models import ItemInputs
 
@@ -113,7 +113,7 @@ def _predict(checkpoint: Checkpoint, frame: pl.DataFrame, batch_size: int) -> tu
 
 
 def predict_frame(checkpoint: Checkpoint, frame: pl.DataFrame, batch_size: int = 4096) -> np.ndarray:
-    """Click probabilities for every row of a prepared-examples frame (see recsys.data.prepare)."""
+    """Click probabilities for every row of a prepared-examples frame (see recsys.features.prepare)."""
     return _predict(checkpoint, frame, batch_size)[0]
 
 
@@ -234,10 +234,10 @@ def evaluate_checkpoint(
     """Evaluate a checkpoint on a split of prepared examples or of a dataset directory.
 
     Sources, first match: ``data_dir`` (a dataset featurised with the checkpoint's feature map
-    and item table, see :func:`recsys.data.prepare.prepare_with`), ``examples_dir`` (Parquet
+    and item table, see :func:`recsys.features.prepare.prepare_with`), ``examples_dir`` (Parquet
     files of prepared examples), else the run's prepared split beside the checkpoint.
     """
-    from recsys.data.prepare import examples_frame, prepare_with
+    from recsys.features.prepare import examples_frame, prepare_with
 
     checkpoint = load_checkpoint(checkpoint_dir)
     if data_dir is not None:

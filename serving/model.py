@@ -23,9 +23,9 @@ import torch
 
 from recsys.checkpoint import Checkpoint, load_checkpoint
 from recsys.config import ExperimentConfig
-from recsys.data.feature_map import OOV
-from recsys.data.item_table import build_item_table
 from recsys.errors import RecsysError
+from recsys.features.feature_map import OOV
+from recsys.features.item_table import build_item_table
 from recsys.models import ItemInputs
 from serving.content import ContentEncoders
 from serving.store import StoredItem

@@ -7,14 +7,14 @@ from pathlib import Path
 import polars as pl
 
 from recsys.data.dataset import dataset_paths
-from recsys.data.feature_map import FeatureMap
+from recsys.features.feature_map import FeatureMap
 from serving.store import UserState
 
 
 def initial_user_states(data_dir: str | Path, feature_map: FeatureMap) -> list[UserState]:
     """Per user: the newest ``max_history`` clicked items (oldest first) and the user attributes.
 
-    The same rule as training's behaviour sequences (recsys.data.sequences), taken at the end of
+    The same rule as training's behaviour sequences (recsys.features.sequences), taken at the end of
     the data: clicks ordered by time, ties in file order.
     """
     paths = dataset_paths(Path(data_dir))

@@ -167,7 +167,7 @@ def load_split(split_dir: Path, columns: list[str], materialize: bool):
 
 def training_datasets(prepared_dir: Path, materialize: bool | None = None) -> tuple[dict, dict]:
     """The ``train`` and ``valid`` datasets for TorchTrainer, and how each was loaded (for the log)."""
-    from recsys.data.examples import BATCH_KEYS
+    from recsys.features.examples import BATCH_KEYS
 
     splits = {"train": list(BATCH_KEYS), "valid": [*BATCH_KEYS, "meta_user_id"]}
     sizes = {name: split_nbytes(prepared_dir / name) for name in splits}
@@ -183,7 +183,7 @@ def training_datasets(prepared_dir: Path, materialize: bool | None = None) -> tu
 
 def _prepare_remote(config_dict: dict, data_dir: str, cache_dir: str | None, out_dir: str) -> dict:
     """Runs as a Ray task: featurise the dataset and write Parquet shards for the workers."""
-    from recsys.data.prepare import prepare_data, write_prepared
+    from recsys.features.prepare import prepare_data, write_prepared
 
     config = ExperimentConfig.model_validate(config_dict)
     prepared = prepare_data(config, data_dir, cache_dir, validate=False)

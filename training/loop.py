@@ -33,10 +33,10 @@ import torch.distributed as dist
 
 from recsys.checkpoint import save_checkpoint
 from recsys.config import ExperimentConfig
-from recsys.data.examples import field_widths, model_batch
-from recsys.data.feature_map import FeatureMap
-from recsys.data.item_table import ItemTable
-from recsys.data.prepare import PREPARED_FEATURE_MAP, PREPARED_ITEM_TABLE
+from recsys.features.examples import field_widths, model_batch
+from recsys.features.feature_map import FeatureMap
+from recsys.features.item_table import ItemTable
+from recsys.features.prepare import PREPARED_FEATURE_MAP, PREPARED_ITEM_TABLE
 from recsys.losses import total_loss
 from recsys.metrics import compute_metrics
 from recsys.models import ItemInputs, build_model

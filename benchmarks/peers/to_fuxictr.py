@@ -74,7 +74,7 @@ def fuxictr_frame(
     """One split of our prepared rows -> FuxiCTR input rows (same rows, same order).
 
     ``prepared``: columns item, hist, hist_mask, user, context, numeric, label, meta_user_id (as
-    written by ``recsys.data.prepare.write_prepared``). ``item_id_index`` (R,) and
+    written by ``recsys.features.prepare.write_prepared``). ``item_id_index`` (R,) and
     ``item_categorical`` (R, C): the item table's feature-map indices per item-table row (row 0 =
     padding); ``item_lists``: name -> (R, W) indices, 0-padded.
     """
@@ -326,11 +326,11 @@ def prepare_raw(data_dir: Path, config_path: Path, out_dir: Path) -> Path:
     """
     from recsys.config import load_config
     from recsys.data.dataset import dataset_paths
-    from recsys.data.examples import build_examples
-    from recsys.data.feature_map import fit_feature_map
-    from recsys.data.item_table import build_item_table
-    from recsys.data.prepare import PreparedData, read_interactions, write_prepared
     from recsys.data.validate import validate_dataset
+    from recsys.features.examples import build_examples
+    from recsys.features.feature_map import fit_feature_map
+    from recsys.features.item_table import build_item_table
+    from recsys.features.prepare import PreparedData, read_interactions, write_prepared
 
     config = load_config(config_path)
     validate_dataset(data_dir, config).raise_for_errors()

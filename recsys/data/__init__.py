@@ -1,1 +1,1 @@
-"""Dataset directory: reading, validation, splits, behaviour sequences, the built-in synthetic dataset."""
+"""Dataset directory: the contract (paths, validation) and the built-in synthetic dataset."""

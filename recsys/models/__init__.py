@@ -16,8 +16,8 @@ from __future__ import annotations
 from torch import nn
 
 from recsys.config import ModelConfig
-from recsys.data.feature_map import FeatureMap
 from recsys.errors import ConfigError
+from recsys.features.feature_map import FeatureMap
 from recsys.models.ctr import CTRModel, LogisticRegression, build_sequence
 from recsys.models.inputs import ItemIdFeatures, ItemInputs
 from recsys.models.marn import AdversarialParts, IdItemEncoder, MultimodalItemEncoder

@@ -2,7 +2,7 @@
 embeddings, a sequence encoder and a prediction MLP; plus logistic regression.
 
 Every model takes ``forward(batch, items) -> ModelOutput`` where ``batch`` holds the arrays
-of :data:`recsys.data.examples.BATCH_KEYS` as tensors and ``items`` the item table.
+of :data:`recsys.features.examples.BATCH_KEYS` as tensors and ``items`` the item table.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.data.feature_map import FeatureMap
+from recsys.features.feature_map import FeatureMap
 from recsys.models.inputs import FieldEmbeddings, ItemIdFeatures, ItemInputs, UserFieldEmbeddings
 from recsys.models.marn import IdItemEncoder, ItemReps, MultimodalItemEncoder
 from recsys.models.output import AdversarialTerms, ModelOutput

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.data.feature_map import OOV, PAD, FeatureMap
-from recsys.data.item_table import ItemTable
+from recsys.features.feature_map import OOV, PAD, FeatureMap
+from recsys.features.item_table import ItemTable
 
 
 class ItemInputs:
@@ -61,7 +61,7 @@ class FieldEmbeddings(nn.Module):
 
 
 class UserFieldEmbeddings(FieldEmbeddings):
-    """The user's categorical fields (user_id first, as :func:`recsys.data.examples.encode_users` lays them
+    """The user's categorical fields (user_id first, as :func:`recsys.features.examples.encode_users` lays them
     out); with ``use_id`` False the user id has no embedding and its column is ignored."""
 
     def __init__(self, feature_map: FeatureMap, dim: int, use_id: bool = True) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 
 from recsys.config import ExperimentConfig
-from recsys.data.examples import Examples, build_examples
-from recsys.data.feature_map import FeatureMap, fit_feature_map
-from recsys.data.item_table import ItemTable, build_item_table
+from recsys.features.examples import Examples, build_examples
+from recsys.features.feature_map import FeatureMap, fit_feature_map
+from recsys.features.item_table import ItemTable, build_item_table
 
 
 @dataclass

@@ -61,7 +61,7 @@ def train_without_ray(config, data_dir: Path, run_dir: Path, steps: int = 20):
     import torch
 
     from recsys.checkpoint import save_checkpoint
-    from recsys.data.prepare import prepare_data, write_prepared
+    from recsys.features.prepare import prepare_data, write_prepared
     from recsys.losses import total_loss
     from recsys.metrics import compute_metrics
     from recsys.models import ItemInputs, build_model

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from support.tiny import make_tiny
 
 from recsys.config import SplitConfig
-from recsys.data.feature_map import OOV, FeatureMap
-from recsys.data.sequences import build_behaviour_sequences
-from recsys.data.splits import SPLIT_RANK, assign_splits
+from recsys.features.feature_map import OOV, FeatureMap
+from recsys.features.sequences import build_behaviour_sequences
+from recsys.features.splits import SPLIT_RANK, assign_splits
 
 rows = st.lists(
     st.tuples(
@@ -102,7 +102,7 @@ def test_examples_carry_rows_that_point_at_the_right_items() -> None:
 def test_encode_value_agrees_with_encode_categorical() -> None:
     """Serving encodes one value at a time; it must give the indices the training columns get."""
     from recsys.config import FeaturesConfig
-    from recsys.data.feature_map import fit_feature_map
+    from recsys.features.feature_map import fit_feature_map
 
     train = pl.DataFrame(
         {

@@ -35,8 +35,10 @@ def assign_splits(interactions: pl.DataFrame, config: SplitConfig) -> pl.DataFra
     n_test = pl.when(n - n_test >= 1).then(n_test).otherwise(0)
     n_valid = pl.when(n - n_test - n_valid >= 1).then(n_valid).otherwise(0)
     split = (
-        pl.when(rank >= n - n_test).then(pl.lit("test"))
-        .when(rank >= n - n_test - n_valid).then(pl.lit("valid"))
+        pl.when(rank >= n - n_test)
+        .then(pl.lit("test"))
+        .when(rank >= n - n_test - n_valid)
+        .then(pl.lit("valid"))
         .otherwise(pl.lit("train"))
     )
     return (

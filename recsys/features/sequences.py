@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from recsys.data.splits import SPLIT_RANK
+from recsys.features.splits import SPLIT_RANK
 
 _SHIFT = np.int64(1) << np.int64(32)
 
@@ -51,9 +51,13 @@ def build_behaviour_sequences(interactions: pl.DataFrame, max_len: int) -> tuple
         click_keys, click_items = keys[order], items[order]
         # End (exclusive) of this user's clicks strictly before the row's time; start of the user's clicks.
         end = np.searchsorted(click_keys, keys[rows], side="left")
-        start = np.searchsorted(click_keys, _composite_key(user_index[rows], np.zeros(rows.size, np.int64)), side="left")
+        start = np.searchsorted(
+            click_keys, _composite_key(user_index[rows], np.zeros(rows.size, np.int64)), side="left"
+        )
         positions = end[:, None] - max_len + np.arange(max_len)[None, :]  # (R, L), newest last
         present = positions >= start[:, None]
-        history[rows] = np.where(present, click_items[np.clip(positions, 0, max(len(click_items) - 1, 0))] if len(click_items) else 0, 0)
+        history[rows] = np.where(
+            present, click_items[np.clip(positions, 0, max(len(click_items) - 1, 0))] if len(click_items) else 0, 0
+        )
         mask[rows] = present
     return history, mask

@@ -17,8 +17,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys.data.feature_map import FeatureMap
 from recsys.errors import RecsysError
+from recsys.features.feature_map import FeatureMap
 
 FORMAT_VERSION = 1
 
@@ -91,7 +91,7 @@ class ItemTable:
         torch.save(payload, path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ItemTable":
+    def load(cls, path: str | Path) -> ItemTable:
         try:
             p = torch.load(path, weights_only=True, map_location="cpu")
             if p.get("format_version") != FORMAT_VERSION:
@@ -151,7 +151,8 @@ def build_item_table(
     cat_fields = feature_map.by("item", "categorical")[1:]  # [0] is item_id itself
     categorical = padded(
         np.stack([feature_map.encode_categorical(f.name, items[f.name]) for f in cat_fields], axis=1)
-        if cat_fields else np.zeros((n, 0), np.int64)
+        if cat_fields
+        else np.zeros((n, 0), np.int64)
     )
     lists = {f.name: padded(feature_map.encode_list(f.name, items[f.name])) for f in feature_map.by("item", "list")}
     row_of = {int(i): r for r, i in enumerate(item_ids)}

@@ -116,14 +116,16 @@ class FeatureMap:
         Path(path).write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "FeatureMap":
+    def load(cls, path: str | Path) -> FeatureMap:
         path = Path(path)
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
             if payload.get("format_version") != FORMAT_VERSION:
                 raise ValueError(f"format_version {payload.get('format_version')!r}, expected {FORMAT_VERSION}")
             fields = {f["name"]: Field(**f) for f in payload["fields"]}
-            return cls(fields=fields, max_history=int(payload["max_history"]), max_list_len=dict(payload["max_list_len"]))
+            return cls(
+                fields=fields, max_history=int(payload["max_history"]), max_list_len=dict(payload["max_list_len"])
+            )
         except FileNotFoundError:
             raise RecsysError(f"{path}: feature map not found") from None
         except (ValueError, KeyError, TypeError) as exc:

@@ -15,12 +15,12 @@ import polars as pl
 
 from recsys.config import ExperimentConfig
 from recsys.data.dataset import dataset_paths
-from recsys.data.examples import Examples, build_examples
-from recsys.data.feature_map import FeatureMap, fit_feature_map
-from recsys.data.item_table import ItemTable, build_item_table
-from recsys.data.splits import assign_splits
 from recsys.data.validate import validate_dataset
 from recsys.errors import DatasetError
+from recsys.features.examples import Examples, build_examples
+from recsys.features.feature_map import FeatureMap, fit_feature_map
+from recsys.features.item_table import ItemTable, build_item_table
+from recsys.features.splits import assign_splits
 
 if TYPE_CHECKING:
     from recsys.checkpoint import Checkpoint
@@ -48,7 +48,9 @@ def read_interactions(data_dir: Path, config: ExperimentConfig) -> pl.DataFrame:
 
 
 def prepare_data(
-    config: ExperimentConfig, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+    config: ExperimentConfig,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
     validate: bool = True,
 ) -> PreparedData:
     """Read, validate and featurise a dataset; item vectors come from the encode cache.
@@ -72,7 +74,7 @@ def prepare_data(
     return PreparedData(config, feature_map, item_table, examples, users)
 
 
-def prepare_with(checkpoint: "Checkpoint", data_dir: str | Path, validate: bool = True) -> Examples:
+def prepare_with(checkpoint: Checkpoint, data_dir: str | Path, validate: bool = True) -> Examples:
     """Featurise a dataset directory with a checkpoint's feature map and item table (nothing is refitted).
 
     Every split of the interactions is built (a test row's history may hold earlier splits' clicks);
@@ -107,9 +109,14 @@ def examples_frame(examples: Examples) -> pl.DataFrame:
     columns = {}
     for key, arr in examples.arrays.items():
         if arr.ndim == 2:
-            dtype = {np.dtype(np.int64): pl.Int64, np.dtype(np.bool_): pl.Boolean, np.dtype(np.float32): pl.Float32}[arr.dtype]
-            columns[key] = pl.Series(key, arr, dtype=pl.Array(dtype, max(arr.shape[1], 1))) if arr.shape[1] else pl.Series(
-                key, np.zeros((len(arr), 1), dtype=arr.dtype), dtype=pl.Array(dtype, 1))
+            dtype = {np.dtype(np.int64): pl.Int64, np.dtype(np.bool_): pl.Boolean, np.dtype(np.float32): pl.Float32}[
+                arr.dtype
+            ]
+            columns[key] = (
+                pl.Series(key, arr, dtype=pl.Array(dtype, max(arr.shape[1], 1)))
+                if arr.shape[1]
+                else pl.Series(key, np.zeros((len(arr), 1), dtype=arr.dtype), dtype=pl.Array(dtype, 1))
+            )
         else:
             columns[key] = pl.Series(key, arr)
     meta = examples.meta.drop("split").rename({c: f"meta_{c}" for c in examples.meta.columns if c != "split"})

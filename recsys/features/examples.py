@@ -2,7 +2,7 @@
 
 An example carries ids only: the candidate's item-table row, the behaviour sequence as rows,
 user and context categorical indices, standardised numeric context, and the label. Item
-content is gathered from the :class:`~recsys.data.item_table.ItemTable` inside the model.
+content is gathered from the :class:`~recsys.features.item_table.ItemTable` inside the model.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys.data.feature_map import FeatureMap
-from recsys.data.item_table import ItemTable
-from recsys.data.sequences import build_behaviour_sequences
+from recsys.features.feature_map import FeatureMap
+from recsys.features.item_table import ItemTable
+from recsys.features.sequences import build_behaviour_sequences
 
 #: Arrays a model batch is made of, with their dtype.
 BATCH_KEYS = {
@@ -40,11 +40,11 @@ class Examples:
     def __len__(self) -> int:
         return len(self.arrays["label"])
 
-    def subset(self, rows: np.ndarray | pl.Series) -> "Examples":
+    def subset(self, rows: np.ndarray | pl.Series) -> Examples:
         rows = np.asarray(rows)
         return Examples({k: v[rows] for k, v in self.arrays.items()}, self.meta[rows])
 
-    def split(self, name: str) -> "Examples":
+    def split(self, name: str) -> Examples:
         return self.subset(np.flatnonzero(self.meta["split"].to_numpy() == name))
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
@@ -62,7 +62,9 @@ def encode_users(users: pl.DataFrame | None, user_ids: pl.Series, feature_map: F
     extra = [f.name for f in fields if f.name != "user_id"]
     if extra:
         assert users is not None
-        joined = pl.DataFrame({"user_id": user_ids}).join(users.select(["user_id", *extra]), on="user_id", how="left", maintain_order="left")
+        joined = pl.DataFrame({"user_id": user_ids}).join(
+            users.select(["user_id", *extra]), on="user_id", how="left", maintain_order="left"
+        )
         columns += [feature_map.encode_categorical(name, joined[name]) for name in extra]
     return np.stack(columns, axis=1)
 
@@ -83,7 +85,7 @@ def build_examples(
 ) -> Examples:
     """Examples for every row of ``interactions`` (all splits: histories need earlier splits' clicks).
 
-    ``interactions`` must carry a ``split`` column (see :func:`recsys.data.splits.assign_splits`).
+    ``interactions`` must carry a ``split`` column (see :func:`recsys.features.splits.assign_splits`).
     """
     hist_ids, hist_mask = build_behaviour_sequences(interactions, feature_map.max_history)
     hist_rows = np.where(hist_mask, item_table.rows(np.where(hist_mask, hist_ids, item_table.item_ids[0])), 0)
@@ -99,9 +101,7 @@ def build_examples(
         "label": interactions["label"].cast(pl.Float32).to_numpy(),
     }
     meta_cols = ["user_id", "item_id", "split"] + (["true_prob"] if "true_prob" in interactions.columns else [])
-    meta = interactions.select(meta_cols).with_columns(
-        pl.Series("is_cold", item_table.id_index[item_rows] == 1)
-    )
+    meta = interactions.select(meta_cols).with_columns(pl.Series("is_cold", item_table.id_index[item_rows] == 1))
     return Examples(arrays, meta)
 
 
