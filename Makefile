@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 REQS := requirements/torch.txt requirements/constraints.txt requirements/main.txt requirements/nodeps.txt requirements/dev.txt pyproject.toml
 
-.PHONY: install test test-unit test-e2e demo bench clean
+.PHONY: install lint test test-unit test-e2e demo bench clean
 
 install: $(STAMP)
 
@@ -24,7 +24,14 @@ $(STAMP): $(REQS)
 	$(PY) -m recsys.compat
 	@touch $(STAMP)
 
-test: install
+# Ruff (lint rules and formatting) over the tree, mypy over recsys/, training/ and serving/
+# (settings in pyproject.toml). `make test`, which CI runs, lints first.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install lint
 	$(VENV)/bin/pytest
 
 test-unit: install

@@ -1,5 +1,7 @@
 """Forward+backward time per training batch and parameter count of every model, side by side.
 
+Each step is the training loop's own (``training.step.train_step``, the config's optimizer from
+``build_optimizer``).
 Default sizes are those of configs/default.yaml (batch 512, history 30, item_dim 64, embedding 32,
 MLP [200, 80]) with the default encoders' widths (title 384, image 1280, audio 512) over a
 1,500-item catalogue with random content. Run:
@@ -12,54 +14,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import dataclass
 
-import numpy as np
-import polars as pl
 import torch
+from harness import synthetic_inputs
 
-from recsys.config import ExperimentConfig, load_config
-from recsys.features.examples import build_examples
-from recsys.features.feature_map import fit_feature_map
-from recsys.features.item_table import build_item_table
-from recsys.losses import total_loss
-from recsys.models import MODELS, ItemInputs, build_model
-
-CONTENT_DIMS = {"title": 384, "image": 1280, "audio": 512}
-
-
-@dataclass
-class Vectors:
-    item_ids: np.ndarray
-    vectors: np.ndarray
-
-
-def synthetic_inputs(config: ExperimentConfig, n_items: int, n_users: int, n_rows: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    item_ids = np.arange(1, n_items + 1)
-    items = pl.DataFrame({"item_id": item_ids, "department": rng.choice(["a", "b", "c", "d"], n_items)})
-    users = pl.DataFrame(
-        {
-            "user_id": np.arange(n_users),
-            "age_group": rng.choice(["x", "y"], n_users),
-            "country": rng.choice(["p", "q"], n_users),
-        }
-    )
-    interactions = pl.DataFrame(
-        {
-            "user_id": rng.integers(0, n_users, n_rows),
-            "item_id": rng.choice(item_ids, n_rows),
-            "timestamp": np.sort(rng.integers(0, 10**6, n_rows)),
-            "label": (rng.random(n_rows) < 0.3).astype(np.int8),
-            "split": "train",
-            "hour": rng.integers(0, 24, n_rows),
-            "device": rng.choice(["m", "d"], n_rows),
-        }
-    )
-    fm = fit_feature_map(interactions, items, users, config.features)
-    vectors = {m: Vectors(item_ids, rng.normal(size=(n_items, d)).astype(np.float32)) for m, d in CONTENT_DIMS.items()}
-    table = build_item_table(items, fm, vectors)
-    return fm, table, build_examples(interactions, users, fm, table)
+from recsys.config import load_config
+from recsys.features.item_table import ItemInputs
+from recsys.models import MODELS, build_model
+from training.step import build_optimizer, train_step
 
 
 def main() -> None:
@@ -85,15 +47,12 @@ def main() -> None:
         cfg = config.model.model_copy(update={"name": name})
         torch.manual_seed(0)
         model = build_model(cfg, fm, table.dims())
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        optimizer = build_optimizer(model, config.train)
         times = []
         for step in range(args.steps + 3):
             batch = batches[step % len(batches)]
             start = time.perf_counter()
-            loss, _ = total_loss(model(batch, items), batch["label"], cfg)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, batch, items, optimizer, cfg)
             if step >= 3:  # warm-up steps excluded
                 times.append(time.perf_counter() - start)
         med = statistics.median(times) * 1000

@@ -22,7 +22,6 @@ import multiprocessing as mp
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,7 @@ async def echo(request: Request) -> Response:
 
 def make_checkpoint(out: Path, n_items: int) -> Path:
     import torch
-    from model_step import synthetic_inputs
+    from harness import synthetic_inputs
 
     from recsys.checkpoint import save_checkpoint
     from recsys.config import load_config
@@ -66,12 +65,6 @@ def make_checkpoint(out: Path, n_items: int) -> Path:
     fm, table, _ = synthetic_inputs(config, n_items=n_items, n_users=600, n_rows=20_000)
     model = build_model(config.model, fm, table.dims()).eval()
     return save_checkpoint(out / "checkpoint", model, config, fm, table)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, proc: subprocess.Popen, path: str = "/readyz") -> None:
@@ -182,11 +175,11 @@ def pct(sorted_values: list[float], q: float) -> float:
 def in_process(checkpoint: Path, state_dir: Path, item_ids: list[int], reps: int) -> dict[int, dict]:
     import torch
 
-    from serving.server import ServeOptions, prepare_state
+    from serving.server import prepare_state
     from serving.service import ScoringService
 
     torch.set_num_threads(1)
-    settings = prepare_state(checkpoint, ServeOptions(state_dir=str(state_dir)))
+    settings = prepare_state(checkpoint, {"state_dir": str(state_dir)})
     service = ScoringService.start(settings)
     rng = random.Random(1)
     out = {}
@@ -208,6 +201,8 @@ def in_process(checkpoint: Path, state_dir: Path, item_ids: list[int], reps: int
 
 
 def main() -> None:
+    from serving.net import free_port
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=5000, help="catalogue size")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers of both servers")

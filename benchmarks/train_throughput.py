@@ -12,11 +12,12 @@ logmel`` so that encoding stays fast; the model cost is what is measured):
    ``first_batch_s``), shown in the table. Validation and checkpointing are outside it.
 2. samples/s of a bare single-process loop over in-memory tensors: same model
    (``recsys.models.build_model`` on the same prepared feature map / item table), same global
-   batch size, same loss and Adam, one full pass over pre-built batches of the prepared train
-   split after 3 warm-up steps, at every total thread count a Ray run uses. Like for like: a Ray
+   batch size, the training loop's own step and optimizer (``training.step.train_step``,
+   ``build_optimizer``), one full pass over pre-built batches of the prepared train split after 3
+   warm-up steps, at every total thread count a Ray run uses. Like for like: a Ray
    run with W workers x T threads is compared with the bare loop at W x T torch threads.
 3. peak memory (RSS and USS, MB) of the driver and of each RayTrainWorker process for the train
-   split (1x) and for the same Parquet file written 10 times (10x rows, same file/row-group size,
+   split (1x) and for the same Parquet files linked 10 times (10x rows, same file/row-group size,
    same valid split, same feature map): this isolates the size of the training table. Cases: 1x
    and 10x as ``run_training`` loads them by default (a split that fits its budget is kept in the
    object store, a larger one is streamed), and 1x forced to stream. Workers are sampled with
@@ -30,9 +31,10 @@ logmel`` so that encoding stays fast; the model cost is what is measured):
 The bare loop runs before and after the Ray runs; its reference rate is the mean of the two
 (the machine is shared: the spread between the two rounds shows how much the load drifted).
 
-Every Ray case runs in a child process of this script (a fresh driver and local Ray per group);
-runs reuse one prepared directory (the Ray runs are pre-seeded with it, so the measured runs do
-not re-featurise). Diagnostics (on by default): Ray Data iteration alone (no model) through the
+Every Ray case runs in a child process of this script (a fresh driver and local Ray per group).
+The features are prepared once, by the code ``run_training`` runs (``PreparedDir.write``); each
+Ray run's directory starts with hard links to them (``seed_run``), so the measured runs do not
+re-featurise. Diagnostics (on by default): Ray Data iteration alone (no model) through the
 same TorchTrainer/streaming-split path, and Ray 1 worker with ``threads_per_worker=--threads``.
 Artefacts go to ``--work-dir`` (default ``benchmarks/_work/train_throughput``, git-ignored); the
 dataset and the encode cache there are reused by later runs.
@@ -61,13 +63,16 @@ import resource
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from harness import ROOT, RssSampler, describe_machine, import_psutil, loadavg, log, summarise_rss
+
+if TYPE_CHECKING:
+    from recsys.config import ExperimentConfig
+    from recsys.features.batch import Batch
+    from recsys.features.prepared import PreparedDir
 
 ENV = {
     "RAY_ADDRESS": "local",  # always a fresh local Ray, never a cluster someone else started here
@@ -75,14 +80,6 @@ ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_DEDUP_LOGS": "0",
 }
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def loadavg() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # --------------------------------------------------------------------------- data setup
@@ -136,272 +133,100 @@ def cut_users(src: Path, out: Path, n_users: int) -> Path:
     return out
 
 
-def prepare(config_path: Path, data_dir: Path, cache_dir: Path, out: Path, factor: int) -> dict:
-    """Prepared features (what run_training's Ray task writes) + a train split repeated ``factor`` x."""
+def prepare(config_path: Path, data_dir: Path, cache_dir: Path, out: Path, factor: int) -> dict[str, int]:
+    """Prepared features as run_training's Ray task writes them (``out/1x``), and the same with the train
+    split ``factor`` times (``out/<factor>x``, see :func:`link_prepared`); returns the 1x rows per split."""
     from recsys.config import load_config
-    from recsys.features.prepare import prepare_data, write_prepared
+    from recsys.features.prepare import prepare_data
+    from recsys.features.prepared import PreparedDir
 
     if out.exists():
         shutil.rmtree(out)
-    counts = write_prepared(prepare_data(load_config(config_path), data_dir, cache_dir), out / "1x")
-    (out / "1x" / "counts.json").write_text(json.dumps(counts))
-    big = out / f"train_{factor}x"
-    big.mkdir()
-    parts = sorted((out / "1x" / "train").glob("*.parquet"))
-    for k in range(factor):  # the same files `factor` times: same file and row-group sizes, factor x rows
-        for p in parts:
-            os.link(p, big / f"rep{k:02d}-{p.name}")
+    base = PreparedDir(out / "1x")
+    counts = base.write(prepare_data(load_config(config_path), data_dir, cache_dir))
+    link_prepared(base, PreparedDir(out / f"{factor}x"), train_repeats=factor)
     return counts
 
 
-def seed_run(storage: Path, run_name: str, base: Path, train_dir: Path, counts: dict) -> None:
-    """A run directory whose prepared/ is already there, so run_training(resume=True) skips featurising."""
+def link_prepared(src: PreparedDir, dst: PreparedDir, train_repeats: int = 1) -> None:
+    """``dst``: ``src`` made of hard links (nothing copied), with the train split's files ``train_repeats``
+    times: the same file and row-group sizes, ``train_repeats`` x the rows (valid and test unchanged)."""
+    from recsys.features.prepared import PreparedDir
+
+    dst.path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src.path, dst.path, copy_function=os.link)
+    if train_repeats == 1:
+        return
+    train = dst.split_dir("train")
+    parts = sorted(src.split_dir("train").glob("*.parquet"))
+    for k in range(1, train_repeats):
+        for part in parts:
+            os.link(part, train / f"rep{k:02d}-{part.name}")
+    counts = src.counts()
+    (dst.path / PreparedDir.COUNTS).unlink()  # a link to src's: replaced, not written through
+    (dst.path / PreparedDir.COUNTS).write_text(json.dumps({**counts, "train": counts["train"] * train_repeats}))
+
+
+def seed_run(storage: Path, run_name: str, prepared: PreparedDir) -> None:
+    """A run directory that already holds ``prepared`` (hard links), so that ``run_training(resume=True)``
+    trains on it without featurising the dataset again."""
+    from recsys.features.prepared import PreparedDir
+    from training.launch import RUN_INFO
+
     run_dir = storage / run_name
-    prepared = run_dir / "prepared"
-    prepared.mkdir(parents=True)
-    for name in ("feature_map.json", "item_table.pt"):
-        os.link(base / name, prepared / name)
-    for split, src in (("train", train_dir), ("valid", base / "valid"), ("test", base / "test")):
-        shutil.copytree(src, prepared / split, copy_function=os.link)
-    (prepared / "counts.json").write_text(json.dumps(counts))
-    (run_dir / "run.json").write_text(json.dumps({"run_name": run_name, "seeded_by": "benchmarks/train_throughput.py"}))
-
-
-# --------------------------------------------------------------------------- RSS sampling (child driver)
-
-
-def import_psutil():
-    """psutil ships inside Ray (ray/thirdparty_files, put on sys.path by ``import ray``)."""
-    import psutil
-    import ray  # noqa: F401
-
-    return psutil
-
-
-def role_of(cmdline: str) -> str:
-    exe = cmdline.split(" ", 1)[0]
-    if exe.endswith("/raylet"):
-        return "raylet"
-    if exe.endswith("/gcs_server"):
-        return "gcs"
-    for key, role in (
-        ("RayTrainWorker", "train_worker"),
-        ("SplitCoordinator", "split_coordinator"),
-        ("TrainController", "train_controller"),
-        ("FooterReader", "parquet_footer_reader"),
-        ("log_monitor.py", "log_monitor"),
-        ("dashboard/agent.py", "dashboard_agent"),
-        ("DashboardAgent", "dashboard_agent"),
-        ("RuntimeEnvAgent", "runtime_env_agent"),
-        ("runtime_env/agent", "runtime_env_agent"),
-        ("autoscaler/_private/monitor.py", "autoscaler_monitor"),
-        ("dashboard/dashboard.py", "dashboard"),
-        ("ray::IDLE", "idle_ray_worker"),
-    ):
-        if key in cmdline:
-            return role
-    if cmdline.startswith("ray::"):  # another actor or task: its name (e.g. _StatsActor, PlacementGroupCleaner)
-        return cmdline[5:].split(" ", 1)[0].split(".", 1)[0] or "other_ray_worker"
-    if "default_worker.py" in cmdline:
-        return "other_ray_worker"
-    return "other"
-
-
-class RssSampler(threading.Thread):
-    """Memory and CPU of this process and its descendants, sampled every ``interval`` s.
-
-    Memory: peak RSS and USS per (phase, role, pid). RSS counts every resident page a process
-    maps, including pages of Ray's shared-memory object store it has read (those belong to the
-    object store, fixed in size, not to the process); USS counts only the process's private pages.
-    Train workers also get a time series (every ~1 s) so that growth over a run can be told apart
-    from growth with the table size. CPU: cumulative CPU seconds per process and the machine's
-    busy CPU seconds (``/proc/stat``) over time, so that :meth:`cpu_between` can say where the
-    cores went during any window, e.g. the epoch a throughput figure comes from.
-    """
-
-    def __init__(self, interval: float = 0.2, uss: bool = True) -> None:
-        super().__init__(daemon=True)
-        self.psutil, self.interval, self.uss = import_psutil(), interval, uss
-        self.own_cpu: dict[str, float] = {}  # CPU seconds of this sampling thread, per phase
-        self.me = self.psutil.Process()
-        self.phase = "idle"
-        self.peaks: dict[str, dict] = {}
-        self.series: dict[str, list] = {}
-        self.cpu: dict[int, dict] = {}  # pid -> {"role", "born", "points": [(unix time, cpu s)]}
-        self.machine: list[tuple[float, float]] = []  # (unix time, busy cpu s of the whole machine, steal excluded)
-        self.steal: list[tuple[float, float]] = []  # (unix time, steal s of the whole machine)
-        self._t0, self._last_series = time.perf_counter(), 0.0
-        self._lock = threading.Lock()
-        self._halt = threading.Event()
-
-    def set_phase(self, phase: str) -> None:
-        with self._lock:
-            self._sample()
-            self.phase = phase
-
-    def sample(self) -> None:
-        with self._lock:
-            self._sample()
-
-    def _memory(self, proc):
-        """RSS and USS; USS reads /proc/PID/smaps_rollup, which costs CPU, so it is optional (then USS = RSS)."""
-        if self.uss:
-            return proc.memory_full_info()
-        info = proc.memory_info()
-        return type("Mem", (), {"rss": info.rss, "uss": info.rss})
-
-    def _cpu_point(self, role: str, proc, now: float) -> None:
-        try:
-            t = proc.cpu_times()
-            born = proc.create_time()
-        except self.psutil.Error:
-            return
-        entry = self.cpu.setdefault(proc.pid, {"role": role, "born": born, "points": []})
-        entry["role"] = role  # a Ray worker process is renamed when it becomes an actor
-        entry["points"].append((now, t.user + t.system))
-
-    def _sample(self) -> None:
-        ps = self.psutil
-        book = self.peaks.setdefault(self.phase, {"driver": {"rss": 0, "uss": 0}, "procs": {}})
-        mine = self._memory(self.me)
-        book["driver"] = {"rss": max(book["driver"]["rss"], mine.rss), "uss": max(book["driver"]["uss"], mine.uss)}
-        now = time.perf_counter() - self._t0
-        wall = time.time()
-        keep_series = now - self._last_series >= 1.0
-        if keep_series:
-            self._last_series = now
-            busy = ps.cpu_times()
-            steal = getattr(busy, "steal", 0.0)  # time the hypervisor gave this VM's CPUs to someone else
-            self.machine.append(
-                (wall, busy.user + busy.nice + busy.system + getattr(busy, "irq", 0.0) + getattr(busy, "softirq", 0.0))
-            )
-            self.steal.append((wall, steal))
-            self._cpu_point("driver", self.me, wall)
-        try:
-            children = self.me.children(recursive=True)
-        except ps.Error:
-            return
-        for proc in children:
-            try:
-                role = role_of(" ".join(proc.cmdline()))
-                mem = self._memory(proc)
-            except ps.Error:
-                continue
-            key = f"{role}:{proc.pid}"
-            old = book["procs"].get(key, {"rss": 0, "uss": 0})
-            book["procs"][key] = {"rss": max(old["rss"], mem.rss), "uss": max(old["uss"], mem.uss)}
-            if keep_series:
-                self._cpu_point(role, proc, wall)
-                if role == "train_worker":
-                    self.series.setdefault(self.phase, []).append((round(now, 1), proc.pid, mem.rss, mem.uss))
-
-    def cpu_between(self, start: float, end: float) -> dict:
-        """CPU seconds per role, the machine's busy CPU seconds and the wall seconds in [start, end] (unix)."""
-
-        def at(points: list, t: float, born: float) -> float:
-            if t <= points[0][0]:  # before the first sample: linear from the process's birth (0 s of CPU)
-                t0, c0 = points[0]
-                return 0.0 if t <= born else c0 * (t - born) / max(t0 - born, 1e-9)
-            for (ta, ca), (tb, cb) in zip(points, points[1:]):
-                if ta <= t <= tb:
-                    return ca + (cb - ca) * (t - ta) / max(tb - ta, 1e-9)
-            return points[-1][1]  # after the last sample (the process ended): what it had then
-
-        with self._lock:
-            out: dict[str, float] = {}
-            for entry in self.cpu.values():
-                used = at(entry["points"], end, entry["born"]) - at(entry["points"], start, entry["born"])
-                out[entry["role"]] = out.get(entry["role"], 0.0) + max(0.0, used)
-            m, st = self.machine, self.steal
-            busy = at(m, end, -1.0) - at(m, start, -1.0) if len(m) > 1 else float("nan")
-            steal = at(st, end, -1.0) - at(st, start, -1.0) if len(st) > 1 else float("nan")
-        return {"by_role": out, "machine_busy": busy, "steal": steal, "wall": end - start}
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            t, phase = time.thread_time(), self.phase
-            self.sample()
-            self.own_cpu[phase] = self.own_cpu.get(phase, 0.0) + time.thread_time() - t
-            self._halt.wait(self.interval)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
-
-
-def summarise_rss(book: dict, series: list | None = None) -> dict:
-    mb = 1024**2
-    by_role: dict[str, list[dict]] = {}
-    for key, mem in book["procs"].items():
-        by_role.setdefault(key.split(":")[0], []).append(
-            {"pid": int(key.split(":")[1]), "rss": mem["rss"] / mb, "uss": mem["uss"] / mb}
-        )
-    workers = sorted(by_role.get("train_worker", []), key=lambda m: -m["rss"])
-    return {
-        "driver_sampled_mb": book["driver"]["rss"] / mb,
-        "driver_sampled_uss_mb": book["driver"]["uss"] / mb,
-        "roles": {
-            r: {
-                "n": len(v),
-                "max_mb": max(m["rss"] for m in v),
-                "sum_mb": sum(m["rss"] for m in v),
-                "max_uss_mb": max(m["uss"] for m in v),
-            }
-            for r, v in by_role.items()
-        },
-        "train_workers_mb": [m["rss"] for m in workers],
-        "train_workers_uss_mb": [m["uss"] for m in workers],
-        "train_worker_series": [(t, pid, rss / mb, uss / mb) for t, pid, rss, uss in (series or [])],
-    }
+    link_prepared(prepared, PreparedDir.of_run(run_dir))
+    (run_dir / RUN_INFO).write_text(json.dumps({"run_name": run_name, "seeded_by": "benchmarks/train_throughput.py"}))
 
 
 # --------------------------------------------------------------------------- child: Ray runs
 
 
-def data_only_loop(loop_config: dict) -> None:
-    """Diagnostic train loop: the training loop's data path (same shard, batch, shuffle) without a model."""
+def data_only_loop(loop_config: dict[str, Any]) -> None:
+    """Diagnostic train loop: the training loop's data path (same shard, batches, shuffle and epoch timing,
+    :mod:`training.loop`) without a model."""
     import ray.train
 
-    from recsys.features.examples import field_widths, model_batch
-    from recsys.features.feature_map import FeatureMap
-    from training.loop import epoch_batches
+    from recsys.features.batch import field_widths
+    from recsys.features.prepared import PreparedDir
+    from training.loop import EpochStats, epoch_batches, epoch_seed
 
     ctx = ray.train.get_context()
-    world = ctx.get_world_size()
-    widths = field_widths(FeatureMap.load(Path(loop_config["prepared_dir"]) / "feature_map.json"))
+    world, rank = ctx.get_world_size(), ctx.get_world_rank()
+    widths = field_widths(PreparedDir(loop_config["prepared_dir"]).load_feature_map())
     shard = ray.train.get_dataset_shard("train")
     per_worker = max(1, loop_config["batch_size"] // world)
-    import torch.distributed as dist
-
     rates = []
     for epoch in range(loop_config["epochs"]):
-        start, seen, first = time.perf_counter(), 0, None
-        for batch in epoch_batches(shard, per_worker, seed=epoch * 1000 + ctx.get_world_rank()):
-            seen += len(model_batch(batch, widths)["label"])
-            first = time.perf_counter() - start if first is None else first
-        elapsed = time.perf_counter() - start
-        if dist.is_available() and dist.is_initialized():
-            out = [None] * world
-            dist.all_gather_object(out, seen)
-            seen = sum(out)
+        stats = EpochStats()
+        seed = epoch_seed(loop_config["seed"], epoch, rank)
+        for batch in stats.timed(epoch_batches(shard, per_worker, seed=seed, widths=widths)):
+            stats.seen += len(batch)
+        stats.finish()  # samples_per_s: every worker's samples
+        first = stats.first_batch or 0.0
         rates.append(
             {
                 "epoch": epoch + 1,
-                "samples_per_s": seen / elapsed,
-                "seconds": elapsed,
-                "first_batch_s": first,
-                "after_first_samples_per_s": seen / max(elapsed - (first or 0), 1e-9),
+                "samples_per_s": stats.samples_per_s,
+                "seconds": stats.elapsed,
+                "first_batch_s": stats.first_batch,
+                "after_first_samples_per_s": stats.samples_per_s * stats.elapsed / max(stats.elapsed - first, 1e-9),
             }
         )
         ray.train.report(rates[-1])
-    if ctx.get_world_rank() == 0:
+    if rank == 0:
         Path(loop_config["out"]).write_text(json.dumps(rates))
 
 
 def run_data_only(
-    config, prepared: Path, workers: int, epochs: int, storage: Path, name: str, materialize: bool | None = None
-) -> list[dict]:
-    import ray
+    config: ExperimentConfig,
+    prepared: PreparedDir,
+    workers: int,
+    epochs: int,
+    storage: Path,
+    name: str,
+    materialize: bool | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`data_only_loop` on ``workers`` Ray workers over the train split, loaded as run_training loads it."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -410,13 +235,14 @@ def run_data_only(
     trainer = TorchTrainer(
         data_only_loop,
         train_loop_config={
-            "prepared_dir": str(prepared),
+            "prepared_dir": str(prepared.path),
             "batch_size": config.train.batch_size,
+            "seed": config.train.seed,
             "epochs": epochs,
             "out": str(storage / f"{name}.json"),
         },
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}),
-        datasets={"train": training_datasets(prepared, materialize)[0]["train"]},  # as run_training loads it
+        datasets={"train": training_datasets(prepared.path, materialize)[0]["train"]},  # as run_training loads it
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(name=name, storage_path=str(storage / name)),
     )
@@ -427,7 +253,9 @@ def run_data_only(
 
 
 def child_main(spec_path: Path) -> None:
+    """One group of Ray runs in this (child) process: a fresh driver and local Ray, sampled for memory and CPU."""
     from recsys.config import load_config
+    from recsys.features.prepared import PreparedDir
     from training.launch import init_ray, run_training
 
     spec = json.loads(spec_path.read_text())
@@ -444,10 +272,7 @@ def child_main(spec_path: Path) -> None:
         if r.get("batch_size"):  # weak scaling: a global batch of W x the bare loop's batch
             config.train.batch_size = r["batch_size"]
         config.train.storage_path = str(storage)
-        base = Path(spec["prepared_base"])
-        counts = json.loads((base / "counts.json").read_text())
-        counts["train"] = r["train_rows"]
-        seed_run(storage, r["name"], base, Path(r["train_dir"]), counts)
+        seed_run(storage, r["name"], PreparedDir(r["prepared"]))
         print(
             f"[bench-child] run {r['name']}: {r['model']} x{r['workers']} workers, {r['epochs']} epochs, "
             f"{r['train_rows']} train rows, load {loadavg()}",
@@ -459,7 +284,7 @@ def child_main(spec_path: Path) -> None:
         if r.get("data_only"):
             history = run_data_only(
                 config,
-                storage / r["name"] / "prepared",
+                PreparedDir.of_run(storage / r["name"]),
                 r["workers"],
                 r["epochs"],
                 storage,
@@ -552,56 +377,47 @@ def run_child(work: Path, group: str, spec: dict, verbose: bool) -> dict:
 # --------------------------------------------------------------------------- bare loop (parent)
 
 
-def load_train_tensors(prepared: Path) -> tuple[dict, int]:
-    import polars as pl
-    import torch
+def load_train_batch(prepared: PreparedDir) -> Batch:
+    """The whole train split as one in-memory batch."""
+    from recsys.features.batch import field_widths
+    from recsys.features.predict import frame_batches
+    from recsys.features.prepared import TRAIN_COLUMNS
 
-    from recsys.features.examples import BATCH_KEYS, field_widths, model_batch
-    from recsys.features.feature_map import FeatureMap
-
-    frame = pl.read_parquet(prepared / "train")
-    columns = {k: torch.from_numpy(frame[k].to_numpy().copy()) for k in BATCH_KEYS}
-    widths = field_widths(FeatureMap.load(prepared / "feature_map.json"))
-    return model_batch(columns, widths), frame.height
+    frame = prepared.read_split("train", TRAIN_COLUMNS)
+    return next(frame_batches(frame, frame.height, field_widths(prepared.load_feature_map())))
 
 
-def bare_pass(config_path: Path, model_name: str, prepared: Path, tensors: dict, threads: int, warmup: int = 3) -> dict:
-    """One full shuffled pass of forward+backward+Adam over in-memory batches (after ``warmup`` steps)."""
+def bare_pass(
+    config_path: Path, model_name: str, prepared: PreparedDir, train: Batch, threads: int, warmup: int = 3
+) -> dict[str, Any]:
+    """One full shuffled pass of :func:`training.step.train_step` over in-memory batches (after ``warmup`` steps)."""
     import numpy as np
     import torch
 
     from recsys.config import load_config
-    from recsys.features.feature_map import FeatureMap
-    from recsys.features.item_table import ItemTable
-    from recsys.losses import total_loss
-    from recsys.models import ItemInputs, build_model
+    from recsys.features.item_table import ItemInputs
+    from recsys.models import build_model
+    from training.step import build_optimizer, train_step
 
     torch.set_num_threads(threads)
     config = load_config(config_path)
     config.model.name = model_name
-    fm, table = FeatureMap.load(prepared / "feature_map.json"), ItemTable.load(prepared / "item_table.pt")
+    table = prepared.load_item_table()
     items = ItemInputs.from_table(table)
     torch.manual_seed(config.train.seed)
-    model = build_model(config.model, fm, table.dims())
-    opt = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
-    n = len(tensors["label"])
-    bs = config.train.batch_size
+    model = build_model(config.model, prepared.load_feature_map(), table.dims())
+    optimizer = build_optimizer(model, config.train)
+    n, bs = len(train), config.train.batch_size
     order = torch.from_numpy(np.random.default_rng(config.train.seed).permutation(n))
-    batches = [{k: v[order[s : s + bs]] for k, v in tensors.items()} for s in range(0, n, bs)]
-
-    def step(b: dict) -> None:
-        loss, _ = total_loss(model(b, items), b["label"], config.model)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    batches = [train.index_select(order[s : s + bs]) for s in range(0, n, bs)]
 
     model.train()
     for b in batches[:warmup]:
-        step(b)
+        train_step(model, b, items, optimizer, config.model)
     steal = getattr(import_psutil().cpu_times(), "steal", 0.0)
     start, thread_cpu, process_cpu = time.perf_counter(), time.thread_time(), time.process_time()
     for b in batches:
-        step(b)
+        train_step(model, b, items, optimizer, config.model)
     elapsed = time.perf_counter() - start
     return {
         "model": model_name,
@@ -667,7 +483,8 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
             f"Data: built-in `{args.size}` dataset{' cut to %d users' % args.users if args.users else ''}, "
             f"{counts['train']:,} train rows, "
             + (
-                f"global batch {machine['batch_size']} (strong scaling: each of W workers takes {machine['batch_size']}/W)"
+                f"global batch {machine['batch_size']} "
+                f"(strong scaling: each of W workers takes {machine['batch_size']}/W)"
                 if getattr(args, "scaling", "strong") == "strong"
                 else f"batch {machine['batch_size']} per worker (weak scaling: W workers step on a global batch of "
                 f"W x {machine['batch_size']}; the bare loop steps on {machine['batch_size']})"
@@ -681,8 +498,9 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
             "threads (the same number of compute threads). Per model: bare loop, that model's Ray runs (one fresh "
             "driver + local Ray), bare loop again; the reference is the mean of the two rounds.",
             "",
-            "| what | workers x threads | samples/s | bare ref. (threads) | ratio (target >= 0.8) | W x T x bare at 1 thread "
-            "(ratio) | per epoch / per round | epochs 2..N | steal, % of the cores | run wall s | 1-min load start -> end |",
+            "| what | workers x threads | samples/s | bare ref. (threads) | ratio (target >= 0.8) | "
+            "W x T x bare at 1 thread (ratio) | per epoch / per round | epochs 2..N | steal, % of the cores | "
+            "run wall s | 1-min load start -> end |",
             "|---|---:|---:|---:|---:|---|---|---|---|---:|---|",
         ]
         for model in args.models:
@@ -738,8 +556,9 @@ def report(args, machine: dict, thr: dict | None, mem: dict | None, bare: list[d
             "loop thread (`time.thread_time()`); bare = the bare loop's CPU for the same samples per worker at 1 "
             "thread: what the same model work costs without Ray.",
             "",
-            "| run | wall s (epochs 2..N) | waiting on Ray Data s | machine busy | train workers | other Ray processes | "
-            "driver (sampler) | outside this run | steal | rank 0 training thread / bare, same samples |",
+            "| run | wall s (epochs 2..N) | waiting on Ray Data s | machine busy | train workers | "
+            "other Ray processes | driver (sampler) | outside this run | steal | "
+            "rank 0 training thread / bare, same samples |",
             "|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
         ]
         for run in thr["runs"]:
@@ -896,20 +715,7 @@ def main() -> None:
         )
         return
     started = time.perf_counter()
-    import ray
-    import torch
-
-    psutil = import_psutil()
-
-    machine = {
-        "argv": [".venv/bin/python", "benchmarks/train_throughput.py", *sys.argv[1:]],
-        "cores": os.cpu_count(),
-        "physical": psutil.cpu_count(logical=False),
-        "ram_gb": psutil.virtual_memory().total / 1024**3,
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-        "load_before": loadavg(),
-    }
+    machine = {"argv": [".venv/bin/python", "benchmarks/train_throughput.py", *sys.argv[1:]], **describe_machine()}
     log(f"machine: {machine['cores']} cores, load average {machine['load_before']}")
     work = Path(args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -920,10 +726,11 @@ def main() -> None:
     t = time.perf_counter()
     prepared_root = work / "prepared"
     counts = prepare(config_path, data_dir, cache_dir, prepared_root, args.mem_factor)
-    base = prepared_root / "1x"
-    big = prepared_root / f"train_{args.mem_factor}x"
-    log(f"prepared {counts} (+ {args.mem_factor}x train) in {time.perf_counter() - t:.0f} s")
     from recsys.config import load_config
+    from recsys.features.prepared import PreparedDir
+
+    base, big = PreparedDir(prepared_root / "1x"), PreparedDir(prepared_root / f"{args.mem_factor}x")
+    log(f"prepared {counts} (+ {args.mem_factor}x train) in {time.perf_counter() - t:.0f} s")
 
     machine["batch_size"] = load_config(config_path).train.batch_size
     storage = work / "runs"
@@ -934,7 +741,6 @@ def main() -> None:
         "data_dir": str(data_dir),
         "cache_dir": str(cache_dir),
         "storage": str(storage),
-        "prepared_base": str(base),
     }
     bare: list[dict] = []
     thr = mem = None
@@ -944,7 +750,7 @@ def main() -> None:
         base_options = {} if args.prefetch_batches is None else {"prefetch_batches": args.prefetch_batches}
         common_run = {
             "epochs": args.epochs,
-            "train_dir": str(base / "train"),
+            "prepared": str(base.path),
             "train_rows": counts["train"],
             "materialize": materialize,
         }
@@ -985,11 +791,11 @@ def main() -> None:
         thread_counts = sorted(
             {compute_threads(r) for g in groups.values() for r in g if not r.get("data_only")} | {args.threads}
         )
-        tensors, _ = load_train_tensors(base)  # in-memory tensors, loaded once, in this process (no Ray here)
+        train = load_train_batch(base)  # in-memory tensors, loaded once, in this process (no Ray here)
 
         def bare_round(model: str, when: str) -> None:
             for threads in thread_counts:
-                res = {**bare_pass(config_path, model, base, tensors, threads), "when": when, "load": loadavg()}
+                res = {**bare_pass(config_path, model, base, train, threads), "when": when, "load": loadavg()}
                 bare.append(res)
                 log(
                     f"bare {model} {threads} thread(s) ({when} Ray): {res['samples_per_s']:,.0f} samples/s "
@@ -1007,7 +813,7 @@ def main() -> None:
                 work, f"throughput-{model}", {**common, "runs": runs, "interval": 1.0, "uss": False}, args.verbose
             )["runs"]
             bare_round(model, "after")
-        del tensors
+        del train
 
     if not args.no_memory:
         # 3. memory: each case in a fresh driver + Ray. What users get (auto) at 1x and at factor x, and 1x
@@ -1021,7 +827,7 @@ def main() -> None:
             "ratios": [(f"{f} auto", "1x auto"), (f"{f} auto", "1x streamed")],
         }
 
-        def mem_case(tag: str, train_dir: Path, rows: int, materialize: bool | None) -> dict:
+        def mem_case(tag: str, prepared: PreparedDir, rows: int, materialize: bool | None) -> dict[str, Any]:
             name = "mem-" + tag.replace(" ", "-")
             run = {
                 "name": name,
@@ -1029,7 +835,7 @@ def main() -> None:
                 "model": args.mem_model,
                 "workers": args.mem_workers,
                 "epochs": args.mem_epochs,
-                "train_dir": str(train_dir),
+                "prepared": str(prepared.path),
                 "train_rows": rows,
                 "materialize": materialize,
             }
@@ -1037,8 +843,8 @@ def main() -> None:
             mem["cases"].append(case)
             return case["runs"][0]
 
-        mem_case("1x auto", base / "train", counts["train"], None)
-        mem_case("1x streamed", base / "train", counts["train"], False)
+        mem_case("1x auto", base, counts["train"], None)
+        mem_case("1x streamed", base, counts["train"], False)
         if mem_case(f"{f} auto", big, counts["train"] * args.mem_factor, None).get("materialized"):
             mem_case(f"{f} streamed", big, counts["train"] * args.mem_factor, False)  # auto kept it in memory
             mem["ratios"][1] = (f"{f} streamed", "1x streamed")

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -33,6 +34,7 @@ from recsys.config import ExperimentConfig, dump_config, parse_config
 from recsys.errors import RecsysError
 from recsys.features.feature_map import FeatureMap
 from recsys.features.item_table import ItemTable
+from recsys.jsonfile import read_json
 
 FORMAT_VERSION = 1
 FILES = ("model.pt", "config.yaml", "feature_map.json", "item_table.pt", "metrics.json")
@@ -51,8 +53,8 @@ class Checkpoint:
     config: ExperimentConfig
     feature_map: FeatureMap
     item_table: ItemTable
-    metrics: dict = field(default_factory=dict)
-    meta: dict = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def _sha256(path: Path) -> str:
@@ -69,8 +71,8 @@ def save_checkpoint(
     config: ExperimentConfig,
     feature_map: FeatureMap,
     item_table: ItemTable,
-    metrics: dict | None = None,
-    extra: dict | None = None,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically (replacing one already at ``path``)."""
     path = Path(path)
@@ -107,16 +109,13 @@ def save_checkpoint(
     return path
 
 
-def _read_meta(path: Path) -> dict:
+def _read_meta(path: Path) -> dict[str, Any]:
     if not path.is_dir():
         raise CheckpointError(f"{path}: checkpoint directory not found")
     meta_path = path / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{meta_path}: missing; {path} is not a recsys checkpoint directory") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{meta_path}: not valid JSON ({exc})") from None
+    meta = read_json(meta_path, f"missing; {path} is not a recsys checkpoint directory", CheckpointError)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{meta_path}: checkpoint format {meta.get('format_version')!r}, this recsys reads {FORMAT_VERSION}"
@@ -178,5 +177,5 @@ def load_checkpoint(path: str | Path, expected_config: ExperimentConfig | None =
             f"(model.name={config.model.name}): " + " ".join(line.strip() for line in first)
         ) from None
     model.eval()
-    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    metrics = read_json(path / "metrics.json", "missing from the checkpoint", CheckpointError)
     return Checkpoint(path, model, config, feature_map, item_table, metrics, meta)

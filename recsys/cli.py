@@ -12,8 +12,9 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO, TypedDict
 
 from recsys import __version__
 from recsys.errors import RecsysError
@@ -87,15 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.storage:
         config.train.storage_path = args.storage
-    result = run_training(
-        config,
-        data_dir=args.data,
-        cache_dir=args.cache_dir,
-        address=args.address,
-        workers=args.workers,
-        run_name=args.run_name,
-        resume=args.resume,
-    )
+    result = run_training(config, run_name=args.run_name, resume=args.resume, **_run_options(args))
     best = result.best_metrics
     print(
         f"best checkpoint: {result.best_checkpoint} (epoch {best['epoch']}, val AUC {best['val_auc']:.4f}, "
@@ -106,21 +99,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from serving.server import ServeOptions, serve
+    from serving.server import serve
 
-    return serve(
-        args.checkpoint,
-        ServeOptions(
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            state_dir=args.state_dir,
-            data_dir=args.data,
-            api_key=args.api_key,
-            max_candidates=args.max_candidates,
-            max_body_mb=args.max_body_mb,
-        ),
-    )
+    # Overrides of the checkpoint config's serve section, by ServeConfig field name (None: not given).
+    fields = ("host", "port", "workers", "state_dir", "api_key", "max_candidates", "max_body_mb")
+    return serve(args.checkpoint, {name: getattr(args, name) for name in fields}, data_dir=args.data)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -132,6 +115,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from recsys.data.validate import validate_dataset
     from recsys.encoders.pipeline import encode_items
     from recsys.evaluation import evaluate_checkpoint, format_evaluation
+    from recsys.features.prepared import PreparedDir
     from training.launch import run_training
 
     started = time.perf_counter()
@@ -160,7 +144,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"[4/5] train {config.model.name} with {config.train.workers} Ray workers (run {run_name})", flush=True)
     result = run_training(config, data_dir=data_dir, cache_dir=cache_dir, run_name=run_name)
     print("[5/5] evaluate the best checkpoint on the test split", flush=True)
-    evaluation = evaluate_checkpoint(result.best_checkpoint, result.prepared_dir / "test")
+    evaluation = evaluate_checkpoint(result.best_checkpoint, PreparedDir(result.prepared_dir))
     (result.run_dir / "test_metrics.json").write_text(json.dumps(evaluation.to_json(), indent=1))
     print(format_evaluation(evaluation))
     m, o = evaluation.segments["all"], evaluation.oracle.get("all")
@@ -198,7 +182,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import shlex
 
     from recsys.config import load_config
-    from recsys.reports.compare import CompareSpec, run_compare
+    from training.compare import CompareSpec, run_compare
 
     config = load_config(args.config)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{Path(args.config).stem}"
@@ -227,6 +211,102 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 
+Handler = Callable[[argparse.Namespace], int]
+
+#: Sub-command -> (summary in the command list, description in its own --help; None: the summary).
+ABOUT: dict[str, tuple[str, str | None]] = {
+    "show": ("print the fully resolved config (defaults filled in)", None),
+    "check": (
+        "validate a dataset directory; reports every problem at once",
+        "Validate a dataset directory against the contract (docs/dataset-format.md) and the "
+        "features the config declares. Exit 0 when usable, 1 on errors (or warnings with --strict).",
+    ),
+    "make-default": (
+        "write the built-in multimodal dataset (real PNG/WAV/text media)",
+        "Write a synthetic dataset with planted shared (all-modality) and private (one-modality) "
+        "signal, cold items and missing modalities; deterministic by seed.",
+    ),
+    "encode": (
+        "encode every item with the frozen encoders (cached; re-runs encode only changes)",
+        "Run the configured frozen encoders over every item's title, image and audio in batches "
+        "and cache the vectors as Parquet keyed by item id and content hash.",
+    ),
+    "train": (
+        "train a model with Ray Train (local Ray, or a cluster via --address)",
+        "Train with Ray Train + Ray Data: DDP over gloo on CPU, validation every epoch, best and "
+        "latest checkpoints under <train.storage_path>/<run name>/, early stopping, resume.",
+    ),
+    "demo": (
+        "the main job on the built-in dataset: make data, validate, encode, train, evaluate",
+        "Run the main job end to end on the built-in dataset, writing everything under --out.",
+    ),
+    "evaluate": (
+        "evaluate a checkpoint: AUC/GAUC/logloss/calibration per segment, oracle, modal attention",
+        "Evaluate a checkpoint on a split: overall, warm/cold items, users by history length, items "
+        "missing a modality; the oracle when the data has true_prob; modal attention per modality and item "
+        "category for models that have it. Prints a table and writes metrics.json.",
+    ),
+    "compare": (
+        "train models x seeds with Ray, evaluate on test, write a report with tables and plots",
+        "Train every listed model with every seed (Ray, as `recsys train`), evaluate each best checkpoint "
+        "on the same test split and write report.md/report.html/results.json/plots into --out. Re-running the "
+        "same command resumes: finished runs are reused. Exit 1 when a run failed (the report says which).",
+    ),
+}
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Handler
+) -> argparse.ArgumentParser:
+    """The sub-command ``name``, run by ``handler``, described as :data:`ABOUT` says."""
+    summary, description = ABOUT[name]
+    parser = commands.add_parser(name, help=summary, description=description)
+    parser.set_defaults(func=handler)
+    return parser
+
+
+def _add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    """How the built-in dataset is drawn: ``--seed``, ``--size`` (and ``--no-progress``)."""
+    parser.add_argument("--seed", type=int, default=0, help="dataset random seed (default 0)")
+    parser.add_argument(
+        "--size",
+        choices=["small", "medium"],
+        default="small",
+        help="small: the demo (~60k impressions); medium: benchmarks (>=1M impressions)",
+    )
+    _add_no_progress(parser)
+
+
+def _add_inputs(parser: argparse.ArgumentParser) -> None:
+    """Where the dataset and its encoder cache are, overriding the config."""
+    parser.add_argument("--data", help="dataset directory (overrides data.path)")
+    parser.add_argument("--cache-dir", help="encoder cache (overrides encoders.cache_dir)")
+
+
+def _add_ray_options(parser: argparse.ArgumentParser, per_run: bool) -> None:
+    """The Ray cluster and the Ray Train workers of a training run (``per_run``: of each of several)."""
+    each = " per run" if per_run else ""
+    local = "one local Ray for all runs" if per_run else "local Ray"
+    parser.add_argument("--address", help=f"Ray cluster address (e.g. ray://head:10001 or head:6379); default: {local}")
+    parser.add_argument("--workers", type=int, help=f"Ray Train workers{each} (overrides train.workers)")
+
+
+class RunOptions(TypedDict):
+    """What :func:`_add_inputs` and :func:`_add_ray_options` parse, as ``run_training`` keywords."""
+
+    data_dir: str | None
+    cache_dir: str | None
+    address: str | None
+    workers: int | None
+
+
+def _run_options(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(data_dir=args.data, cache_dir=args.cache_dir, address=args.address, workers=args.workers)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
@@ -242,67 +322,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="inspect experiment configs")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    show = config_sub.add_parser("show", help="print the fully resolved config (defaults filled in)")
+    show = _command(config_sub, "show", _cmd_config_show)
     show.add_argument("file", help="experiment YAML file")
-    show.set_defaults(func=_cmd_config_show)
 
     data = sub.add_parser("data", help="dataset directories: check, make the built-in one")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    check = data_sub.add_parser(
-        "check",
-        help="validate a dataset directory; reports every problem at once",
-        description="Validate a dataset directory against the contract (docs/dataset-format.md) and the "
-        "features the config declares. Exit 0 when usable, 1 on errors (or warnings with --strict).",
-    )
+    check = _command(data_sub, "check", _cmd_data_check)
     check.add_argument("dir", help="dataset directory")
     check.add_argument("--config", help="experiment YAML whose declared features are checked too")
     check.add_argument("--strict", action="store_true", help="treat warnings (e.g. missing media files) as errors")
-    check.set_defaults(func=_cmd_data_check)
 
-    make = data_sub.add_parser(
-        "make-default",
-        help="write the built-in multimodal dataset (real PNG/WAV/text media)",
-        description="Write a synthetic dataset with planted shared (all-modality) and private (one-modality) "
-        "signal, cold items and missing modalities; deterministic by seed.",
-    )
+    make = _command(data_sub, "make-default", _cmd_data_make_default)
     make.add_argument("--out", required=True, help="output directory")
-    make.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    make.add_argument(
-        "--size",
-        choices=["small", "medium"],
-        default="small",
-        help="small: the demo (~60k impressions); medium: benchmarks (>=1M impressions)",
-    )
-    make.add_argument("--no-progress", action="store_true", help="no progress bar")
-    make.set_defaults(func=_cmd_data_make_default)
+    _add_dataset_options(make)
 
-    encode = sub.add_parser(
-        "encode",
-        help="encode every item with the frozen encoders (cached; re-runs encode only changes)",
-        description="Run the configured frozen encoders over every item's title, image and audio in batches "
-        "and cache the vectors as Parquet keyed by item id and content hash.",
-    )
+    encode = _command(sub, "encode", _cmd_encode)
     encode.add_argument("data_dir", help="dataset directory")
     encode.add_argument("--config", required=True, help="experiment YAML (its encoders section)")
     encode.add_argument("--cache-dir", help="override encoders.cache_dir")
-    encode.add_argument("--no-progress", action="store_true", help="no progress bar")
-    encode.set_defaults(func=_cmd_encode)
+    _add_no_progress(encode)
 
-    train = sub.add_parser(
-        "train",
-        help="train a model with Ray Train (local Ray, or a cluster via --address)",
-        description="Train with Ray Train + Ray Data: DDP over gloo on CPU, validation every epoch, best and "
-        "latest checkpoints under <train.storage_path>/<run name>/, early stopping, resume.",
-    )
+    train = _command(sub, "train", _cmd_train)
     train.add_argument("--config", required=True, help="experiment YAML")
-    train.add_argument("--address", help="Ray cluster address (e.g. ray://head:10001 or head:6379); default: local Ray")
-    train.add_argument("--workers", type=int, help="Ray Train workers (overrides train.workers)")
+    _add_ray_options(train, per_run=False)
     train.add_argument("--run-name", help="run name (default: <model>-<time>); reuse it with --resume")
     train.add_argument("--resume", action="store_true", help="continue the run --run-name from its latest checkpoint")
-    train.add_argument("--data", help="dataset directory (overrides data.path)")
-    train.add_argument("--cache-dir", help="encoder cache (overrides encoders.cache_dir)")
+    _add_inputs(train)
     train.add_argument("--storage", help="checkpoint storage path (overrides train.storage_path)")
-    train.set_defaults(func=_cmd_train)
 
     serve = sub.add_parser(
         "serve",
@@ -328,26 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-mb", type=float, help="largest request body in MiB (default serve.max_body_mb)")
     serve.set_defaults(func=_cmd_serve)
 
-    demo = sub.add_parser(
-        "demo",
-        help="the main job on the built-in dataset: make data, validate, encode, train, evaluate",
-        description="Run the main job end to end on the built-in dataset, writing everything under --out.",
-    )
+    demo = _command(sub, "demo", _cmd_demo)
     demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     demo.add_argument("--config", default="configs/default.yaml", help="experiment YAML (default configs/default.yaml)")
-    demo.add_argument("--seed", type=int, default=0, help="dataset seed")
-    demo.add_argument("--size", choices=["small", "medium"], default="small", help="dataset size")
     demo.add_argument("--workers", type=int, help="Ray Train workers (default: train.workers of the config)")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
-    demo.set_defaults(func=_cmd_demo)
+    _add_dataset_options(demo)
 
-    evaluate = sub.add_parser(
-        "evaluate",
-        help="evaluate a checkpoint: AUC/GAUC/logloss/calibration per segment, oracle, modal attention",
-        description="Evaluate a checkpoint on a split: overall, warm/cold items, users by history length, items "
-        "missing a modality; the oracle when the data has true_prob; modal attention per modality and item "
-        "category for models that have it. Prints a table and writes metrics.json.",
-    )
+    evaluate = _command(sub, "evaluate", _cmd_evaluate)
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. <run>/best)")
     evaluate.add_argument(
         "--data",
@@ -356,25 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--split", choices=["train", "valid", "test"], default="test", help="split (default test)")
     evaluate.add_argument("--out", help="output directory for metrics.json (default <checkpoint>/../eval-<split>)")
-    evaluate.set_defaults(func=_cmd_evaluate)
 
-    compare = sub.add_parser(
-        "compare",
-        help="train models x seeds with Ray, evaluate on test, write a report with tables and plots",
-        description="Train every listed model with every seed (Ray, as `recsys train`), evaluate each best checkpoint "
-        "on the same test split and write report.md/report.html/results.json/plots into --out. Re-running the "
-        "same command resumes: finished runs are reused. Exit 1 when a run failed (the report says which).",
-    )
+    compare = _command(sub, "compare", _cmd_compare)
     compare.add_argument("--config", required=True, help="experiment YAML (model.name and train.seed are set per run)")
     compare.add_argument("--models", required=True, help="comma list, e.g. lr,dnn,din,concat,man,man_d1,marn")
     compare.add_argument(
         "--seeds", default="3", help="a count N (seeds train.seed .. train.seed+N-1) or a comma list (default 3)"
     )
     compare.add_argument("--out", help="report directory (default runs/compare-<config name>)")
-    compare.add_argument("--data", help="dataset directory (overrides data.path)")
-    compare.add_argument("--cache-dir", help="encoder cache (overrides encoders.cache_dir)")
-    compare.add_argument("--workers", type=int, help="Ray Train workers per run (overrides train.workers)")
-    compare.add_argument("--address", help="Ray cluster address (default: one local Ray for all runs)")
+    _add_inputs(compare)
+    _add_ray_options(compare, per_run=True)
     compare.add_argument("--epochs", type=int, help="override train.epochs")
     compare.add_argument(
         "--peer-results",
@@ -386,18 +410,25 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples of the paired test (default 1000)"
     )
-    compare.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_no_progress(compare)
     compare.add_argument(
         "--reevaluate",
         action="store_true",
         help="evaluate finished runs again from their best checkpoints (after a change to the "
         "evaluation); nothing is retrained",
     )
-    compare.set_defaults(func=_cmd_compare)
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` for the command line: the message alone, without source location."""
     print(f"warning: {message}", file=sys.stderr)
 
 

@@ -15,10 +15,15 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from recsys.errors import ConfigError
 
+#: The raw item modalities, each with its own frozen encoder (and items.parquet column).
 MODALITIES = ("title", "image", "audio")
+
+IdKind = Literal["user", "item"]
+ID_KINDS: tuple[IdKind, ...] = ("user", "item")
 
 
 class StrictModel(BaseModel):
@@ -160,9 +165,22 @@ class ModelConfig(StrictModel):
         lt=1.0,
         description="Share of training item ids replaced by the OOV id, so cold items get a learned id part.",
     )
+    user_id_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Share of training rows whose user id is replaced by the OOV id, so users unseen in "
+        "training get a learned id part (their other fields and history carry the rest).",
+    )
+    id_path: Literal["fusion", "beside"] = Field(
+        "fusion",
+        description="Content models: where the item's id/attribute embeddings go. 'fusion': one modality "
+        "inside MARN's modal-attention fusion (the paper). 'beside': DIN's own id representation, with the "
+        "content representation concatenated beside it, so weak content cannot drag the ids down.",
+    )
     modalities: list[str] | None = Field(None, description="Modalities the model uses; null = all encoded ones.")
-    id_embeddings: list[Literal["user", "item"]] = Field(
-        default_factory=lambda: ["user", "item"],
+    id_embeddings: list[IdKind] = Field(
+        default_factory=lambda: list(ID_KINDS),
         description="Which ids get a learned embedding (or, for lr, a weight). [] = a model that cannot "
         "memorise ids: users are described by their other fields (and history), items by their attributes "
         "and content.",
@@ -247,7 +265,7 @@ class _StrictLoader(yaml.SafeLoader):
     """A SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -262,7 +280,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _line_of(root: yaml.Node | None, loc: tuple) -> int | None:
+Loc = tuple[int | str, ...]
+
+
+def _line_of(root: yaml.Node | None, loc: Loc) -> int | None:
     """1-based line of the YAML node at key path ``loc`` (or of its deepest existing parent)."""
     node, line = root, None
     for part in loc:
@@ -280,7 +301,7 @@ def _line_of(root: yaml.Node | None, loc: tuple) -> int | None:
     return line
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
+def _model_at(loc: Loc) -> type[BaseModel] | None:
     """The config model class that owns the key at ``loc`` (for suggesting valid keys)."""
     model: Any = ExperimentConfig
     for part in loc[:-1]:
@@ -297,7 +318,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def _describe(error: dict, root: yaml.Node | None) -> str:
+def _describe(error: ErrorDetails, root: yaml.Node | None) -> str:
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     # pydantic adds union-member tags (e.g. 'TitleEncoderConfig') to the location: drop them.
     loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))

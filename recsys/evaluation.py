@@ -3,6 +3,7 @@
 Segments (each a subset of the evaluated rows):
 
 - ``all``; ``warm_items`` / ``cold_items`` (candidate id seen in training or not);
+- ``warm_users`` / ``cold_users`` (the user has training rows or not), where some users are new;
 - ``history_0``, ``history_1-4``, ``history_5-19``, ``history_20+``: users by the length of the
   behaviour sequence of the impression (capped at ``features.max_history``);
 - ``missing_<modality>``: candidates without that content modality (from the item table masks).
@@ -23,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 
 from recsys.checkpoint import Checkpoint, load_checkpoint
 from recsys.errors import RecsysError
-from recsys.features.examples import field_widths, model_batch
+from recsys.features.batch import field_widths
 from recsys.features.feature_map import FeatureMap
-from recsys.features.item_table import ItemTable
+from recsys.features.item_table import ItemInputs, ItemTable
+from recsys.features.predict import Predictions, frame_batches, predict
+from recsys.features.prepared import PreparedDir, examples_frame
 from recsys.metrics import compute_metrics
-from recsys.models import ItemInputs
 
 #: (lowest, highest or None, segment name) of the history-length buckets.
 HISTORY_BUCKETS: tuple[tuple[int, int | None, str], ...] = (
@@ -57,7 +58,7 @@ class Evaluation:
 
     def to_json(self) -> dict:
         """JSON-ready dict (NaN -> null), without the row-level predictions."""
-        return json_safe(
+        return json_safe(  # type: ignore[return-value]  # a dict in, a dict out
             {
                 "model": self.model,
                 "checkpoint": self.checkpoint,
@@ -92,29 +93,10 @@ def json_safe(obj: object) -> object:
 # --------------------------------------------------------------------------- scoring
 
 
-def _predict(checkpoint: Checkpoint, frame: pl.DataFrame, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Probabilities (N,) and, for models with modal attention, the candidates' weights (N, M)."""
-    items = ItemInputs.from_table(checkpoint.item_table)
-    widths = field_widths(checkpoint.feature_map)
-    model = checkpoint.model.eval()
-    probs, attention = [], []
-    with torch.no_grad():
-        for start in range(0, frame.height, batch_size):
-            chunk = frame.slice(start, batch_size)
-            columns = {
-                c: torch.from_numpy(chunk[c].to_numpy().copy()) for c in chunk.columns if not c.startswith("meta_")
-            }
-            out = model(model_batch(columns, widths), items)
-            probs.append(torch.sigmoid(out.logits).numpy())
-            if out.modal_attention is not None:
-                attention.append(out.modal_attention.numpy())
-    p = np.concatenate(probs) if probs else np.zeros(0, np.float32)
-    return p, (np.concatenate(attention) if attention else None)
-
-
-def predict_frame(checkpoint: Checkpoint, frame: pl.DataFrame, batch_size: int = 4096) -> np.ndarray:
-    """Click probabilities for every row of a prepared-examples frame (see recsys.features.prepare)."""
-    return _predict(checkpoint, frame, batch_size)[0]
+def predict_frame(checkpoint: Checkpoint, frame: pl.DataFrame, batch_size: int = 4096) -> Predictions:
+    """Click probabilities (and modality shares) for every row of a prepared-examples frame."""
+    batches = frame_batches(frame, batch_size, field_widths(checkpoint.feature_map))
+    return predict(checkpoint.model, ItemInputs.from_table(checkpoint.item_table), batches)
 
 
 # --------------------------------------------------------------------------- segments
@@ -126,6 +108,10 @@ def segment_masks(frame: pl.DataFrame, item_table: ItemTable | None = None) -> d
     if "meta_is_cold" in frame.columns:
         cold = frame["meta_is_cold"].to_numpy().astype(bool)
         masks |= {"warm_items": ~cold, "cold_items": cold}
+    if "meta_is_cold_user" in frame.columns:
+        cold_user = frame["meta_is_cold_user"].to_numpy().astype(bool)
+        if cold_user.any():  # only where some evaluated users are new (else warm_users repeats "all")
+            masks |= {"warm_users": ~cold_user, "cold_users": cold_user}
     if "hist_mask" in frame.columns:
         length = np.asarray(frame["hist_mask"].to_numpy()).reshape(frame.height, -1).sum(axis=1)
         for low, high, name in HISTORY_BUCKETS:
@@ -195,7 +181,8 @@ def evaluate_frame(
     """Score a prepared-examples frame and compute every metric, segment and attention summary."""
     if frame.height == 0:
         raise RecsysError(f"{source or 'the examples'}: no rows to evaluate (split {split!r} is empty)")
-    probs, attention = _predict(checkpoint, frame, batch_size)
+    predicted = predict_frame(checkpoint, frame, batch_size)
+    probs, attention = predicted.probs, predicted.attention
     masks = segment_masks(frame, checkpoint.item_table)
     true_prob = frame["meta_true_prob"].to_numpy() if "meta_true_prob" in frame.columns else None
     rows = frame["item"].to_numpy()
@@ -219,25 +206,20 @@ def evaluate_frame(
     )
 
 
-def prepared_split_dir(checkpoint_dir: str | Path, split: str) -> Path:
-    """The run's prepared split beside a checkpoint: ``<checkpoint>/../prepared/<split>``."""
-    return Path(checkpoint_dir).resolve().parent / "prepared" / split
-
-
 def evaluate_checkpoint(
     checkpoint_dir: str | Path,
-    examples_dir: str | Path | None = None,
+    prepared: PreparedDir | None = None,
     *,
     data_dir: str | Path | None = None,
     split: str = "test",
 ) -> Evaluation:
-    """Evaluate a checkpoint on a split of prepared examples or of a dataset directory.
+    """Evaluate a checkpoint on a split of prepared features or of a dataset directory.
 
     Sources, first match: ``data_dir`` (a dataset featurised with the checkpoint's feature map
-    and item table, see :func:`recsys.features.prepare.prepare_with`), ``examples_dir`` (Parquet
-    files of prepared examples), else the run's prepared split beside the checkpoint.
+    and item table, see :func:`recsys.features.prepare.prepare_with`), ``prepared``, else the
+    prepared features of the run the checkpoint belongs to (:meth:`PreparedDir.beside_checkpoint`).
     """
-    from recsys.features.prepare import examples_frame, prepare_with
+    from recsys.features.prepare import prepare_with
 
     checkpoint = load_checkpoint(checkpoint_dir)
     if data_dir is not None:
@@ -247,13 +229,14 @@ def evaluate_checkpoint(
                 f"{Path(data_dir) / 'interactions.parquet'}: no {split!r} rows after splitting (data.split)"
             )
         return evaluate_frame(checkpoint, examples_frame(examples.split(split)), str(data_dir), split)
-    source = Path(examples_dir) if examples_dir is not None else prepared_split_dir(checkpoint_dir, split)
-    if not source.is_dir() or not any(source.glob("*.parquet")):
+    prepared = prepared or PreparedDir.beside_checkpoint(checkpoint_dir)
+    if not prepared.has_split(split):
         raise RecsysError(
-            f"{source}: no prepared {split!r} split (Parquet files) found; it is written by `recsys train` beside "
-            "the checkpoint (<run>/prepared/<split>); pass --data DATASET_DIR to evaluate on a dataset directory"
+            f"{prepared.split_dir(split)}: no prepared {split!r} split (Parquet files) found; it is written by "
+            "`recsys train` beside the checkpoint (<run>/prepared/<split>); pass --data DATASET_DIR to evaluate "
+            "on a dataset directory"
         )
-    return evaluate_frame(checkpoint, pl.read_parquet(source), str(source), split)
+    return evaluate_frame(checkpoint, prepared.read_split(split), str(prepared.split_dir(split)), split)
 
 
 # --------------------------------------------------------------------------- console

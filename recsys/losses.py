@@ -1,7 +1,7 @@
 """Losses as plain functions; their weights come from the model config.
 
 L = BCE(click) + lambda_adv * L_D1 + lambda_s * L_Ds + lambda_0 * L_D0 + lambda_orth * L_orth
-(docs: ../shared/docs/marn.md). The min-max game of D1 against the shared encoder runs through a
+(docs: docs/marn.md). The min-max game of D1 against the shared encoder runs through a
 gradient-reversal layer inside the model, so every term here is simply minimised.
 """
 
@@ -33,24 +33,31 @@ def _modality_ce(logits: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
     return (ce * weights).sum() / mask.any(dim=1).sum().clamp(min=1)
 
 
+def _present(value: torch.Tensor | None, name: str) -> torch.Tensor:
+    """``value``, which the model computes only when the part that needs it is enabled."""
+    if value is None:
+        raise ValueError(f"AdversarialTerms.{name} is None: the model was built without the part this loss needs")
+    return value
+
+
 def d0_loss(terms: AdversarialTerms) -> torch.Tensor:
     """D0 learns to tell each shared feature's modality (on detached features: it only measures)."""
-    return _modality_ce(terms.d0_logits, terms.mask)
+    return _modality_ce(_present(terms.d0_logits, "d0_logits"), terms.mask)
 
 
 def d1_loss(terms: AdversarialTerms) -> torch.Tensor:
     """D1 on reversed shared features, weighted per sample: D1 learns, the shared encoder fools it."""
-    return _modality_ce(terms.d1_logits, terms.mask, terms.d1_weights)
+    return _modality_ce(_present(terms.d1_logits, "d1_logits"), terms.mask, terms.d1_weights)
 
 
 def ds_loss(terms: AdversarialTerms) -> torch.Tensor:
     """D1's classifier on the specific features, without reversal: keeps them modality-specific."""
-    return _modality_ce(terms.ds_logits, terms.mask)
+    return _modality_ce(_present(terms.ds_logits, "ds_logits"), terms.mask)
 
 
 def orthogonality_loss(terms: AdversarialTerms) -> torch.Tensor:
     """Squared cosine between shared and specific features: pushes them to carry different information."""
-    cos = F.cosine_similarity(terms.shared, terms.specific, dim=-1, eps=1e-6)
+    cos = F.cosine_similarity(_present(terms.shared, "shared"), terms.specific, dim=-1, eps=1e-6)
     return (cos**2).mean()
 
 

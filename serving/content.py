@@ -13,12 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.config import EncodersConfig
+from recsys.config import MODALITIES, EncodersConfig
 from recsys.encoders import ItemEncoder, MediaError, build_encoder, decode_audio, decode_image
 from recsys.errors import RecsysError
 from serving.store import PRECOMPUTED
-
-ENCODED = ("title", "image", "audio")
 
 
 class ContentError(RecsysError):
@@ -47,7 +45,7 @@ class ContentEncoders:
         self.dims = dict(dims)
         self._encoders: dict[str, ItemEncoder] = {}
         for modality in dims:
-            cfg = getattr(config, modality, None) if modality in ENCODED else None
+            cfg = getattr(config, modality, None) if modality in MODALITIES else None
             if cfg is not None:
                 self._encoders[modality] = build_encoder(modality, cfg, load=False)
         self._lock = threading.Lock()

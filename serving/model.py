@@ -14,6 +14,7 @@ request that started on one snapshot finishes on it while items are being added.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +25,11 @@ import torch
 from recsys.checkpoint import Checkpoint, load_checkpoint
 from recsys.config import ExperimentConfig
 from recsys.errors import RecsysError
-from recsys.features.feature_map import OOV
-from recsys.features.item_table import build_item_table
-from recsys.models import ItemInputs
+from recsys.features.examples import RequestFeatureError, encode_request_context, encode_request_user
+from recsys.features.feature_map import OOV, FeatureMap
+from recsys.features.item_table import ItemInputs, build_item_table
+from recsys.features.sequences import recent_history
+from recsys.models import ScoringModel, UserSide
 from serving.content import ContentEncoders
 from serving.store import StoredItem
 
@@ -42,7 +45,7 @@ class ServingError(RecsysError):
         self.status, self.field, self.message, self.ids = status, field, message, ids
 
     def body(self) -> dict:
-        detail = {"field": self.field, "message": self.message}
+        detail: dict[str, object] = {"field": self.field, "message": self.message}
         if self.ids is not None:
             detail["ids"] = self.ids
         return {"detail": detail}
@@ -112,7 +115,7 @@ class ServedModel:
     def load(
         cls,
         path: str | Path,
-        registered: list[StoredItem] = (),
+        registered: Sequence[StoredItem] = (),
         vectors: dict | None = None,
         serving_config: ExperimentConfig | None = None,
     ) -> ServedModel:
@@ -126,9 +129,9 @@ class ServedModel:
             diffs = serving_differences(serving_config, checkpoint.config)
             if diffs:
                 raise ServingError(409, "checkpoint", "does not match the served config: " + "; ".join(diffs))
-        if not hasattr(checkpoint.model, "item_representations"):
-            raise ServingError(422, "checkpoint", f"model {checkpoint.config.model.name!r} has no item_representations")
         torch_model = checkpoint.model.eval()
+        if not isinstance(torch_model, ScoringModel):
+            raise ServingError(422, "checkpoint", f"model {checkpoint.config.model.name!r} cannot be served")
         table = checkpoint.item_table
         items = ItemInputs.from_table(table)
         with torch.inference_mode():
@@ -164,8 +167,15 @@ class ServedModel:
 
     # ---------------------------------------------------------------- items
     @property
-    def feature_map(self):
+    def feature_map(self) -> FeatureMap:
         return self.checkpoint.feature_map
+
+    @property
+    def model(self) -> ScoringModel:
+        """The checkpoint's model (checked servable when loaded)."""
+        model = self.checkpoint.model
+        assert isinstance(model, ScoringModel)
+        return model
 
     def attribute_fields(self) -> dict[str, str]:
         """Item attribute name -> 'categorical' | 'list' (what POST /v1/items accepts)."""
@@ -191,14 +201,14 @@ class ServedModel:
         for modality, dim in table.dims().items():
             fingerprint = self.encoders.fingerprint(modality)
             found = [(it.item_id, vectors.get(it.item_id, {}).get((modality, fingerprint))) for it in items]
-            found = [(i, v) for i, v in found if v is not None and len(v) == dim]
+            usable = [(i, v) for i, v in found if v is not None and len(v) == dim]
             per_modality[modality] = _Vectors(
-                np.array([i for i, _ in found], dtype=np.int64),
-                np.stack([v for _, v in found]).astype(np.float32) if found else np.zeros((0, dim), np.float32),
+                np.array([i for i, _ in usable], dtype=np.int64),
+                np.stack([v for _, v in usable]).astype(np.float32) if usable else np.zeros((0, dim), np.float32),
             )
         new_table = build_item_table(frame, fm, per_modality, fitted=table.stats)
         with torch.inference_mode():
-            reps = self.checkpoint.model.item_representations(
+            reps = self.model.item_representations(
                 torch.arange(1, len(items) + 1), ItemInputs.from_table(new_table)
             ).rep
         if not torch.isfinite(reps).all():
@@ -233,37 +243,16 @@ class ServedModel:
 
     # ---------------------------------------------------------------- request features
     def user_features(self, user_id: int, attributes: dict) -> np.ndarray:
-        """(U,) user field indices: the layout of ``encode_users``, one value at a time (FeatureMap.encode_value)."""
-        fm = self.feature_map
-        extra = [f.name for f in fm.by("user", "categorical") if f.name != "user_id"]
-        return np.array(
-            [fm.encode_value("user_id", user_id), *(fm.encode_value(n, attributes.get(n)) for n in extra)],
-            dtype=np.int64,
-        )
-
-    def context_fields(self) -> dict[str, str]:
-        fm = self.feature_map
-        return {f.name: "categorical" for f in fm.by("context", "categorical")} | {
-            f.name: "numeric" for f in fm.by("context", "numeric")
-        }
+        """(U,) user field indices (:func:`recsys.features.examples.encode_request_user`)."""
+        return encode_request_user(self.feature_map, user_id, attributes)
 
     def context_features(self, context: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(C,) categorical indices and (K,) standardised numbers: the layout of ``encode_context``."""
-        fm = self.feature_map
-        fields = self.context_fields()
-        unknown = sorted(set(context) - set(fields))
-        if unknown:
-            raise ServingError(
-                422, "context", f"unknown field(s) {unknown}; this model's context fields: {sorted(fields)}"
-            )
-        numeric = []
-        for f in fm.by("context", "numeric"):
-            value = context.get(f.name)
-            if value is not None and (isinstance(value, (bool, str)) or not np.isfinite(float(value))):
-                raise ServingError(422, f"context.{f.name}", f"must be a finite number or null, got {value!r}")
-            numeric.append(fm.standardise(f.name, value))
-        categorical = [fm.encode_value(f.name, context.get(f.name)) for f in fm.by("context", "categorical")]
-        return np.array(categorical, dtype=np.int64), np.array(numeric, dtype=np.float32)
+        """(C,) categorical indices and (K,) standardised numbers (``encode_request_context``); 422 naming the
+        field for an unknown field or a non-finite number."""
+        try:
+            return encode_request_context(self.feature_map, context)
+        except RequestFeatureError as exc:
+            raise ServingError(422, exc.field, exc.message) from None
 
     # ---------------------------------------------------------------- scoring
     def score(
@@ -277,7 +266,7 @@ class ServedModel:
         """Click probabilities of ``candidates`` (item ids) for one user, history oldest first."""
         cat = catalogue or self.catalogue
         cand_rows = torch.from_numpy(cat.rows(candidates, "candidates"))
-        recent = history[-self.feature_map.max_history :] if self.feature_map.max_history else []
+        recent = recent_history(history, self.feature_map.max_history)
         # Only the real history positions: padding has weight exactly 0 in every sequence encoder
         # (and carries the GRU state through), so a short history costs less and scores the same.
         # One padded position stands for an empty history.
@@ -287,18 +276,16 @@ class ServedModel:
         if recent:
             hist_rows[:] = cat.rows(recent, "history")
             hist_mask[:] = True
-        b = len(candidates)
         categorical, numeric = context
-        batch = {
-            "user": torch.from_numpy(user).expand(b, -1),
-            "context": torch.from_numpy(categorical).expand(b, -1),
-            "numeric": torch.from_numpy(numeric).expand(b, -1),
-            "hist_mask": torch.from_numpy(hist_mask).expand(b, -1),
-        }
         with torch.inference_mode():
-            target = cat.reps[cand_rows]  # (B, D)
-            hist = cat.reps[torch.from_numpy(hist_rows)]  # (L, D)
-            logits = self.checkpoint.model.head_logits(batch, target, hist.unsqueeze(0).expand(b, -1, -1))
+            side = UserSide.one_user(
+                torch.from_numpy(user),
+                torch.from_numpy(categorical),
+                torch.from_numpy(numeric),
+                cat.reps[torch.from_numpy(hist_rows)],  # (L, D)
+                torch.from_numpy(hist_mask),
+            )
+            logits = self.model.score_candidates(side, cat.reps[cand_rows])  # candidates (B, D)
             return torch.sigmoid(logits).numpy()
 
 

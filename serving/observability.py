@@ -80,15 +80,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _JsonHandler(logging.StreamHandler):
+    """The service's stderr handler (a class of its own, so that configuring twice adds it once)."""
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """JSON lines on stderr for the service's loggers (idempotent; each worker process calls it)."""
     import sys
 
     logger = logging.getLogger("recsys")
-    if not any(getattr(h, "_recsys_json", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _JsonHandler) for h in logger.handlers):
+        handler = _JsonHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
-        handler._recsys_json = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(level)

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - httptools is a dependency; h11 is uvic
     from uvicorn.protocols.http.h11_impl import H11Protocol as _Base  # type: ignore[assignment]
 
 
-class NoDelayHTTPProtocol(_Base):  # type: ignore[misc, valid-type]
+class NoDelayHTTPProtocol(_Base):
     """The HTTP/1.1 protocol uvicorn would pick, with TCP_NODELAY set when a connection opens."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from recsys.checkpoint import load_checkpoint
 from recsys.errors import ConfigError
 from serving.model import model_version
+from serving.net import check_port
 from serving.settings import ServeSettings
 from serving.store import Store
 from serving.users import initial_user_states
@@ -19,71 +20,38 @@ from serving.users import initial_user_states
 log = logging.getLogger("recsys.serving")
 
 
-@dataclass(frozen=True)
-class ServeOptions:
-    """Command-line overrides of the checkpoint's ``serve`` config section (None: keep the config's)."""
+def prepare_state(
+    checkpoint_dir: str | Path, overrides: Mapping[str, object] | None = None, data_dir: str | Path | None = None
+) -> ServeSettings:
+    """Validate the checkpoint and the settings, create the state store, make the checkpoint the active model,
+    seed user state from ``data_dir`` (default: the checkpoint config's ``data.path``).
 
-    host: str | None = None
-    port: int | None = None
-    workers: int | None = None
-    state_dir: str | None = None
-    data_dir: str | None = None
-    api_key: str | None = None
-    max_candidates: int | None = None
-    max_body_mb: float | None = None
-
-
-def prepare_state(checkpoint_dir: str | Path, options: ServeOptions) -> ServeSettings:
-    """Validate the checkpoint, create the state store, make it the active model, seed user state.
-
-    Everything that can fail on bad input fails here, before any server process starts.
+    ``overrides``: ServeConfig field names -> values that replace the checkpoint's ``serve`` section
+    (see :meth:`ServeSettings.resolve`). Everything that can fail on bad input fails here, before any
+    server process starts.
     """
     checkpoint_dir = Path(checkpoint_dir).resolve()
     checkpoint = load_checkpoint(checkpoint_dir)  # CheckpointError names the file and the reason
-    serve = checkpoint.config.serve
-    workers = options.workers if options.workers is not None else serve.workers
-    if workers < 1:
-        raise ConfigError(f"serve.workers: must be >= 1, got {workers}")
-    state_dir = Path(options.state_dir or serve.state_dir).resolve()
+    settings = ServeSettings.resolve(checkpoint_dir, checkpoint.config.serve, overrides or {})
+    state_dir = settings.state_path
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        store = Store.create(state_dir / "serving.db")
+        store = Store.create(settings.store_path)
     except OSError as exc:
         raise ConfigError(
             f"serve.state_dir: cannot create the serving state in {state_dir}: {exc.strerror or exc}"
         ) from None
     store.set_active_model(str(checkpoint_dir), model_version(checkpoint))
-    data_dir = Path(options.data_dir or checkpoint.config.data.path)
-    if (data_dir / "interactions.parquet").is_file():
-        added = store.seed_users(initial_user_states(data_dir, checkpoint.feature_map))
-        log.info("user state: %d users (%d new from %s)", store.count_users(), added, data_dir)
-    elif options.data_dir:
-        raise ConfigError(f"--data: {data_dir} has no interactions.parquet")
+    data = Path(data_dir or checkpoint.config.data.path)
+    if (data / "interactions.parquet").is_file():
+        added = store.seed_users(initial_user_states(data, checkpoint.feature_map))
+        log.info("user state: %d users (%d new from %s)", store.count_users(), added, data)
+    elif data_dir:
+        raise ConfigError(f"--data: {data} has no interactions.parquet")
     else:
-        log.warning("no dataset at %s: users start without stored history (pass --data DIR)", data_dir)
+        log.warning("no dataset at %s: users start without stored history (pass --data DIR)", data)
     store.close()
-    return ServeSettings(
-        checkpoint=checkpoint_dir,
-        state_dir=state_dir,
-        host=options.host or serve.host,
-        port=options.port if options.port is not None else serve.port,
-        workers=workers,
-        max_candidates=options.max_candidates or serve.max_candidates,
-        max_body_bytes=int((options.max_body_mb or serve.max_body_mb) * 1024 * 1024),
-        api_key=options.api_key or serve.api_key,
-        torch_threads=serve.torch_threads,
-    )
-
-
-def _check_port(host: str, port: int) -> int:
-    """The port ``host:port`` can be bound on (``port`` 0: a free one the kernel picks), checked now."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(f"serve.port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        return sock.getsockname()[1]
+    return settings
 
 
 def run_server(settings: ServeSettings) -> int:
@@ -97,39 +65,37 @@ def run_server(settings: ServeSettings) -> int:
     from serving.workers import Supervisor, reuseport_supported
 
     own_sockets = settings.workers > 1 and reuseport_supported()
-    port = settings.port
-    if port or own_sockets:  # port 0 with own sockets: one free port, which every worker then binds
-        port = _check_port(settings.host, port)
-        settings = settings.model_copy(update={"port": port})
-    metrics_dir = settings.state_dir / "prometheus"
+    host, port = settings.host, settings.port
+    check_port(host, port)  # a port in use fails here, in one line, before any worker starts
+    metrics_dir = settings.state_path / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # set before any worker imports prometheus_client
-    uvicorn_kwargs = dict(
-        app="serving.app:create_app",
-        factory=True,
-        http="serving.protocol:NoDelayHTTPProtocol",
-        loop="auto",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn_kwargs: dict[str, Any] = {
+        "app": "serving.app:create_app",
+        "factory": True,
+        "http": "serving.protocol:NoDelayHTTPProtocol",
+        "loop": "auto",
+        "access_log": False,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 10,
+    }
     settings.to_env()
     log.info(
         "serving %s on http://%s:%d with %d worker(s); docs at /docs",
         settings.checkpoint,
-        settings.host,
+        host,
         port,
         settings.workers,
     )
     if own_sockets:
-        return Supervisor(
-            settings.workers, settings.host, port, {**uvicorn_kwargs, "host": settings.host, "port": port}
-        ).run()
-    uvicorn.run(**uvicorn_kwargs, host=settings.host, port=port, workers=settings.workers)
+        return Supervisor(settings.workers, host, port, {**uvicorn_kwargs, "host": host, "port": port}).run()
+    uvicorn.run(**uvicorn_kwargs, host=host, port=port, workers=settings.workers)
     return 0
 
 
-def serve(checkpoint_dir: str | Path, options: ServeOptions) -> int:
-    """The `recsys serve` command; its exit code."""
-    return run_server(prepare_state(checkpoint_dir, options))
+def serve(
+    checkpoint_dir: str | Path, overrides: Mapping[str, object] | None = None, data_dir: str | Path | None = None
+) -> int:
+    """The `recsys serve` command (arguments as :func:`prepare_state`'s); its exit code."""
+    return run_server(prepare_state(checkpoint_dir, overrides, data_dir))

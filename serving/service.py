@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.errors import RecsysError
+from recsys.features.sequences import recent_history
 from serving.content import ContentError, ItemContent
 from serving.model import ItemInfo, ServedModel, ServingError
 from serving.settings import ServeSettings
@@ -59,7 +60,7 @@ class ScoringService:
     @classmethod
     def start(cls, settings: ServeSettings) -> ScoringService:
         """Open the store and load the active model with every registered item."""
-        store = Store(settings.state_dir / "serving.db")
+        store = Store(settings.store_path)
         versions = store.versions()
         path = versions.model_path or str(settings.checkpoint)
         items = store.items_since(0)
@@ -223,7 +224,7 @@ class ScoringService:
             raise ServingError(
                 422, "attributes", f"unknown user attribute(s) {unknown}; this model's: {sorted(fields)}"
             )
-        history = history[-self.model.feature_map.max_history :] if self.model.feature_map.max_history else []
+        history = recent_history(history, self.model.feature_map.max_history)
         self.store.put_user(user_id, history, attributes)
         return UserState(user_id, history, attributes)
 

@@ -1,38 +1,78 @@
-"""Settings of one `recsys serve` process tree, handed to every uvicorn worker through the environment."""
+"""The settings of one `recsys serve` process tree: the checkpoint's ``serve`` section, the command line's
+overrides and the resolved paths, as one object handed to every uvicorn worker through the environment.
+
+The fields and their limits are :class:`recsys.config.ServeConfig`'s, defined once: an override is
+validated exactly like the same key in the YAML file.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from recsys.config import ServeConfig
+from recsys.errors import ConfigError
 
 #: Environment variable that carries the settings (JSON) from `recsys serve` to its workers.
 ENV_VAR = "RECSYS_SERVE_SETTINGS"
 
 
-class ServeSettings(BaseModel):
-    """What a worker needs to know; built by the CLI from the checkpoint's ``serve`` config and flags."""
+class ServeSettings(ServeConfig):
+    """What a worker needs to know: the ``serve`` config section (with overrides) and the checkpoint it serves.
 
-    model_config = ConfigDict(extra="forbid")
+    Built by :meth:`resolve`; ``state_dir`` is then an absolute path.
+    """
 
     checkpoint: Path
-    state_dir: Path
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1)
-    max_candidates: int = Field(2000, ge=1)
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    api_key: str | None = None
-    torch_threads: int = Field(1, ge=1)
     access_log: bool = True
 
+    @classmethod
+    def resolve(cls, checkpoint: Path, config: ServeConfig, overrides: Mapping[str, object]) -> ServeSettings:
+        """``config`` with ``overrides`` (ServeConfig field names; None or "" keeps the config's value).
+
+        Raises ConfigError naming the field (``serve.port: ...``) for an override out of its limits.
+        """
+        given = {key: value for key, value in overrides.items() if value is not None and value != ""}
+        try:
+            settings = cls.model_validate({**config.model_dump(), **given, "checkpoint": checkpoint})
+        except ValidationError as exc:
+            raise ConfigError("; ".join(_describe(error) for error in exc.errors())) from None
+        settings.state_dir = str(Path(settings.state_dir).resolve())
+        return settings
+
+    @property
+    def state_path(self) -> Path:
+        """The directory of the shared state (SQLite store, multiprocess metrics)."""
+        return Path(self.state_dir)
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite file of registered items, user state and the active model (shared by the workers)."""
+        return self.state_path / "serving.db"
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body, in bytes (``max_body_mb`` MiB)."""
+        return int(self.max_body_mb * 1024 * 1024)
+
     def to_env(self) -> None:
+        """Hand these settings to the worker processes started from here."""
         os.environ[ENV_VAR] = self.model_dump_json()
 
     @classmethod
     def from_env(cls) -> ServeSettings:
+        """The settings `recsys serve` handed to this worker."""
         raw = os.environ.get(ENV_VAR)
         if not raw:
             raise RuntimeError(f"{ENV_VAR} is not set: start the service with `recsys serve`")
         return cls.model_validate_json(raw)
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One validation error as ``serve.<field>: <message> (got <value>)``."""
+    path = ".".join(["serve", *(str(part) for part in error["loc"])])
+    return f"{path}: {error['msg']} (got {error.get('input')!r})"

@@ -7,39 +7,23 @@ from pathlib import Path
 import polars as pl
 
 from recsys.data.dataset import dataset_paths
+from recsys.features.examples import user_attribute_names
 from recsys.features.feature_map import FeatureMap
+from recsys.features.sequences import latest_clicks
 from serving.store import UserState
 
 
 def initial_user_states(data_dir: str | Path, feature_map: FeatureMap) -> list[UserState]:
-    """Per user: the newest ``max_history`` clicked items (oldest first) and the user attributes.
-
-    The same rule as training's behaviour sequences (recsys.features.sequences), taken at the end of
-    the data: clicks ordered by time, ties in file order.
-    """
+    """Per user: the behaviour sequence at the end of the data (:func:`latest_clicks`, the rule training's
+    sequences use) and the user attributes."""
     paths = dataset_paths(Path(data_dir))
-    length = feature_map.max_history
-    clicks = (
-        (
-            pl.scan_parquet(paths.interactions)
-            .select("user_id", "item_id", "timestamp", "label")
-            .filter(pl.col("label") == 1)
-            .with_row_index("_row")
-            .sort(["user_id", "timestamp", "_row"])
-            .group_by("user_id", maintain_order=True)
-            .agg(pl.col("item_id").tail(length).alias("history"))
-            .collect()
-        )
-        if length
-        else pl.DataFrame({"user_id": [], "history": []}, schema={"user_id": pl.Int64, "history": pl.List(pl.Int64)})
-    )
-    histories = dict(zip(clicks["user_id"].to_list(), clicks["history"].to_list()))
-    names = [f.name for f in feature_map.by("user", "categorical") if f.name != "user_id"]
+    interactions = pl.read_parquet(paths.interactions, columns=["user_id", "item_id", "timestamp", "label"])
+    histories = latest_clicks(interactions, feature_map.max_history)
+    names = user_attribute_names(feature_map)
     attributes: dict[int, dict] = {}
     if paths.users.is_file():
         users = pl.read_parquet(paths.users, columns=["user_id", *names])
         attributes = {row["user_id"]: {n: row[n] for n in names} for row in users.iter_rows(named=True)}
     return [
-        UserState(int(u), [int(i) for i in histories.get(u, [])], attributes.get(u, {}))
-        for u in sorted(set(histories) | set(attributes))
+        UserState(int(u), histories.get(u, []), attributes.get(u, {})) for u in sorted(set(histories) | set(attributes))
     ]

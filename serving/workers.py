@@ -24,6 +24,9 @@ import socket
 import threading
 import time
 from collections import deque
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
 
 log = logging.getLogger("recsys.serving")
 
@@ -51,7 +54,7 @@ def bind_reuseport(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_main(env: dict[str, str], host: str, port: int, uvicorn_kwargs: dict) -> None:
+def _worker_main(env: dict[str, str], host: str, port: int, uvicorn_kwargs: dict[str, Any]) -> None:
     """One worker process: its own socket, one uvicorn server (handles SIGTERM gracefully)."""
     import uvicorn
 
@@ -64,7 +67,7 @@ class Supervisor:
     """Runs ``workers`` processes of :func:`_worker_main` until SIGINT/SIGTERM."""
 
     def __init__(
-        self, workers: int, host: str, port: int, uvicorn_kwargs: dict, env: dict[str, str] | None = None
+        self, workers: int, host: str, port: int, uvicorn_kwargs: dict[str, Any], env: dict[str, str] | None = None
     ) -> None:
         self.workers, self.host, self.port = workers, host, port
         self.uvicorn_kwargs = uvicorn_kwargs
@@ -73,7 +76,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._restarts: deque[float] = deque()
 
-    def _start(self) -> mp.Process:
+    def _start(self) -> BaseProcess:
         proc = self._ctx.Process(
             target=_worker_main,
             args=(self.env, self.host, self.port, self.uvicorn_kwargs),
@@ -83,7 +86,7 @@ class Supervisor:
         proc.start()
         return proc
 
-    def _request_stop(self, signum: int, _frame) -> None:
+    def _request_stop(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping %d worker(s)", signal.Signals(signum).name, self.workers)
         self._stop.set()
 
@@ -121,7 +124,7 @@ class Supervisor:
         return code
 
     @staticmethod
-    def _shutdown(procs: list[mp.Process]) -> None:
+    def _shutdown(procs: list[BaseProcess]) -> None:
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()  # SIGTERM: uvicorn finishes in-flight requests, runs the lifespan shutdown

@@ -30,11 +30,18 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from recsys.config import ExperimentConfig
 from recsys.errors import ConfigError, RecsysError
+from recsys.features.prepared import TRAIN_COLUMNS, VALID_COLUMNS, PreparedDir
+
+if TYPE_CHECKING:
+    import ray.data
+    import ray.train
 
 RUN_INFO = "run.json"
 
@@ -55,10 +62,10 @@ class TrainResult:
     run_dir: Path
     best_checkpoint: Path
     latest_checkpoint: Path
-    best_metrics: dict
-    history: list[dict]
+    best_metrics: dict[str, Any]
+    history: list[dict[str, Any]]
     prepared_dir: Path
-    splits: dict | None = None  # how the train/valid splits were loaded: materialised or streamed, decoded MB
+    splits: dict[str, Any] | None = None  # how the train/valid splits were loaded: materialised or streamed, decoded MB
 
 
 # --------------------------------------------------------------------------- checks before Ray
@@ -129,20 +136,6 @@ def configure_data_context() -> None:
 # --------------------------------------------------------------------------- datasets
 
 
-def split_nbytes(split_dir: Path) -> int | None:
-    """Decoded (uncompressed) size of a prepared split from its Parquet footers; None if unknown."""
-    try:
-        import pyarrow.parquet as pq
-
-        total = 0
-        for path in sorted(Path(split_dir).glob("*.parquet")):
-            meta = pq.ParquetFile(path).metadata
-            total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        return total
-    except (OSError, ValueError, ImportError):
-        return None
-
-
 def materialize_budget() -> int:
     """Bytes of decoded split data that may be pinned in the object store for a run."""
     import ray
@@ -157,7 +150,7 @@ def materialize_budget() -> int:
     return int(MATERIALIZE_FRACTION * ray.cluster_resources().get("object_store_memory", 0))
 
 
-def load_split(split_dir: Path, columns: list[str], materialize: bool):
+def load_split(split_dir: Path, columns: list[str], materialize: bool) -> ray.data.Dataset:
     """A Ray dataset over a prepared split: only ``columns``, materialised once or streamed every epoch."""
     import ray
 
@@ -165,38 +158,36 @@ def load_split(split_dir: Path, columns: list[str], materialize: bool):
     return ds.materialize() if materialize else ds
 
 
-def training_datasets(prepared_dir: Path, materialize: bool | None = None) -> tuple[dict, dict]:
-    """The ``train`` and ``valid`` datasets for TorchTrainer, and how each was loaded (for the log)."""
-    from recsys.features.examples import BATCH_KEYS
-
-    splits = {"train": list(BATCH_KEYS), "valid": [*BATCH_KEYS, "meta_user_id"]}
-    sizes = {name: split_nbytes(prepared_dir / name) for name in splits}
+def training_datasets(prepared_dir: Path, materialize: bool | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``train`` and ``valid`` Ray datasets for TorchTrainer, and how they were loaded (for the log)."""
+    prepared = PreparedDir(prepared_dir)
+    splits = {"train": list(TRAIN_COLUMNS), "valid": list(VALID_COLUMNS)}
+    sizes = {name: prepared.split_nbytes(name) for name in splits}
     if materialize is None:
         known = all(n is not None for n in sizes.values())
-        materialize = known and sum(sizes.values()) <= materialize_budget()
-    datasets = {name: load_split(prepared_dir / name, cols, materialize) for name, cols in splits.items()}
+        materialize = known and sum(n or 0 for n in sizes.values()) <= materialize_budget()
+    datasets = {name: load_split(prepared.split_dir(name), cols, materialize) for name, cols in splits.items()}
     return datasets, {
         "materialized": materialize,
         "decoded_mb": {k: None if v is None else round(v / 1024**2, 1) for k, v in sizes.items()},
     }
 
 
-def _prepare_remote(config_dict: dict, data_dir: str, cache_dir: str | None, out_dir: str) -> dict:
+def _prepare_remote(config_dict: dict[str, Any], data_dir: str, cache_dir: str | None, out_dir: str) -> dict[str, int]:
     """Runs as a Ray task: featurise the dataset and write Parquet shards for the workers."""
-    from recsys.features.prepare import prepare_data, write_prepared
+    from recsys.features.prepare import prepare_data
 
     config = ExperimentConfig.model_validate(config_dict)
-    prepared = prepare_data(config, data_dir, cache_dir, validate=False)
-    return write_prepared(prepared, out_dir)
+    return PreparedDir(out_dir).write(prepare_data(config, data_dir, cache_dir, validate=False))
 
 
-def prepare_features(config: ExperimentConfig, data_dir: Path, cache_dir: Path | None, out_dir: Path) -> dict:
+def prepare_features(config: ExperimentConfig, data_dir: Path, cache_dir: Path | None, out_dir: Path) -> dict[str, int]:
     """Prepare features in a Ray task (on the cluster) unless they are already there."""
     import ray
 
-    marker = out_dir / "counts.json"
-    if marker.is_file():
-        return json.loads(marker.read_text())
+    prepared = PreparedDir(out_dir)
+    if prepared.is_complete():
+        return prepared.counts()
     task = ray.remote(num_cpus=1)(_prepare_remote)
     counts = ray.get(
         task.remote(
@@ -206,7 +197,6 @@ def prepare_features(config: ExperimentConfig, data_dir: Path, cache_dir: Path |
             str(out_dir),
         )
     )
-    marker.write_text(json.dumps(counts))
     return counts
 
 
@@ -219,19 +209,22 @@ def run_training(
     workers: int | None = None,
     run_name: str | None = None,
     resume: bool = False,
-    loop_options: dict | None = None,
+    loop_options: Mapping[str, Any] | None = None,
     materialize: bool | None = None,
 ) -> TrainResult:
     """Train ``config.model`` with Ray Train; see the module docstring.
 
-    ``materialize``: keep the train/valid splits in Ray's object store for the whole run (True),
-    stream them from Parquet every epoch (False), or decide by their size (None, the default).
+    ``loop_options``: how the training loop runs (:class:`training.loop.LoopOptions`: threads per
+    worker, prefetching, progress lines, a per-step callback). ``materialize``: keep the
+    train/valid splits in Ray's object store for the whole run (True), stream them from Parquet
+    every epoch (False), or decide by their size (None, the default).
     """
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from training.loop import train_loop_per_worker
+    from training.loop import LoopOptions, train_loop_per_worker
 
+    options = LoopOptions.from_mapping(loop_options or {})
     workers = config.train.workers if workers is None else workers
     address = address or config.train.address
     data_dir = Path(data_dir or config.data.path)
@@ -262,7 +255,7 @@ def run_training(
             indent=1,
         )
     )
-    prepared_dir = run_dir / "prepared"
+    prepared_dir = PreparedDir.of_run(run_dir).path
     counts = prepare_features(config, data_dir, cache_dir, prepared_dir)
     print(
         f"[recsys] prepared features: {counts['train']} train / {counts['valid']} valid / {counts['test']} test rows "
@@ -286,7 +279,7 @@ def run_training(
         train_loop_config={
             "experiment": config.model_dump(mode="json"),
             "prepared_dir": str(prepared_dir),
-            **(loop_options or {}),
+            "options": options,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers,
@@ -314,11 +307,13 @@ def run_training(
     return _finish(run_dir, result, prepared_dir, how)
 
 
-def _finish(run_dir: Path, result, prepared_dir: Path, splits: dict) -> TrainResult:
+def _finish(run_dir: Path, result: ray.train.Result, prepared_dir: Path, splits: dict[str, Any]) -> TrainResult:
     """Copy the best and the latest checkpoint to stable names: <run>/best and <run>/latest."""
+    latest = result.checkpoint
+    if not result.best_checkpoints or latest is None:
+        raise TrainError(f"training run '{run_dir.name}' finished without reporting a checkpoint")
     ranked = sorted(result.best_checkpoints, key=lambda cm: cm[1].get("val_auc", float("-inf")))
     best_ckpt, best_metrics = ranked[-1]
-    latest = result.checkpoint
     for name, ckpt in (("best", best_ckpt), ("latest", latest)):
         target = run_dir / name
         shutil.rmtree(target, ignore_errors=True)

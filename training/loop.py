@@ -6,11 +6,16 @@ checkpoint directory (model + config + feature map + item table + train state) a
 report it with ``ray.train.report``. A restarted worker group resumes from the latest
 checkpoint (``ray.train.get_checkpoint()``), with optimizer, counters and RNG restored.
 
-Options in ``train_loop_config`` besides the config (``run_training(loop_options=...)``):
-``threads_per_worker`` (torch intra-op threads per worker, default 1: one per CPU a worker
-reserves), ``prefetch_batches`` (Ray Data chunks prepared ahead in a background thread, default
-1; see :func:`epoch_batches`), ``log_every`` (steps between progress lines) and the
-fault-injection keys the tests use.
+The loop in numbered steps (:func:`train_loop_per_worker`): 1. :func:`set_up`, 2. :func:`build`,
+3. per epoch :func:`train_epoch` (one :func:`training.step.train_step` per batch),
+:func:`validate`, :func:`checkpoint_and_report`, early stop.
+
+Options (``run_training(loop_options=...)``, see :class:`LoopOptions`): ``threads_per_worker``
+(torch intra-op threads per worker, default 1: one per CPU a worker reserves),
+``prefetch_batches`` (Ray Data chunks prepared ahead in a background thread, default 1; see
+:func:`epoch_batches`), ``log_every`` (steps between progress lines) and ``step_callback`` (a
+picklable ``callback(rank, global_step)`` called after every optimizer step; the e2e tests inject
+a worker crash with it).
 Every epoch's report carries ``samples_per_s`` and where rank 0's epoch went: ``epoch_s``,
 ``data_wait_s`` (blocked on Ray Data), ``first_batch_s`` (of that, until the first batch), and
 the CPU seconds of the training thread and of the whole worker process (``train_thread_cpu_s``,
@@ -19,47 +24,81 @@ the CPU seconds of the training thread and of the whole worker process (``train_
 
 from __future__ import annotations
 
-import os
 import random
 import tempfile
 import time
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import ray
 import ray.train
+import ray.train.torch
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from recsys.checkpoint import save_checkpoint
 from recsys.config import ExperimentConfig
-from recsys.features.examples import field_widths, model_batch
+from recsys.errors import ConfigError
+from recsys.features.batch import Batch, FieldWidths, field_widths
 from recsys.features.feature_map import FeatureMap
-from recsys.features.item_table import ItemTable
-from recsys.features.prepare import PREPARED_FEATURE_MAP, PREPARED_ITEM_TABLE
-from recsys.losses import total_loss
+from recsys.features.item_table import ItemInputs, ItemTable
+from recsys.features.predict import predict
+from recsys.features.prepared import PreparedDir
 from recsys.metrics import compute_metrics
-from recsys.models import ItemInputs, build_model
+from recsys.models import build_model
 from training.state import TrainState, load_train_state, rng_state, save_train_state
+from training.step import build_optimizer, train_step
+
+T = TypeVar("T")
+
+#: Called after every optimizer step with (this worker's rank, the run's global step).
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """How the loop runs, besides the experiment config (see the module docstring)."""
+
+    threads_per_worker: int = 1
+    prefetch_batches: int = 1
+    log_every: int = 50
+    step_callback: StepCallback | None = None
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any]) -> LoopOptions:
+        """Options from ``run_training(loop_options=...)``; an unknown name is a ConfigError."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise ConfigError(f"loop options: unknown {unknown}; valid names: {', '.join(names)}")
+        numbers = {k: int(v) for k, v in options.items() if k != "step_callback"}
+        return cls(**numbers, step_callback=options.get("step_callback"))
 
 
 def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global RNGs."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def predict_dataset(model: torch.nn.Module, items: ItemInputs, dataset, widths: dict[str, int], batch_size: int):
-    """Probabilities, labels and user ids over a whole Ray dataset (eval mode, no grad)."""
-    model.eval()
-    probs, labels, users = [], [], []
-    with torch.no_grad():
-        for batch in dataset.iter_torch_batches(batch_size=batch_size):
-            b = model_batch(batch, widths)
-            probs.append(torch.sigmoid(model(b, items).logits).numpy())
-            labels.append(b["label"].numpy())
-            users.append(batch["meta_user_id"].numpy())
-    return np.concatenate(probs), np.concatenate(labels), np.concatenate(users)
+def predict_dataset(
+    model: nn.Module, items: ItemInputs, dataset: Any, widths: FieldWidths, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities, labels and user ids over a whole Ray dataset (:func:`recsys.features.predict.predict`)."""
+    users: list[np.ndarray] = []
+
+    def batches() -> Iterator[Batch]:
+        for columns in dataset.iter_torch_batches(batch_size=batch_size):
+            users.append(columns["meta_user_id"].numpy())
+            yield Batch.from_columns(columns, widths)
+
+    predicted = predict(model, items, batches())
+    return predicted.probs, predicted.labels, np.concatenate(users) if users else np.zeros(0, np.int64)
 
 
 #: Rows Ray Data hands the loop at a time, in training batches: rows are shuffled within such a chunk.
@@ -67,9 +106,14 @@ SHUFFLE_CHUNK_BATCHES = 8
 
 
 def epoch_batches(
-    shard, batch_size: int, seed: int, prefetch_batches: int = 1, chunk_batches: int = SHUFFLE_CHUNK_BATCHES
-):
-    """One epoch of shuffled training batches (dicts of tensors) from a Ray Data shard or dataset.
+    shard: Any,
+    batch_size: int,
+    seed: int,
+    widths: FieldWidths,
+    prefetch_batches: int = 1,
+    chunk_batches: int = SHUFFLE_CHUNK_BATCHES,
+) -> Generator[Batch, None, None]:
+    """One epoch of shuffled training batches from a Ray Data shard or dataset.
 
     Ray Data hands over chunks of ``chunk_batches * batch_size`` rows, converted to tensors once
     per chunk (Ray Data's own cost is mostly per batch it yields, ~5 ms); the rows of each chunk
@@ -78,14 +122,60 @@ def epoch_batches(
     data -> the same batches.
     """
     generator = torch.Generator().manual_seed(seed)
-    for chunk in shard.iter_torch_batches(batch_size=chunk_batches * batch_size, prefetch_batches=prefetch_batches):
-        order = torch.randperm(len(chunk["label"]), generator=generator)
+    for columns in shard.iter_torch_batches(batch_size=chunk_batches * batch_size, prefetch_batches=prefetch_batches):
+        chunk = Batch.from_columns(columns, widths)
+        order = torch.randperm(len(chunk), generator=generator)
         for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            yield {key: column.index_select(0, rows) for key, column in chunk.items()}
+            yield chunk.index_select(order[start : start + batch_size])
 
 
-def _broadcast(obj: object) -> object:
+def epoch_seed(train_seed: int, epoch: int, rank: int) -> int:
+    """The shuffle seed of one worker's epoch: every (epoch, rank) differs, the same run repeats."""
+    return train_seed + epoch * 1000 + rank
+
+
+@dataclass
+class EpochStats:
+    """Where one worker's epoch went: samples, loss, wall time, time blocked on the data, CPU time."""
+
+    seen: int = 0
+    loss_sum: float = 0.0
+    n_batches: int = 0
+    start: float = field(default_factory=time.perf_counter)
+    data_wait: float = 0.0  # seconds blocked on the data source
+    first_batch: float | None = None  # seconds until the first batch
+    elapsed: float = 0.0
+    ended_at: float = 0.0  # unix time
+    thread_cpu: float = 0.0  # CPU seconds of this thread
+    worker_cpu: float = 0.0  # CPU seconds of this whole process (all its threads)
+    samples_per_s: float = 0.0  # every worker's samples together per wall second of this one
+    _cpu_start: tuple[float, float] = field(default_factory=lambda: (time.thread_time(), time.process_time()))
+
+    def timed(self, batches: Iterator[T]) -> Iterator[T]:
+        """``batches``, counting the time spent waiting for each (and until the first one)."""
+        while True:
+            t_wait = time.perf_counter()
+            batch = next(batches, None)
+            self.data_wait += time.perf_counter() - t_wait
+            if batch is None:
+                return
+            if self.first_batch is None:
+                self.first_batch = time.perf_counter() - self.start
+            yield batch
+
+    def finish(self) -> None:
+        """Stop the clocks; ``samples_per_s`` counts every worker's samples (collective: all ranks call it)."""
+        self.elapsed, self.ended_at = time.perf_counter() - self.start, time.time()
+        self.thread_cpu = time.thread_time() - self._cpu_start[0]
+        self.worker_cpu = time.process_time() - self._cpu_start[1]
+        self.samples_per_s = sum(_gather(self.seen)) / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def train_loss(self) -> float:
+        return self.loss_sum / max(self.n_batches, 1)
+
+
+def _broadcast(obj: T) -> T:
     """Rank 0's object on every rank (no-op without a process group)."""
     if not (dist.is_available() and dist.is_initialized()):
         return obj
@@ -94,154 +184,218 @@ def _broadcast(obj: object) -> object:
     return holder[0]
 
 
-def _gather(obj: object) -> list:
+def _gather(obj: T) -> list[T]:
+    """Every rank's ``obj``, in rank order (``[obj]`` without a process group)."""
     if not (dist.is_available() and dist.is_initialized()):
         return [obj]
-    out: list = [None] * dist.get_world_size()
+    out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
 
 
-def train_loop_per_worker(loop_config: dict) -> None:
-    """Ray Train entry point. ``loop_config``: experiment config dict, prepared dir, options."""
-    config = ExperimentConfig.model_validate(loop_config["experiment"])
-    prepared = Path(loop_config["prepared_dir"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(loop_config.get("threads_per_worker", 1))))
-    seed_everything(config.train.seed)
+# --------------------------------------------------------------------------- 1. set up
 
-    feature_map = FeatureMap.load(prepared / PREPARED_FEATURE_MAP)
-    item_table = ItemTable.load(prepared / PREPARED_ITEM_TABLE)
+
+@dataclass
+class Worker:
+    """What step 1 sets up: the run's config and options, this worker's place in the group, the features."""
+
+    config: ExperimentConfig
+    options: LoopOptions
+    rank: int
+    world: int
+    feature_map: FeatureMap
+    item_table: ItemTable
+    items: ItemInputs
+    widths: FieldWidths
+
+    @property
+    def batch_size(self) -> int:
+        """This worker's share of the global batch."""
+        return max(1, self.config.train.batch_size // self.world)
+
+
+def set_up(loop_config: Mapping[str, Any]) -> Worker:
+    """Step 1: read the loop config, size torch's threads, seed every RNG, load the prepared features."""
+    config = ExperimentConfig.model_validate(loop_config["experiment"])
+    options: LoopOptions = loop_config.get("options") or LoopOptions()
+    prepared = PreparedDir(loop_config["prepared_dir"])
+    ctx = ray.train.get_context()
+    torch.set_num_threads(max(1, options.threads_per_worker))
+    seed_everything(config.train.seed)
+    feature_map = prepared.load_feature_map()
+    item_table = prepared.load_item_table()
     items = ItemInputs.from_table(item_table)
-    widths = field_widths(feature_map)
-    model = build_model(config.model, feature_map, item_table.dims())
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
+    return Worker(
+        config,
+        options,
+        ctx.get_world_rank(),
+        ctx.get_world_size(),
+        feature_map,
+        item_table,
+        items,
+        field_widths(feature_map),
     )
 
-    state = TrainState()
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt_dir:
-            weights = torch.load(Path(ckpt_dir) / "model.pt", weights_only=True, map_location="cpu")
-            model.load_state_dict(weights)
-            state = load_train_state(Path(ckpt_dir), optimizer, rank)
-        if rank == 0:
-            print(f"[recsys] resumed from {checkpoint.path}: epoch {state.epoch}, step {state.global_step}", flush=True)
-    ddp_model = ray.train.torch.prepare_model(model) if world > 1 else model
 
+# --------------------------------------------------------------------------- 2. model, optimizer, restore
+
+
+@dataclass
+class Training:
+    """What step 2 builds: the model, what the steps call, the optimizer and where the run is."""
+
+    model: nn.Module  # validated and checkpointed
+    ddp_model: nn.Module  # the model itself, or wrapped in DDP with several workers
+    optimizer: torch.optim.Optimizer
+    state: TrainState
+
+
+def build(worker: Worker) -> Training:
+    """Step 2: the model and its optimizer, restored from the latest checkpoint of a restarted or resumed run."""
+    model = build_model(worker.config.model, worker.feature_map, worker.item_table.dims())
+    optimizer = build_optimizer(model, worker.config.train)
+    state = restore(model, optimizer, worker.rank)
+    ddp_model = ray.train.torch.prepare_model(model) if worker.world > 1 else model
+    return Training(model, ddp_model, optimizer, state)
+
+
+def restore(model: nn.Module, optimizer: torch.optim.Optimizer, rank: int) -> TrainState:
+    """Weights, optimizer, counters and this rank's RNG from Ray's latest checkpoint; a fresh state without one."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return TrainState()
+    with checkpoint.as_directory() as ckpt_dir:
+        weights = torch.load(Path(ckpt_dir) / "model.pt", weights_only=True, map_location="cpu")
+        model.load_state_dict(weights)
+        state = load_train_state(Path(ckpt_dir), optimizer, rank)
+    if rank == 0:
+        print(f"[recsys] resumed from {checkpoint.path}: epoch {state.epoch}, step {state.global_step}", flush=True)
+    return state
+
+
+# --------------------------------------------------------------------------- 3. every epoch
+
+
+def train_epoch(worker: Worker, training: Training, shard: Any, epoch: int) -> EpochStats:
+    """Step 3a: one pass over this worker's shard, one :func:`training.step.train_step` per batch."""
+    config, options, state = worker.config, worker.options, training.state
+    training.ddp_model.train()
+    stats = EpochStats()
+    batches = epoch_batches(
+        shard,
+        worker.batch_size,
+        seed=epoch_seed(config.train.seed, epoch, worker.rank),
+        widths=worker.widths,
+        prefetch_batches=options.prefetch_batches,
+    )
+    for batch in stats.timed(batches):
+        parts = train_step(training.ddp_model, batch, worker.items, training.optimizer, config.model)
+        state.global_step += 1
+        stats.seen += len(batch)
+        stats.loss_sum += parts["click"]
+        stats.n_batches += 1
+        if options.step_callback is not None:
+            options.step_callback(worker.rank, state.global_step)
+        if worker.rank == 0 and state.global_step % options.log_every == 0:
+            rate = stats.seen * worker.world / (time.perf_counter() - stats.start)
+            print(
+                f"[recsys] epoch {epoch + 1}/{config.train.epochs} step {state.global_step} "
+                f"samples/s {rate:,.0f} loss {stats.loss_sum / stats.n_batches:.4f}",
+                flush=True,
+            )
+    batches.close()  # the finished iterator's buffers are not kept through validation
+    stats.finish()
+    return stats
+
+
+def validate(worker: Worker, model: nn.Module, valid: Any) -> dict[str, float]:
+    """Step 3b: rank 0 scores the whole validation split; every rank gets its ``val_*`` metrics."""
+    metrics: dict[str, float] | None = None
+    if worker.rank == 0:
+        # Batches of the training size: a 4096-row MARN forward pass held ~300 MB more at its peak.
+        probs, labels, users = predict_dataset(
+            model, worker.items, valid, worker.widths, batch_size=worker.config.train.batch_size
+        )
+        metrics = {f"val_{k}": float(v) for k, v in compute_metrics(users, labels, probs).items()}
+    metrics = _broadcast(metrics)
+    assert metrics is not None  # rank 0 computed them
+    return metrics
+
+
+def epoch_report(
+    worker: Worker, state: TrainState, stats: EpochStats, metrics: dict[str, float], node_ids: str
+) -> dict[str, Any]:
+    """What every rank reports for the epoch ``state`` has just counted (and what the history keeps)."""
+    return {
+        **metrics,
+        "epoch": state.epoch,
+        "step": state.global_step,
+        "train_loss": stats.train_loss,
+        "samples_per_s": stats.samples_per_s,
+        # where rank 0's epoch went: total, blocked on Ray Data (of which until the first batch), CPU
+        # time of the training thread and of the whole worker process (all its threads)
+        "epoch_s": stats.elapsed,
+        "data_wait_s": stats.data_wait,
+        "first_batch_s": stats.first_batch or 0.0,
+        "train_thread_cpu_s": stats.thread_cpu,
+        "worker_cpu_s": stats.worker_cpu,
+        "epoch_end_unix": stats.ended_at,
+        "world_size": worker.world,
+        "node_ids": node_ids,
+        "best_val_auc": state.best_auc,
+    }
+
+
+def checkpoint_and_report(worker: Worker, training: Training, report: dict[str, Any], improved: bool) -> None:
+    """Step 3c: rank 0 prints the epoch, writes a checkpoint and reports it; the other ranks report the metrics."""
+    rngs = _gather(rng_state())  # every rank's, collective: all ranks take part
+    if worker.rank != 0:
+        ray.train.report(report)
+        return
+    print(
+        f"[recsys] epoch {report['epoch']} done: val AUC {report['val_auc']:.4f} GAUC {report['val_gauc']:.4f} "
+        f"logloss {report['val_logloss']:.4f}, {report['samples_per_s']:,.0f} samples/s"
+        + (" (best)" if improved else ""),
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt_dir = save_checkpoint(
+            Path(tmp) / "checkpoint",
+            training.model,
+            worker.config,
+            worker.feature_map,
+            worker.item_table,
+            metrics=report,
+            extra={"epoch": report["epoch"], "step": report["step"]},
+        )
+        save_train_state(ckpt_dir, training.state, training.optimizer, rngs)
+        ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)))
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``loop_config``: ``experiment`` (the config as a dict), ``prepared_dir``,
+    ``options`` (:class:`LoopOptions`)."""
+    # 1. set up: config and options, this worker's rank, torch threads, seeds, the prepared features
+    worker = set_up(loop_config)
+    # 2. the model and its optimizer, restored from the latest checkpoint of a restarted or resumed run
+    training = build(worker)
     node_ids = ",".join(sorted(set(_gather(ray.get_runtime_context().get_node_id()))))
     train_shard = ray.train.get_dataset_shard("train")
     valid = ray.train.get_dataset_shard("valid")
-    per_worker_batch = max(1, config.train.batch_size // world)
-    crash_at = loop_config.get("crash_after_steps")  # fault injection for tests (see tests/e2e)
-
-    prefetch = int(loop_config.get("prefetch_batches", 1))
-
-    for epoch in range(state.epoch, config.train.epochs):
-        ddp_model.train()
-        start, seen, loss_sum, n_batches = time.perf_counter(), 0, 0.0, 0
-        data_wait, first_batch = 0.0, None  # seconds blocked on Ray Data; until the first batch
-        cpu_start = time.thread_time(), time.process_time()  # this thread's CPU; the whole worker's
-        batches = epoch_batches(
-            train_shard, per_worker_batch, seed=config.train.seed + epoch * 1000 + rank, prefetch_batches=prefetch
-        )
-        while True:
-            t_wait = time.perf_counter()
-            batch = next(batches, None)
-            data_wait += time.perf_counter() - t_wait
-            if batch is None:
-                break
-            if first_batch is None:
-                first_batch = time.perf_counter() - start
-            b = model_batch(batch, widths)
-            loss, parts = total_loss(ddp_model(b, items), b["label"], config.model)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            state.global_step += 1
-            seen += len(b["label"])
-            loss_sum += parts["click"]
-            n_batches += 1
-            if (
-                crash_at is not None
-                and state.global_step == crash_at
-                and rank == int(loop_config.get("crash_rank", 0))
-                and not Path(loop_config["crash_marker"]).exists()
-            ):
-                Path(loop_config["crash_marker"]).write_text(str(os.getpid()))
-                os._exit(1)  # a worker process dies mid-epoch
-            if rank == 0 and state.global_step % int(loop_config.get("log_every", 50)) == 0:
-                rate = seen * world / (time.perf_counter() - start)
+    patience = worker.config.train.early_stopping_patience
+    # 3. every epoch: train on this worker's shard, validate, checkpoint and report, stop early
+    for epoch in range(training.state.epoch, worker.config.train.epochs):
+        stats = train_epoch(worker, training, train_shard, epoch)
+        metrics = validate(worker, training.model, valid)
+        improved = training.state.end_epoch(epoch + 1, metrics["val_auc"])
+        report = epoch_report(worker, training.state, stats, metrics, node_ids)
+        training.state.history.append(report)
+        checkpoint_and_report(worker, training, report, improved)
+        if training.state.epochs_without_improvement >= patience:
+            if worker.rank == 0:
                 print(
-                    f"[recsys] epoch {epoch + 1}/{config.train.epochs} step {state.global_step} "
-                    f"samples/s {rate:,.0f} loss {loss_sum / n_batches:.4f}",
+                    f"[recsys] early stop: no val AUC gain for {training.state.epochs_without_improvement} epoch(s)",
                     flush=True,
-                )
-        batches.close()  # the finished iterator's buffers are not kept through validation
-        elapsed, ended_at = time.perf_counter() - start, time.time()
-        thread_cpu, worker_cpu = time.thread_time() - cpu_start[0], time.process_time() - cpu_start[1]
-        samples_per_s = sum(_gather(seen)) / elapsed if elapsed > 0 else 0.0
-
-        metrics = None
-        if rank == 0:
-            # Batches of the training size: a 4096-row MARN forward pass held ~300 MB more at its peak.
-            probs, labels, users = predict_dataset(model, items, valid, widths, batch_size=config.train.batch_size)
-            m = compute_metrics(users, labels, probs)
-            metrics = {f"val_{k}": float(v) for k, v in m.items()}
-        metrics = _broadcast(metrics)
-        state.epoch = epoch + 1
-        improved = metrics["val_auc"] > state.best_auc
-        if improved:
-            state.best_auc, state.best_epoch, state.epochs_without_improvement = metrics["val_auc"], epoch + 1, 0
-        else:
-            state.epochs_without_improvement += 1
-        report = {
-            **metrics,
-            "epoch": epoch + 1,
-            "step": state.global_step,
-            "train_loss": loss_sum / max(n_batches, 1),
-            "samples_per_s": samples_per_s,
-            # where rank 0's epoch went: total, blocked on Ray Data (of which until the first batch), CPU
-            # time of the training thread and of the whole worker process (all its threads)
-            "epoch_s": elapsed,
-            "data_wait_s": data_wait,
-            "first_batch_s": first_batch or 0.0,
-            "train_thread_cpu_s": thread_cpu,
-            "worker_cpu_s": worker_cpu,
-            "epoch_end_unix": ended_at,
-            "world_size": world,
-            "node_ids": node_ids,
-            "best_val_auc": state.best_auc,
-        }
-        state.history.append(report)
-        stop = state.epochs_without_improvement >= config.train.early_stopping_patience
-        rngs = _gather(rng_state())  # every rank's, collective: all ranks take part
-        if rank == 0:
-            print(
-                f"[recsys] epoch {epoch + 1} done: val AUC {metrics['val_auc']:.4f} GAUC {metrics['val_gauc']:.4f} "
-                f"logloss {metrics['val_logloss']:.4f}, {samples_per_s:,.0f} samples/s"
-                + (" (best)" if improved else ""),
-                flush=True,
-            )
-            with tempfile.TemporaryDirectory() as tmp:
-                ckpt_dir = save_checkpoint(
-                    Path(tmp) / "checkpoint",
-                    model,
-                    config,
-                    feature_map,
-                    item_table,
-                    metrics=report,
-                    extra={"epoch": epoch + 1, "step": state.global_step},
-                )
-                save_train_state(ckpt_dir, state, optimizer, rngs)
-                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)))
-        else:
-            ray.train.report(report)
-        if stop:
-            if rank == 0:
-                print(
-                    f"[recsys] early stop: no val AUC gain for {state.epochs_without_improvement} epoch(s)", flush=True
                 )
             break

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,26 +22,37 @@ class TrainState:
     best_auc: float = float("-inf")
     best_epoch: int = -1
     epochs_without_improvement: int = 0
-    history: list[dict] = field(default_factory=list)  # per-epoch metrics
+    history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch metrics
+
+    def end_epoch(self, epoch: int, val_auc: float) -> bool:
+        """Count epoch ``epoch`` (1-based) as done with this validation AUC; True when it is the best so far."""
+        self.epoch = epoch
+        improved = val_auc > self.best_auc
+        if improved:
+            self.best_auc, self.best_epoch, self.epochs_without_improvement = val_auc, epoch, 0
+        else:
+            self.epochs_without_improvement += 1
+        return improved
 
 
-def rng_state() -> dict:
+def rng_state() -> dict[str, Any]:
     """This process's RNG states (torch, numpy, python) as a weights_only-loadable dict."""
-    return _rng_state()
-
-
-def _rng_state() -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    _, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     return {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
         "python": list(random.getstate()[1]),
         "python_version": random.getstate()[0],
         "python_gauss": random.getstate()[2],
     }
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
@@ -48,7 +60,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 def save_train_state(
-    directory: Path, state: TrainState, optimizer: torch.optim.Optimizer, rng_per_rank: list[dict]
+    directory: Path, state: TrainState, optimizer: torch.optim.Optimizer, rng_per_rank: list[dict[str, Any]]
 ) -> None:
     """Write ``train_state.pt`` (a plain dict: loadable with weights_only=True).
 

@@ -455,9 +455,10 @@ def main(argv: list[str] | None = None) -> int:
 def start_local_ray(num_cpus: int) -> None:
     """Start a private local Ray before FuxiCTR's data code calls a bare ``ray.init()``.
 
-    A bare ``ray.init()`` joins the cluster named in Ray's ``ray_current_cluster`` file in its temp directory (left by any
-    earlier ``ray start`` on the machine, possibly dead) and then hangs retrying its GCS; FuxiCTR
-    only calls ``ray.init`` when Ray is not initialised yet, so starting our own first avoids that.
+    A bare ``ray.init()`` joins the cluster named in Ray's ``ray_current_cluster`` file in its temp
+    directory (left by any earlier ``ray start`` on the machine, possibly dead) and then hangs
+    retrying its GCS; FuxiCTR only calls ``ray.init`` when Ray is not initialised yet, so starting
+    our own first avoids that.
     """
     import ray
 

@@ -23,7 +23,9 @@ Columns written (all categorical values as strings; FuxiCTR's sequence format is
 - ``label``; meta columns ``uid`` (raw user id, for GAUC) and ``row_id`` (row number in our split).
 
 The pure-polars core (:func:`fuxictr_frame`, :func:`feature_cols`) imports neither recsys nor
-fuxictr, so it runs in either virtual environment and can be unit-tested in ours.
+fuxictr, so it runs in either virtual environment and can be unit-tested in ours. The prepared
+directory is read through :class:`recsys.features.prepared.PreparedDir` (its dependencies, polars,
+numpy, torch, pydantic and pyyaml, are in the FuxiCTR venv as well).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # recsys and training, also from the FuxiCTR venv's python
+    sys.path.insert(0, str(ROOT))
 
 SPLITS = ("train", "valid", "test")
 OOV_TOKEN = "<oov>"  # FuxiCTR reserves __OOV__/__PAD__ in its own vocabularies
@@ -74,7 +80,7 @@ def fuxictr_frame(
     """One split of our prepared rows -> FuxiCTR input rows (same rows, same order).
 
     ``prepared``: columns item, hist, hist_mask, user, context, numeric, label, meta_user_id (as
-    written by ``recsys.features.prepare.write_prepared``). ``item_id_index`` (R,) and
+    written by ``recsys.features.prepared.PreparedDir.write``). ``item_id_index`` (R,) and
     ``item_categorical`` (R, C): the item table's feature-map indices per item-table row (row 0 =
     padding); ``item_lists``: name -> (R, W) indices, 0-padded.
     """
@@ -203,30 +209,18 @@ def din_fields(feature_map: dict) -> tuple[list[str], list[str]]:
 # --------------------------------------------------------------------------- files
 
 
-def load_item_table(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """item_table.pt -> (id_index, categorical, lists) as numpy (torch is in both venvs)."""
-    import torch
+def run_info(prepared_dir: Path) -> dict:
+    """The run.json of the training run that wrote ``prepared_dir`` (``<run>/prepared``); {} without one."""
+    from training.launch import RUN_INFO
 
-    payload = torch.load(path, weights_only=True, map_location="cpu")
-    return (
-        payload["id_index"].numpy(),
-        payload["categorical"].numpy(),
-        {k: v.numpy() for k, v in payload["lists"].items()},
-    )
-
-
-def read_split(prepared_dir: Path, split: str) -> pl.DataFrame:
-    files = sorted((prepared_dir / split).glob("part-*.parquet"))
-    if not files:
-        raise SystemExit(f"{prepared_dir / split}: no part-*.parquet files (is this a prepared directory?)")
-    return pl.concat([pl.read_parquet(f) for f in files], how="vertical")
+    path = prepared_dir.parent / RUN_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def dataset_name(prepared_dir: Path) -> str:
     """A readable dataset name: the data directory named in the run's run.json, else the run name."""
-    run_json = prepared_dir.parent / "run.json"
-    if run_json.is_file():
-        info = json.loads(run_json.read_text())
+    info = run_info(prepared_dir)
+    if info:
         data_dir = Path(info.get("data_dir") or info.get("config", {}).get("data", {}).get("path", ""))
         meta = data_dir / "dataset.json"
         if meta.is_file():
@@ -240,10 +234,7 @@ def dataset_name(prepared_dir: Path) -> str:
 
 def our_hyperparameters(prepared_dir: Path) -> dict:
     """Model/training sizes of the run that wrote ``prepared_dir`` (from run.json), for comparable peers."""
-    run_json = prepared_dir.parent / "run.json"
-    if not run_json.is_file():
-        return {}
-    cfg = json.loads(run_json.read_text()).get("config", {})
+    cfg = run_info(prepared_dir).get("config", {})
     model, train = cfg.get("model", {}), cfg.get("train", {})
     return {
         k: v
@@ -265,15 +256,18 @@ def convert_prepared(prepared_dir: Path, out_dir: Path, dataset_id: str | None =
     """Write <out>/raw/{train,valid,test}.parquet, <out>/config/dataset_config.yaml and <out>/peer.json."""
     import yaml
 
+    from recsys.features.prepared import PreparedDir
+
     prepared_dir, out_dir = Path(prepared_dir).resolve(), Path(out_dir).resolve()
-    feature_map = json.loads((prepared_dir / "feature_map.json").read_text())
-    id_index, categorical, lists = load_item_table(prepared_dir / "item_table.pt")
+    prepared = PreparedDir(prepared_dir)
+    feature_map = json.loads(prepared.load_feature_map().to_json())  # the payload the pure core reads
+    table = prepared.load_item_table()
     name = dataset_name(prepared_dir)
     dataset_id = dataset_id or "recsys_" + "".join(c if c.isalnum() else "_" for c in name)
     (out_dir / "raw").mkdir(parents=True, exist_ok=True)
     counts = {}
     frames = {
-        split: fuxictr_frame(read_split(prepared_dir, split), feature_map, id_index, categorical, lists)
+        split: fuxictr_frame(prepared.read_split(split), feature_map, table.id_index, table.categorical, table.lists)
         for split in SPLITS
     }
     empty_history = (frames["train"]["hist_item_id"] == "").all()
@@ -330,7 +324,9 @@ def prepare_raw(data_dir: Path, config_path: Path, out_dir: Path) -> Path:
     from recsys.features.examples import build_examples
     from recsys.features.feature_map import fit_feature_map
     from recsys.features.item_table import build_item_table
-    from recsys.features.prepare import PreparedData, read_interactions, write_prepared
+    from recsys.features.prepare import PreparedData, read_interactions
+    from recsys.features.prepared import PreparedDir
+    from training.launch import RUN_INFO
 
     config = load_config(config_path)
     validate_dataset(data_dir, config).raise_for_errors()
@@ -342,9 +338,9 @@ def prepare_raw(data_dir: Path, config_path: Path, out_dir: Path) -> Path:
     fmap = fit_feature_map(train, items, users, config.features)
     table = build_item_table(items, fmap, {})
     examples = build_examples(interactions, users, fmap, table)
-    prepared_dir = out_dir / "prepared"
-    write_prepared(PreparedData(config, fmap, table, examples, users), prepared_dir)
-    (out_dir / "run.json").write_text(
+    prepared = PreparedDir.of_run(out_dir)  # out_dir laid out as a training run, which run_info reads
+    prepared.write(PreparedData(config, fmap, table, examples, users))
+    (out_dir / RUN_INFO).write_text(
         json.dumps(
             {
                 "run_name": "to_fuxictr",
@@ -354,7 +350,7 @@ def prepare_raw(data_dir: Path, config_path: Path, out_dir: Path) -> Path:
             indent=1,
         )
     )
-    return prepared_dir
+    return prepared.path
 
 
 def main(argv: list[str] | None = None) -> int:

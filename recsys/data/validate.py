@@ -15,7 +15,7 @@ from typing import Literal
 
 import polars as pl
 
-from recsys.config import ExperimentConfig
+from recsys.config import ExperimentConfig, FeaturesConfig
 from recsys.data.dataset import MEDIA_COLUMNS, SPLITS, DatasetPaths, dataset_paths
 from recsys.errors import DatasetError
 
@@ -31,7 +31,7 @@ class Problem:
     file: str
     column: str | None
     message: str
-    ids: tuple = ()
+    ids: tuple[object, ...] = ()
     n_ids: int = 0
 
     def __str__(self) -> str:
@@ -86,16 +86,14 @@ class _Collector:
     def __init__(self, report: ValidationReport, file: str) -> None:
         self.report, self.file = report, file
 
-    def add(self, severity: Severity, column: str | None, message: str, ids: Iterable = ()) -> None:
+    def add(self, severity: Severity, column: str | None, message: str, ids: Iterable[object] = ()) -> None:
         ids = list(ids)
-        self.report.problems.append(
-            Problem(severity, self.file, column, message, tuple(ids[:MAX_IDS_SHOWN]), len(ids))
-        )
+        self.report.problems.append(Problem(severity, self.file, column, message, tuple(ids[:MAX_IDS_SHOWN]), len(ids)))
 
-    def error(self, column: str | None, message: str, ids: Iterable = ()) -> None:
+    def error(self, column: str | None, message: str, ids: Iterable[object] = ()) -> None:
         self.add("error", column, message, ids)
 
-    def warning(self, column: str | None, message: str, ids: Iterable = ()) -> None:
+    def warning(self, column: str | None, message: str, ids: Iterable[object] = ()) -> None:
         self.add("warning", column, message, ids)
 
 
@@ -106,7 +104,10 @@ INTEGER: DtypeRule = ("an integer (int64)", lambda d: d.is_integer())
 LABEL: DtypeRule = ("an integer or boolean (int8 0/1)", lambda d: d.is_integer() or d == pl.Boolean)
 STRING: DtypeRule = ("a string", lambda d: d == pl.String or d == pl.Categorical or d == pl.Null)
 NUMERIC: DtypeRule = ("numeric", lambda d: d.is_numeric() or d == pl.Boolean)
-CATEGORICAL: DtypeRule = ("a string or integer", lambda d: d in (pl.String, pl.Categorical, pl.Boolean) or d.is_integer())
+CATEGORICAL: DtypeRule = (
+    "a string or integer",
+    lambda d: d in (pl.String, pl.Categorical, pl.Boolean) or d.is_integer(),
+)
 LIST: DtypeRule = ("a list (e.g. list<string>)", lambda d: isinstance(d, (pl.List, pl.Array)))
 VECTOR: DtypeRule = (
     "a list of floats (list<float32>)",
@@ -122,8 +123,23 @@ def _read_schema(path: Path, out: _Collector) -> pl.Schema | None:
         return None
 
 
+def _declared(
+    required: dict[str, DtypeRule], features: FeaturesConfig, groups: dict[str, DtypeRule]
+) -> tuple[dict[str, DtypeRule], dict[str, str]]:
+    """``required`` plus the columns each ``features.<group>`` lists, and why each of those is needed."""
+    required = dict(required)
+    why: dict[str, str] = {}
+    for group, rule in groups.items():
+        for name in getattr(features, group):
+            required[name], why[name] = rule, f"features.{group}"
+    return required, why
+
+
 def _check_columns(
-    schema: pl.Schema, out: _Collector, required: dict[str, DtypeRule], optional: dict[str, DtypeRule],
+    schema: pl.Schema,
+    out: _Collector,
+    required: dict[str, DtypeRule],
+    optional: dict[str, DtypeRule],
     why: dict[str, str] | None = None,
 ) -> set[str]:
     """Check presence and dtype; returns the columns that are present with a usable dtype."""
@@ -166,12 +182,9 @@ def _validate_items(paths: DatasetPaths, config: ExperimentConfig, report: Valid
     schema = _read_schema(paths.items, out)
     if schema is None:
         return None
-    required = {"item_id": INTEGER}
-    why: dict[str, str] = {}
-    for name in config.features.item_categorical:
-        required[name], why[name] = CATEGORICAL, "features.item_categorical"
-    for name in config.features.item_list:
-        required[name], why[name] = LIST, "features.item_list"
+    required, why = _declared(
+        {"item_id": INTEGER}, config.features, {"item_categorical": CATEGORICAL, "item_list": LIST}
+    )
     optional = {column: STRING for column in MEDIA_COLUMNS.values()}
     usable = _check_columns(schema, out, required, optional, why)
     if "item_id" not in usable:
@@ -186,7 +199,11 @@ def _validate_items(paths: DatasetPaths, config: ExperimentConfig, report: Valid
         rows = items.filter(pl.col(column).is_not_null())
         missing = [iid for iid, rel in zip(rows["item_id"], rows[column]) if not paths.media(rel).is_file()]
         if missing:
-            out.warning(column, f"{len(missing)} {modality} file(s) not found; those items get no {modality} vector (masked)", missing)
+            out.warning(
+                column,
+                f"{len(missing)} {modality} file(s) not found; those items get no {modality} vector (masked)",
+                missing,
+            )
     return items
 
 
@@ -194,16 +211,15 @@ def _validate_users(paths: DatasetPaths, config: ExperimentConfig, report: Valid
     out = _Collector(report, paths.users.name)
     if not paths.users.is_file():
         if config.features.user_categorical:
-            out.error(None, "missing file, needed by features.user_categorical "
-                      f"({', '.join(config.features.user_categorical)})")
+            out.error(
+                None,
+                f"missing file, needed by features.user_categorical ({', '.join(config.features.user_categorical)})",
+            )
         return None
     schema = _read_schema(paths.users, out)
     if schema is None:
         return None
-    required = {"user_id": INTEGER}
-    why = {}
-    for name in config.features.user_categorical:
-        required[name], why[name] = CATEGORICAL, "features.user_categorical"
+    required, why = _declared({"user_id": INTEGER}, config.features, {"user_categorical": CATEGORICAL})
     usable = _check_columns(schema, out, required, {}, why)
     if "user_id" not in usable:
         return None
@@ -214,7 +230,10 @@ def _validate_users(paths: DatasetPaths, config: ExperimentConfig, report: Valid
 
 
 def _validate_interactions(
-    paths: DatasetPaths, config: ExperimentConfig, items: pl.DataFrame | None, users: pl.DataFrame | None,
+    paths: DatasetPaths,
+    config: ExperimentConfig,
+    items: pl.DataFrame | None,
+    users: pl.DataFrame | None,
     report: ValidationReport,
 ) -> None:
     out = _Collector(report, paths.interactions.name)
@@ -224,12 +243,11 @@ def _validate_interactions(
     schema = _read_schema(paths.interactions, out)
     if schema is None:
         return
-    required = {"user_id": INTEGER, "item_id": INTEGER, "timestamp": INTEGER, "label": LABEL}
-    why = {}
-    for name in config.features.context_categorical:
-        required[name], why[name] = CATEGORICAL, "features.context_categorical"
-    for name in config.features.context_numeric:
-        required[name], why[name] = NUMERIC, "features.context_numeric"
+    required, why = _declared(
+        {"user_id": INTEGER, "item_id": INTEGER, "timestamp": INTEGER, "label": LABEL},
+        config.features,
+        {"context_categorical": CATEGORICAL, "context_numeric": NUMERIC},
+    )
     usable = _check_columns(schema, out, required, {"split": STRING}, why)
     if config.data.split.method == "column" and "split" not in schema:
         out.error("split", "missing column, needed by data.split.method: column")
@@ -250,17 +268,25 @@ def _validate_interactions(
         unknown = df.filter(~pl.col("item_id").is_in(items["item_id"].implode()) & pl.col("item_id").is_not_null())
         if unknown.height:
             ids = unknown["item_id"].unique().sort().to_list()
-            out.error("item_id", f"{unknown.height} interaction(s) with {len(ids)} item id(s) not in items.parquet", ids)
+            out.error(
+                "item_id", f"{unknown.height} interaction(s) with {len(ids)} item id(s) not in items.parquet", ids
+            )
     if "user_id" in usable and users is not None:
         unknown = df.filter(~pl.col("user_id").is_in(users["user_id"].implode()) & pl.col("user_id").is_not_null())
         if unknown.height:
             ids = unknown["user_id"].unique().sort().to_list()
-            out.error("user_id", f"{unknown.height} interaction(s) with {len(ids)} user id(s) not in users.parquet", ids)
+            out.error(
+                "user_id", f"{unknown.height} interaction(s) with {len(ids)} user id(s) not in users.parquet", ids
+            )
     if "split" in usable:
         bad = df.filter(pl.col("split").is_null() | ~pl.col("split").is_in(list(SPLITS)))
         if bad.height:
             values = sorted({str(v) for v in bad["split"].unique().to_list()})[:MAX_IDS_SHOWN]
-            out.error("split", f"{bad.height} value(s) other than train/valid/test (values {values}) at rows", bad["row"].to_list())
+            out.error(
+                "split",
+                f"{bad.height} value(s) other than train/valid/test (values {values}) at rows",
+                bad["row"].to_list(),
+            )
         elif df.height and df.filter(pl.col("split") == "train").height == 0:
             out.error("split", "no 'train' rows")
     for column in config.features.context_numeric:
@@ -282,7 +308,7 @@ def _validate_item_features(
                     None, f"missing file, named in encoders.precomputed; present: {sorted(files) or 'none'}"
                 )
         files = {k: v for k, v in files.items() if k in wanted}
-    for name, path in files.items():
+    for path in files.values():
         out = _Collector(report, f"item_features/{path.name}")
         schema = _read_schema(path, out)
         if schema is None:
@@ -296,23 +322,41 @@ def _validate_item_features(
         _duplicates(df, "item_id", out)
         _null_rows(df, "vector", "item_id", out)
         df = df.filter(pl.col("vector").is_not_null())
-        lengths = df.select(pl.col("item_id"), pl.col("vector").list.len().alias("n")) if isinstance(
-            schema["vector"], pl.List) else df.select(pl.col("item_id"), pl.lit(schema["vector"].size).alias("n"))
+        vector_type = schema["vector"]
+        lengths = (
+            df.select(pl.col("item_id"), pl.lit(vector_type.size).alias("n"))
+            if isinstance(vector_type, pl.Array)
+            else df.select(pl.col("item_id"), pl.col("vector").list.len().alias("n"))
+        )
         if df.height:
             expected = lengths["n"].mode().sort()[-1]
             wrong = lengths.filter(pl.col("n") != expected)
             if wrong.height:
                 got = sorted(set(wrong["n"].to_list()))[:MAX_IDS_SHOWN]
-                out.error("vector", f"{wrong.height} vector(s) of the wrong length (expected {expected}, got {got}) at item_id", wrong["item_id"].to_list())
-            flat = df.select(pl.col("item_id"), pl.col("vector").cast(pl.List(pl.Float64)).list.eval(
-                pl.element().is_finite().all()).list.first().alias("finite"))
+                out.error(
+                    "vector",
+                    f"{wrong.height} vector(s) of the wrong length (expected {expected}, got {got}) at item_id",
+                    wrong["item_id"].to_list(),
+                )
+            flat = df.select(
+                pl.col("item_id"),
+                pl.col("vector")
+                .cast(pl.List(pl.Float64))
+                .list.eval(pl.element().is_finite().all())
+                .list.first()
+                .alias("finite"),
+            )
             bad = flat.filter(~pl.col("finite").fill_null(True))
             if bad.height:
                 out.error("vector", f"{bad.height} vector(s) with NaN/inf at item_id", bad["item_id"].to_list())
         if items is not None:
             unknown = df.filter(~pl.col("item_id").is_in(items["item_id"].implode()))
             if unknown.height:
-                out.warning("item_id", f"{unknown.height} vector(s) for items not in items.parquet (ignored)", unknown["item_id"].to_list())
+                out.warning(
+                    "item_id",
+                    f"{unknown.height} vector(s) for items not in items.parquet (ignored)",
+                    unknown["item_id"].to_list(),
+                )
 
 
 def validate_dataset(root: str | Path, config: ExperimentConfig | None = None) -> ValidationReport:

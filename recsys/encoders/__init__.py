@@ -9,9 +9,10 @@
 transformers and torchvision are imported only when a model is loaded.
 """
 
-from recsys.encoders.base import ItemEncoder, build_encoder
+from recsys.encoders.base import ItemEncoder
 from recsys.encoders.media import MediaError, MediaWarning, decode_audio, decode_image
 from recsys.encoders.pipeline import EncodeReport, ModalityReport, ModalityVectors, encode_items, load_item_vectors
+from recsys.encoders.registry import build_encoder
 
 __all__ = [
     "EncodeReport",

@@ -24,13 +24,16 @@ allowlist exactly the numpy scalar/dtype reconstructors (data, not code). ``weig
 
 from __future__ import annotations
 
+import importlib
 import math
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from recsys.config import AudioEncoderConfig
-from recsys.encoders.base import ItemEncoder, freeze, load_state_dict_into, make_fingerprint
+from recsys.encoders.base import ItemEncoder, channels_last, freeze, load_state_dict_into, make_fingerprint
 from recsys.encoders.weights import AUDIO_FIELD, default_aisfx_weights, file_digest, resolve_file
 from recsys.errors import EncoderError
 
@@ -68,7 +71,15 @@ class MelFrontEnd:
     """Batched mel power spectrogram, equal to ``librosa.feature.melspectrogram`` (center=True, zero padding)."""
 
     def __init__(
-        self, sample_rate: int, n_fft: int, hop: int, n_mels: int, fmin: float, fmax: float, htk: bool, norm
+        self,
+        sample_rate: int,
+        n_fft: int,
+        hop: int,
+        n_mels: int,
+        fmin: float,
+        fmax: float,
+        htk: bool,
+        norm: Literal["slaney"] | float | None,
     ) -> None:
         import librosa
 
@@ -101,12 +112,13 @@ class MelFrontEnd:
         return mel, frames
 
 
-def _numpy_safe_globals() -> list:
+def _numpy_safe_globals() -> list[Any]:
     """What a checkpoint holding numpy integer/float scalars needs on top of torch's weights_only set."""
     try:
-        from numpy._core.multiarray import scalar  # numpy >= 2
+        multiarray = importlib.import_module("numpy._core.multiarray")  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import scalar
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    scalar = multiarray.scalar
     dtypes = [
         np.bool_,
         np.int8,
@@ -129,7 +141,7 @@ def _numpy_safe_globals() -> list:
     ]
 
 
-def load_aisfx_checkpoint(path) -> tuple[dict, dict | None]:
+def load_aisfx_checkpoint(path: Path) -> tuple[dict[str, Any], dict[Any, Any] | None]:
     """``(state_dict, ds_dict or None)`` from an aisfx checkpoint, always with ``weights_only=True``."""
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
@@ -186,7 +198,7 @@ class AisfxAudioEncoder(ItemEncoder[AudioInput]):
                 }
             net = EmbeddingNet("max", 3, 1, 64)
             load_state_dict_into(net, state, AUDIO_FIELD, self.weights_path)
-        self.net = freeze(net).to(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
+        self.net = channels_last(freeze(net))
         self.front_end = MelFrontEnd(
             AISFX_SAMPLE_RATE, AISFX_N_FFT, AISFX_HOP, AISFX_MEL_BINS, AISFX_F_MIN, AISFX_F_MAX, htk=True, norm=1.0
         )
@@ -201,7 +213,8 @@ class AisfxAudioEncoder(ItemEncoder[AudioInput]):
             waves.append(y / peak if peak > 0 else y)  # aisfx peak-normalises every clip
         mel, frames = self.front_end(waves)  # (B, 96, F)
         spec = torch.log10(mel * 10000.0 + 1.0).div_(AISFX_SPEC_MAX).transpose(1, 2)  # (B, F, 96)
-        blocks, counts = [], []
+        blocks: list[torch.Tensor] = []
+        counts: list[int] = []
         for i, n in enumerate(frames):
             clip = spec[i, :n]  # (n, 96)
             if n < AISFX_BLOCK_FRAMES:

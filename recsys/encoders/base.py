@@ -1,10 +1,11 @@
-"""The interface every frozen item encoder shares, and :func:`build_encoder`.
+"""The interface every frozen item encoder shares, and the helpers its subclasses use.
 
-An encoder is cheap to build: building resolves and checks its weights path (a missing path is
-an :class:`~recsys.errors.EncoderError` naming the config field) and computes its
-``fingerprint`` from the config and a digest of the weights, without loading the model. The
-model is loaded by :meth:`ItemEncoder.load`, or on the first :meth:`ItemEncoder.encode`; that
-is how ``encode_items`` loads no model at all when every vector is cached.
+This module knows no subclass: :func:`recsys.encoders.registry.build_encoder` picks one per
+modality. An encoder is cheap to build: building resolves and checks its weights path (a
+missing path is an :class:`~recsys.errors.EncoderError` naming the config field) and computes
+its ``fingerprint`` from the config and a digest of the weights, without loading the model.
+The model is loaded by :meth:`ItemEncoder.load`, or on the first :meth:`ItemEncoder.encode`;
+that is how ``encode_items`` loads no model at all when every vector is cached.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -23,6 +25,7 @@ from recsys.errors import EncoderError
 ENCODER_CODE_VERSION = 1
 
 InputT = TypeVar("InputT")
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 def make_fingerprint(name: str, parts: dict[str, Any]) -> str:
@@ -93,14 +96,20 @@ class ItemEncoder(ABC, Generic[InputT]):
         return f"{type(self).__name__}(fingerprint={self.fingerprint!r}, {state})"
 
 
-def freeze(module: torch.nn.Module) -> torch.nn.Module:
+def freeze(module: ModuleT) -> ModuleT:
     """Eval mode, no gradients: the encoders are never trained here."""
     module.eval()
     module.requires_grad_(False)
     return module
 
 
-def load_state_dict_into(module: torch.nn.Module, state: Any, field: str, path: Any) -> None:
+def channels_last(module: ModuleT) -> ModuleT:
+    """The module's 4-D weights in channels-last layout: oneDNN's native (fastest) one for CPU convolutions."""
+    # torch's typed overloads of Module.to() omit memory_format, which the method accepts.
+    return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
+def load_state_dict_into(module: torch.nn.Module, state: object, field: str, path: Path) -> None:
     """``module.load_state_dict(state, strict=True)`` with mismatches reported as EncoderError."""
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # Lightning-style and many training scripts wrap the weights
@@ -124,31 +133,3 @@ def load_state_dict_into(module: torch.nn.Module, state: Any, field: str, path: 
         raise EncoderError(
             f"{field}: {path} does not match the {type(module).__name__} architecture: {'; '.join(problems)}"
         )
-
-
-def build_encoder(modality: str, cfg: Any, load: bool = True) -> ItemEncoder:
-    """Build the encoder for ``modality`` ('title', 'image' or 'audio') from its config section.
-
-    ``cfg`` is a TitleEncoderConfig, ImageEncoderConfig or AudioEncoderConfig. With
-    ``load=False`` the weights are only located and fingerprinted; they load on first use.
-    Raises EncoderError (naming the config field and path) for a missing path, and with
-    ``load=True`` for weights that do not load or do not fit the architecture.
-    """
-    from recsys.config import AudioEncoderConfig, ImageEncoderConfig, TitleEncoderConfig
-
-    encoder: ItemEncoder
-    if modality == "title" and isinstance(cfg, TitleEncoderConfig):
-        from recsys.encoders.title import TitleEncoder
-
-        encoder = TitleEncoder(cfg)
-    elif modality == "image" and isinstance(cfg, ImageEncoderConfig):
-        from recsys.encoders.image import ImageEncoder
-
-        encoder = ImageEncoder(cfg)
-    elif modality == "audio" and isinstance(cfg, AudioEncoderConfig):
-        from recsys.encoders.audio import AisfxAudioEncoder, LogMelAudioEncoder
-
-        encoder = AisfxAudioEncoder(cfg) if cfg.kind == "aisfx" else LogMelAudioEncoder(cfg)
-    else:
-        raise ValueError(f"no encoder for modality {modality!r} with config {type(cfg).__name__}")
-    return encoder.load() if load else encoder

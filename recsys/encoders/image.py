@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from recsys.config import ImageEncoderConfig
-from recsys.encoders.base import ItemEncoder, freeze, load_state_dict_into, make_fingerprint
+from recsys.encoders.base import ItemEncoder, channels_last, freeze, load_state_dict_into, make_fingerprint
 from recsys.encoders.weights import IMAGE_FIELD, default_image_weights, file_digest, resolve_file
 from recsys.errors import EncoderError
 
@@ -74,7 +74,7 @@ class ImageEncoder(ItemEncoder[Image.Image]):
             model.classifier = torch.nn.Identity()
         else:
             model.fc = torch.nn.Identity()
-        self.model = freeze(model).to(memory_format=torch.channels_last)
+        self.model = channels_last(freeze(model))
 
     def _encode(self, batch: list[Image.Image]) -> np.ndarray:
         assert self.model is not None

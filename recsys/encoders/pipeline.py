@@ -37,13 +37,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.config import EncodersConfig
-from recsys.encoders.base import ItemEncoder, build_encoder
+from recsys.config import MODALITIES, EncodersConfig
+from recsys.data.dataset import MEDIA_COLUMNS, dataset_paths
+from recsys.encoders.base import ItemEncoder
 from recsys.encoders.media import MediaError, MediaWarning, decode_audio, decode_image
+from recsys.encoders.registry import build_encoder
 from recsys.errors import DatasetError, EncoderError
 
-ENCODER_MODALITIES = ("title", "image", "audio")
-SOURCE_COLUMNS = {"title": "title", "image": "image_path", "audio": "audio_path"}
 CACHE_FIELD = "encoders.cache_dir"
 MAX_IDS_SHOWN = 5
 
@@ -126,17 +126,17 @@ class _Plan:
 
 
 def _read_items(data_dir: Path, modalities: list[str]) -> pl.DataFrame:
-    path = data_dir / "items.parquet"
+    path = dataset_paths(data_dir).items
     if not path.is_file():
         raise DatasetError(f"{path}: items.parquet not found in the dataset directory")
     try:
         schema = pl.read_parquet_schema(path)
     except Exception as exc:
         raise DatasetError(f"{path}: cannot read Parquet file: {exc}") from None
-    needed = ["item_id", *[SOURCE_COLUMNS[m] for m in modalities]]
+    needed = ["item_id", *[MEDIA_COLUMNS[m] for m in modalities]]
     for column in needed:
         if column not in schema:
-            hint = next((f" (or set encoders.{m}: null)" for m in modalities if SOURCE_COLUMNS[m] == column), "")
+            hint = next((f" (or set encoders.{m}: null)" for m in modalities if MEDIA_COLUMNS[m] == column), "")
             raise DatasetError(f"{path}: column '{column}' is missing{hint}")
     for column in needed[1:]:
         if schema[column] not in (pl.String, pl.Null):
@@ -159,7 +159,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def _plan(items: pl.DataFrame, modality: str, data_dir: Path) -> _Plan:
-    column = SOURCE_COLUMNS[modality]
+    column = MEDIA_COLUMNS[modality]
     plan = _Plan(entries=[], missing=[], unreadable={})
     for item_id, value in zip(items["item_id"].to_list(), items[column].to_list()):
         if value is None or not value.strip():
@@ -270,8 +270,9 @@ def _resolve_cache_dir(data_dir: Path, config: EncodersConfig, cache_dir: Path |
 
 
 def _precomputed_files(data_dir: Path, config: EncodersConfig, encoder_modalities: list[str]) -> dict[str, Path]:
-    feature_dir = data_dir / "item_features"
-    found = {p.stem: p for p in sorted(feature_dir.glob("*.parquet"))} if feature_dir.is_dir() else {}
+    paths = dataset_paths(data_dir)
+    feature_dir = paths.item_features_dir
+    found = paths.item_feature_files()
     if config.precomputed is not None:
         for name in config.precomputed:
             if name not in found:
@@ -344,7 +345,7 @@ def _warn_unusable(modality: str, missing: list[int], unreadable: dict[int, str]
         parts.append(f"{len(ids)} unreadable (ids {ids[:MAX_IDS_SHOWN]}{more}; e.g. {unreadable[ids[0]]})")
     count = len(missing) + len(unreadable)
     warnings.warn(
-        f"{modality}: {count} of {total} items with {SOURCE_COLUMNS[modality]} set get no {modality} vector "
+        f"{modality}: {count} of {total} items with {MEDIA_COLUMNS[modality]} set get no {modality} vector "
         f"(masked): {'; '.join(parts)}",
         MediaWarning,
         stacklevel=4,  # _warn_unusable <- _encode_modality <- encode_items <- the caller
@@ -422,7 +423,7 @@ def _encode_modality(
 
 
 def _enabled(config: EncodersConfig) -> list[str]:
-    return [m for m in ENCODER_MODALITIES if getattr(config, m) is not None]
+    return [m for m in MODALITIES if getattr(config, m) is not None]
 
 
 def encode_items(
@@ -510,7 +511,7 @@ def load_item_vectors(
                 f"the {modality} vector cache {cache_path} is stale: {len(stale)} item(s) are new or changed "
                 f"(ids {stale[:MAX_IDS_SHOWN]}{' ...' if len(stale) > MAX_IDS_SHOWN else ''}): {rerun}"
             )
-        kept = [(e.item_id, rows[e.item_id][1]) for e in plan.entries if rows[e.item_id][1] is not None]
+        kept = [(e.item_id, vector) for e in plan.entries if (vector := rows[e.item_id][1]) is not None]
         ids = np.array([i for i, _ in kept], dtype=np.int64)
         matrix = np.stack([v for _, v in kept]).astype(np.float32) if kept else np.zeros((0, encoder.dim), np.float32)
         out[modality] = ModalityVectors(modality, ids, matrix, encoder.fingerprint)

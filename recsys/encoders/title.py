@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from recsys.config import TitleEncoderConfig
 from recsys.encoders.base import ItemEncoder, freeze, make_fingerprint
 from recsys.encoders.weights import TITLE_FIELD, default_title_model_dir, dir_digest, resolve_dir
 from recsys.errors import EncoderError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -52,8 +56,8 @@ class TitleEncoder(ItemEncoder[str]):
                 "normalize": cfg.normalize,
             },
         )
-        self.tokenizer = None
-        self.model = None
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.model: PreTrainedModel | None = None
 
     def _load(self) -> None:
         # Local files only, never the hub: set before transformers/huggingface_hub read them.

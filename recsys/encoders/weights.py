@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 from recsys.errors import EncoderError
@@ -59,7 +60,7 @@ def default_aisfx_weights() -> Path:
     return Path(inference.get_path_modelWeights())
 
 
-def resolve_file(configured: str | None, default, field: str) -> Path:
+def resolve_file(configured: str | None, default: Callable[[], Path], field: str) -> Path:
     """The configured file (must exist) or the package default; EncoderError names ``field``."""
     path = Path(configured).expanduser() if configured is not None else default()
     if not path.is_file():
@@ -68,7 +69,7 @@ def resolve_file(configured: str | None, default, field: str) -> Path:
     return path
 
 
-def resolve_dir(configured: str | None, default, field: str) -> Path:
+def resolve_dir(configured: str | None, default: Callable[[], Path], field: str) -> Path:
     """The configured checkpoint directory (must hold config.json) or the package default."""
     path = Path(configured).expanduser() if configured is not None else default()
     origin = "configured" if configured is not None else "default (from the installed package)"

@@ -169,6 +169,6 @@ def fit_feature_map(
         fields[name] = Field(name, "context", "categorical", _vocab(train[name], config.min_count))
     for name in config.context_numeric:
         x = train[name].cast(pl.Float64)
-        mean, std = float(x.mean() or 0.0), float(x.std() or 0.0)
+        mean, std = float(x.mean() or 0.0), float(x.std() or 0.0)  # type: ignore[arg-type]  # a Float64 column
         fields[name] = Field(name, "context", "numeric", mean=mean, std=std if std > 1e-12 else 1.0)
     return FeatureMap(fields=fields, max_history=config.max_history, max_list_len=max_list_len)

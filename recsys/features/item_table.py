@@ -168,3 +168,34 @@ def build_item_table(
         dense, mean, std = _standardise(dense, present, None if fitted is None else fitted[name])
         vectors[name], masks[name], stats[name] = padded(dense), padded(present), (mean, std)
     return ItemTable(item_ids, id_index, categorical, lists, vectors, masks, stats)
+
+
+class ItemInputs:
+    """The item table's tensors on one device; the model gathers item content from it by row."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    @classmethod
+    def from_table(cls, table: ItemTable, device: torch.device | str = "cpu") -> ItemInputs:
+        return cls({k: v.to(device) for k, v in table.tensors().items()})
+
+    def to(self, device: torch.device | str) -> ItemInputs:
+        return ItemInputs({k: v.to(device) for k, v in self.tensors.items()})
+
+    @property
+    def id_index(self) -> torch.Tensor:
+        return self.tensors["id_index"]  # (N+1,)
+
+    @property
+    def categorical(self) -> torch.Tensor:
+        return self.tensors["categorical"]  # (N+1, C)
+
+    def list(self, name: str) -> torch.Tensor:
+        return self.tensors[f"list.{name}"]  # (N+1, W)
+
+    def vector(self, modality: str) -> torch.Tensor:
+        return self.tensors[f"vector.{modality}"]  # (N+1, dim)
+
+    def mask(self, modality: str) -> torch.Tensor:
+        return self.tensors[f"mask.{modality}"]  # (N+1,)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import polars as pl
 
 from recsys.config import ExperimentConfig
@@ -97,49 +96,3 @@ def prepare_with(checkpoint: Checkpoint, data_dir: str | Path, validate: bool = 
         )
     users = pl.read_parquet(paths.users) if paths.users.is_file() else None
     return build_examples(interactions, users, checkpoint.feature_map, checkpoint.item_table)
-
-
-#: Files of a prepared-data directory (what Ray workers read).
-PREPARED_FEATURE_MAP = "feature_map.json"
-PREPARED_ITEM_TABLE = "item_table.pt"
-
-
-def examples_frame(examples: Examples) -> pl.DataFrame:
-    """Examples as one Parquet-ready frame: 2-D arrays become fixed-size list columns."""
-    columns = {}
-    for key, arr in examples.arrays.items():
-        if arr.ndim == 2:
-            dtype = {np.dtype(np.int64): pl.Int64, np.dtype(np.bool_): pl.Boolean, np.dtype(np.float32): pl.Float32}[
-                arr.dtype
-            ]
-            columns[key] = (
-                pl.Series(key, arr, dtype=pl.Array(dtype, max(arr.shape[1], 1)))
-                if arr.shape[1]
-                else pl.Series(key, np.zeros((len(arr), 1), dtype=arr.dtype), dtype=pl.Array(dtype, 1))
-            )
-        else:
-            columns[key] = pl.Series(key, arr)
-    meta = examples.meta.drop("split").rename({c: f"meta_{c}" for c in examples.meta.columns if c != "split"})
-    return pl.DataFrame(columns).hstack(meta)
-
-
-def write_prepared(prepared: PreparedData, out_dir: str | Path, rows_per_file: int = 100_000) -> dict[str, int]:
-    """Write the feature map, item table and one directory of Parquet files per split.
-
-    Returns the number of rows per split. Empty 2-D fields (e.g. no numeric context) are stored
-    one column wide and ignored by the model, which knows their real width from the feature map.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    prepared.feature_map.save(out / PREPARED_FEATURE_MAP)
-    prepared.item_table.save(out / PREPARED_ITEM_TABLE)
-    counts = {}
-    for split in ("train", "valid", "test"):
-        part = prepared.examples.split(split)
-        counts[split] = len(part)
-        split_dir = out / split
-        split_dir.mkdir(exist_ok=True)
-        frame = examples_frame(part)
-        for i, start in enumerate(range(0, max(frame.height, 1), rows_per_file)):
-            frame.slice(start, rows_per_file).write_parquet(split_dir / f"part-{i:05d}.parquet")
-    return counts

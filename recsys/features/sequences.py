@@ -7,6 +7,8 @@ earlier ones (a train row never sees a valid/test click, even with ties or a ran
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import polars as pl
 
@@ -61,3 +63,31 @@ def build_behaviour_sequences(interactions: pl.DataFrame, max_len: int) -> tuple
         )
         mask[rows] = present
     return history, mask
+
+
+def recent_history(history: Sequence[int], max_len: int) -> list[int]:
+    """The newest ``max_len`` items of a history given oldest first (what a behaviour sequence keeps)."""
+    return list(history[-max_len:]) if max_len > 0 else []
+
+
+def latest_clicks(interactions: pl.DataFrame, max_len: int) -> dict[int, list[int]]:
+    """Per user, the behaviour sequence at the end of the data: the newest ``max_len`` clicked items, oldest
+    first, in the order :func:`build_behaviour_sequences` uses (time, then row order for ties).
+
+    ``interactions`` needs user_id, item_id, timestamp and label; the split does not matter (every click
+    is before the end of the data). This is the history serving starts each user from.
+    """
+    clicks = interactions.filter(pl.col("label") == 1)
+    if clicks.height == 0 or max_len <= 0:
+        return {}
+    users = clicks["user_id"].to_numpy()
+    unique_users, user_index = np.unique(users, return_inverse=True)
+    ts = clicks["timestamp"].to_numpy().astype(np.int64)
+    order = np.lexsort((ts, user_index))  # by user, then time; stable: ties keep row order
+    items = clicks["item_id"].to_numpy().astype(np.int64)[order]
+    starts = np.searchsorted(user_index[order], np.arange(len(unique_users)), side="left")
+    ends = np.append(starts[1:], len(order))
+    return {
+        int(user): items[max(start, end - max_len) : end].tolist()
+        for user, start, end in zip(unique_users, starts, ends)
+    }

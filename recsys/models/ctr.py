@@ -1,8 +1,15 @@
-"""CTR models: an item encoder for the candidate and the behaviour sequence, user and context
-embeddings, a sequence encoder and a prediction MLP; plus logistic regression.
+"""The CTR model every neural model is an instance of: an item encoder for the candidate and the
+behaviour sequence, user and context embeddings, a sequence encoder and a prediction MLP.
 
-Every model takes ``forward(batch, items) -> ModelOutput`` where ``batch`` holds the arrays
-of :data:`recsys.features.examples.BATCH_KEYS` as tensors and ``items`` the item table.
+Every model (this one and :class:`recsys.models.lr.LogisticRegression`) has the same interface:
+
+- ``forward(batch, items) -> ModelOutput``: a :class:`~recsys.features.batch.Batch` and the item
+  table's tensors (training and evaluation);
+- ``item_representations(rows, items)``: the candidate-independent item part, which serving caches
+  for the whole catalogue;
+- ``score_candidates(side, candidates)``: logits from item representations; with a one-row
+  :class:`~recsys.models.inputs.UserSide` it is the serving fast path, one user against many cached
+  candidate representations, the user side computed once.
 """
 
 from __future__ import annotations
@@ -10,24 +17,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys.config import ModelConfig
+from recsys.features.batch import Batch
 from recsys.features.feature_map import FeatureMap
-from recsys.models.inputs import FieldEmbeddings, ItemIdFeatures, ItemInputs, UserFieldEmbeddings
-from recsys.models.marn import IdItemEncoder, ItemReps, MultimodalItemEncoder
+from recsys.features.item_table import ItemInputs
+from recsys.models.inputs import FieldEmbeddings, UserFieldEmbeddings, UserSide
+from recsys.models.item_encoders import IdBesideContentItemEncoder, IdItemEncoder, ItemReps, MultimodalItemEncoder
 from recsys.models.output import AdversarialTerms, ModelOutput
-from recsys.modules import MLP, build_sequence_encoder
-
-
-class MeanPooling(nn.Module):
-    """Masked mean of the history (the DNN baseline's sequence encoder)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.out_dim = dim
-
-    def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        keep = history_mask.unsqueeze(-1)  # (B, L, 1)
-        total = torch.where(keep, history, torch.zeros_like(history)).sum(dim=1)  # (B, D)
-        return total / keep.sum(dim=1).clamp(min=1).to(history.dtype)
+from recsys.modules import MLP, MeanPooling, build_sequence_encoder
 
 
 def _select_rows(terms: AdversarialTerms, keep: torch.Tensor) -> AdversarialTerms:
@@ -52,7 +49,7 @@ class CTRModel(nn.Module):
 
     def __init__(
         self,
-        item_encoder: MultimodalItemEncoder | IdItemEncoder,
+        item_encoder: MultimodalItemEncoder | IdItemEncoder | IdBesideContentItemEncoder,
         sequence: nn.Module,
         feature_map: FeatureMap,
         embedding_dim: int,
@@ -60,13 +57,14 @@ class CTRModel(nn.Module):
         dropout: float,
         user_tower: bool = False,
         user_id: bool = True,
+        user_id_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.item_encoder = item_encoder
         self.sequence = sequence
         context_fields = feature_map.by("context", "categorical")
         self.n_numeric = len(feature_map.by("context", "numeric"))
-        self.user = UserFieldEmbeddings(feature_map, embedding_dim, use_id=user_id)
+        self.user = UserFieldEmbeddings(feature_map, embedding_dim, use_id=user_id, id_dropout=user_id_dropout)
         self.context = FieldEmbeddings([f.cardinality for f in context_fields], embedding_dim)
         dim = item_encoder.out_dim
         user_width = self.user.n_fields * embedding_dim
@@ -79,6 +77,28 @@ class CTRModel(nn.Module):
             in_dim += 2 * dim
         self.head = MLP(in_dim, mlp_hidden, out_dim=1, dropout=dropout)
 
+    @classmethod
+    def from_config(
+        cls,
+        config: ModelConfig,
+        feature_map: FeatureMap,
+        item_encoder: MultimodalItemEncoder | IdItemEncoder | IdBesideContentItemEncoder,
+        sequence: str,
+    ) -> CTRModel:
+        """The model around ``item_encoder``, with the registered sequence encoder ``sequence``
+        (:data:`recsys.modules.SEQUENCE_ENCODERS`) and the user side and head from ``config``."""
+        return cls(
+            item_encoder,
+            build_sequence_encoder(sequence, item_encoder.out_dim),
+            feature_map,
+            config.embedding_dim,
+            config.mlp_hidden,
+            config.dropout,
+            user_tower=config.user_tower,
+            user_id="user" in config.id_embeddings,
+            user_id_dropout=config.user_id_dropout,
+        )
+
     @property
     def modalities(self) -> list[str]:
         return list(self.item_encoder.modalities)
@@ -88,7 +108,7 @@ class CTRModel(nn.Module):
         return self.item_encoder(rows, items)
 
     def user_vector(self, user: torch.Tensor, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
-        """(B, D) candidate-independent user vector from the user's fields (B, U) and history reps (B, L, D).
+        """(R, D) candidate-independent user vector from the user's fields (R, U) and history reps (R, L, D).
 
         Target attention answers "how like the candidate is what this user clicked"; it cannot pool
         what users have in common. This tower maps the user's field embeddings and whole click profile
@@ -96,78 +116,39 @@ class CTRModel(nn.Module):
         with similar profiles land together and their preferences inform each other (a user who
         clicked 20 items has too few to estimate a preference for every attribute alone).
         """
-        b = history.shape[0]
-        if b > 1 and history.stride(0) == 0 and history_mask.stride(0) == 0 and user.stride(0) == 0:
-            # one user for every row (serving: one user, many candidates, expanded views): compute it once
-            return self.user_vector(user[:1], history[:1], history_mask[:1]).expand(b, -1)
-        pooled = self.history_mean(history, history_mask, history[:, 0])  # (B, D)
+        assert self.user_tower is not None and self.history_mean is not None
+        pooled = self.history_mean(history, history_mask, history[:, 0])  # (R, D)
         return self.user_tower(torch.cat([self.user(user).flatten(1), pooled], dim=1))
 
-    def head_logits(self, batch: dict[str, torch.Tensor], target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        """The user side and final layers, given candidate (B, D) and history (B, L, D) reps."""
-        interest = self.sequence(history, batch["hist_mask"], target)  # (B, D)
-        # target * interest: an explicit match term (an MLP learns multiplicative interactions slowly).
+    def score_candidates(self, side: UserSide, candidates: torch.Tensor) -> torch.Tensor:
+        """(B,) logits of candidate reps (B, D) for the user side ``side`` (B rows, or 1 row shared by every
+        candidate: the serving fast path, where the user side is computed once)."""
+        b = candidates.shape[0]
+        interest = self.sequence(side.history, side.history_mask, candidates)  # (B, D)
+        # candidate * interest: an explicit match term (an MLP learns multiplicative interactions slowly).
         parts = [
-            self.user(batch["user"]).flatten(1),
-            self.context(batch["context"]).flatten(1),
-            target,
+            self.user(side.user).flatten(1).expand(b, -1),
+            self.context(side.context).flatten(1).expand(b, -1),
+            candidates,
             interest,
-            target * interest,
+            candidates * interest,
         ]
         if self.user_tower is not None:
-            user = self.user_vector(batch["user"], history, batch["hist_mask"])
-            parts += [user, target * user]
+            user_vec = self.user_vector(side.user, side.history, side.history_mask).expand(b, -1)
+            parts += [user_vec, candidates * user_vec]
         if self.n_numeric:
-            parts.append(batch["numeric"])
+            parts.append(side.numeric.expand(b, -1))
         return self.head(torch.cat(parts, dim=1)).squeeze(-1)  # (B,)
 
-    def forward(self, batch: dict[str, torch.Tensor], items: ItemInputs) -> ModelOutput:
-        rows = torch.cat([batch["item"].unsqueeze(1), batch["hist"]], dim=1)  # (B, 1+L)
+    def forward(self, batch: Batch, items: ItemInputs) -> ModelOutput:
+        rows = torch.cat([batch.item.unsqueeze(1), batch.hist], dim=1)  # (B, 1+L)
         # Encode each distinct item once: history items repeat a lot within a batch.
         unique, inverse = torch.unique(rows, return_inverse=True)  # (N,), (B, 1+L)
         reps = self.item_representations(unique, items)
         gathered = reps.rep[inverse]  # (B, 1+L, D)
-        logits = self.head_logits(batch, gathered[:, 0], gathered[:, 1:])
+        user = self.user.drop_ids(batch.user)
+        side = UserSide(user, batch.context, batch.numeric, gathered[:, 1:], batch.hist_mask)
+        logits = self.score_candidates(side, gathered[:, 0])
         terms = _select_rows(reps.adversarial, unique != 0) if reps.adversarial is not None else None
         attention = reps.attention[inverse[:, 0]] if reps.attention is not None else None  # (B, M)
         return ModelOutput(logits=logits, adversarial=terms, modal_attention=attention)
-
-
-class LogisticRegression(nn.Module):
-    """Logistic regression on one-hot ids (those in ``model.id_embeddings``) and attributes (user, item,
-    context) and numeric context."""
-
-    def __init__(self, feature_map: FeatureMap, user_id: bool = True, item_id: bool = True) -> None:
-        super().__init__()
-        self.id_features = ItemIdFeatures(feature_map, dim=1, use_id=item_id)
-        context_fields = feature_map.by("context", "categorical")
-        self.user = UserFieldEmbeddings(feature_map, 1, use_id=user_id)
-        self.context = FieldEmbeddings([f.cardinality for f in context_fields], 1)
-        self.n_numeric = len(feature_map.by("context", "numeric"))
-        self.numeric = nn.Linear(self.n_numeric, 1) if self.n_numeric else None
-        self.bias = nn.Parameter(torch.zeros(1))
-        self.modalities = ["id"]
-
-    def item_representations(self, rows: torch.Tensor, items: ItemInputs) -> ItemReps:
-        """(N,) rows -> (N, 1): the item's summed id/attribute weights (cacheable per item, like CTRModel's)."""
-        return ItemReps(self.id_features(rows, items).sum(dim=1, keepdim=True))
-
-    def head_logits(self, batch: dict[str, torch.Tensor], target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        """User, context and numeric weights plus the candidate's item part; the history is not used."""
-        logit = (
-            target.squeeze(-1)
-            + self.user(batch["user"]).sum(dim=(1, 2))
-            + self.context(batch["context"]).sum(dim=(1, 2))
-        )
-        if self.numeric is not None:
-            logit = logit + self.numeric(batch["numeric"]).squeeze(-1)
-        return logit + self.bias  # (B,)
-
-    def forward(self, batch: dict[str, torch.Tensor], items: ItemInputs) -> ModelOutput:
-        target = self.item_representations(batch["item"], items).rep  # (B, 1)
-        return ModelOutput(logits=self.head_logits(batch, target, target[:, None]))
-
-
-def build_sequence(name: str, dim: int) -> nn.Module:
-    """'mean' pooling or a registered sequence encoder ('din', 'apgru')."""
-    return MeanPooling(dim) if name == "mean" else build_sequence_encoder(name, dim)

@@ -1,43 +1,40 @@
-"""Model-side inputs: the item table as tensors, and embeddings of categorical fields."""
+"""Embeddings of categorical fields: user, context, and the item's id modality."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from recsys.errors import ConfigError
 from recsys.features.feature_map import OOV, PAD, FeatureMap
-from recsys.features.item_table import ItemTable
+from recsys.features.item_table import ItemInputs
 
 
-class ItemInputs:
-    """The item table's tensors on one device; the model gathers item content from it by row."""
+@dataclass
+class UserSide:
+    """The user side of scoring: R rows of user fields (R, U), context (R, C), numeric context (R, K), history
+    item representations (R, L, D) and their mask (R, L). R is the number of candidates, or 1 for one user
+    scored against every candidate (serving)."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.tensors = tensors
+    user: torch.Tensor
+    context: torch.Tensor
+    numeric: torch.Tensor
+    history: torch.Tensor
+    history_mask: torch.Tensor
 
     @classmethod
-    def from_table(cls, table: ItemTable, device: torch.device | str = "cpu") -> ItemInputs:
-        return cls({k: v.to(device) for k, v in table.tensors().items()})
-
-    def to(self, device: torch.device | str) -> ItemInputs:
-        return ItemInputs({k: v.to(device) for k, v in self.tensors.items()})
-
-    @property
-    def id_index(self) -> torch.Tensor:
-        return self.tensors["id_index"]  # (N+1,)
-
-    @property
-    def categorical(self) -> torch.Tensor:
-        return self.tensors["categorical"]  # (N+1, C)
-
-    def list(self, name: str) -> torch.Tensor:
-        return self.tensors[f"list.{name}"]  # (N+1, W)
-
-    def vector(self, modality: str) -> torch.Tensor:
-        return self.tensors[f"vector.{modality}"]  # (N+1, dim)
-
-    def mask(self, modality: str) -> torch.Tensor:
-        return self.tensors[f"mask.{modality}"]  # (N+1,)
+    def one_user(
+        cls,
+        user: torch.Tensor,
+        context: torch.Tensor,
+        numeric: torch.Tensor,
+        history: torch.Tensor,
+        history_mask: torch.Tensor,
+    ) -> UserSide:
+        """One user's side from unbatched tensors: user (U,), context (C,), numeric (K,), history (L, D), mask (L,)."""
+        return cls(user[None], context[None], numeric[None], history[None], history_mask[None])
 
 
 class FieldEmbeddings(nn.Module):
@@ -51,6 +48,7 @@ class FieldEmbeddings(nn.Module):
             if cardinalities
             else torch.zeros(0, dtype=torch.long)
         )
+        self.offsets: torch.Tensor
         self.register_buffer("offsets", offsets, persistent=False)
         self.table = nn.Embedding(max(sum(cardinalities), 1), dim)
         nn.init.normal_(self.table.weight, std=0.05)
@@ -62,12 +60,26 @@ class FieldEmbeddings(nn.Module):
 
 class UserFieldEmbeddings(FieldEmbeddings):
     """The user's categorical fields (user_id first, as :func:`recsys.features.examples.encode_users` lays them
-    out); with ``use_id`` False the user id has no embedding and its column is ignored."""
+    out); with ``use_id`` False the user id has no embedding and its column is ignored.
 
-    def __init__(self, feature_map: FeatureMap, dim: int, use_id: bool = True) -> None:
+    With ``id_dropout`` > 0, training replaces a share of rows' user ids by the OOV index, so the OOV
+    embedding is learned and users unseen in training get a sensible id part.
+    """
+
+    def __init__(self, feature_map: FeatureMap, dim: int, use_id: bool = True, id_dropout: float = 0.0) -> None:
         fields = feature_map.by("user", "categorical")
         super().__init__([f.cardinality for f in (fields if use_id else fields[1:])], dim)
         self.use_id = use_id
+        self.id_dropout = id_dropout
+
+    def drop_ids(self, index: torch.Tensor) -> torch.Tensor:
+        """(B, U) user field indices with a share ``id_dropout`` of the rows' user ids set to OOV (in
+        training; otherwise ``index`` itself). Applied once per batch, before every use of the fields."""
+        if not (self.training and self.use_id and self.id_dropout > 0):
+            return index
+        drop = torch.rand(index.shape[0], device=index.device) < self.id_dropout
+        ids = torch.where(drop & (index[:, 0] != PAD), torch.full_like(index[:, 0], OOV), index[:, 0])
+        return torch.cat([ids[:, None], index[:, 1:]], dim=1)
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
         """(B, U) user field indices -> (B, U', E); U' = U - 1 without the id."""
@@ -113,3 +125,17 @@ class ItemIdFeatures(nn.Module):
         for name in self.list_names:
             parts.append(self.lists[name](items.list(name)[rows]))  # (N, E)
         return torch.cat(parts, dim=1)
+
+
+def require_item_features(ids: ItemIdFeatures, model_name: str, has_content: bool) -> ItemIdFeatures:
+    """``ids`` if it has inputs; a clear error when item ids are off (``model.id_embeddings``) and no item
+    attribute is left to stand for the item."""
+    if ids.out_dim == 0:
+        hint = 'list item attributes in features.item_categorical / item_list, or keep "item" in model.id_embeddings'
+        if has_content:
+            hint += ', or leave "id" out of model.modalities'
+        raise ConfigError(
+            f"model.id_embeddings: without the item id, model {model_name!r} has no item features "
+            f"in its id modality; {hint}"
+        )
+    return ids

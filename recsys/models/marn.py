@@ -1,165 +1,101 @@
-"""MARN's item representation: modal attention over specific features + an adversarially
-learned modality-invariant shared feature (Li et al., WWW 2020; ../shared/docs/marn.md).
+"""MARN (Li et al., "Adversarial Multimodal Representation Learning for CTR Prediction", WWW 2020;
+docs/marn.md) and its ablation ladder.
 
-For item i and modality m with input x_i^m (the "id" modality is the item's id/attribute
-embeddings; the others are frozen content vectors):
-    s_i^m = S_m(x_i^m)                       modality-specific feature, one MLP per modality
-    c_i^m = I(P_m(x_i^m))                    shared feature: per-modality projection, ONE encoder I
-    s_i   = sum_m a_i^m * s_i^m              modal attention from the specific features only
-    w_i^m = 1 - D0(c_i^m)[m]                 D0 sample weights (constants), w~ normalised over present m
-    c_i   = sum_m w~_i^m c_i^m
-    rep_i = s_i + c_i
-D1 plays against I through a gradient-reversal layer on c_i^m; Ds = D1's parameters on s_i^m
-without reversal. The same class, with parts switched off, gives the ablations.
+| builder  | item representation                                           |
+|----------|---------------------------------------------------------------|
+| concat   | ids + content, early fusion by concatenation                  |
+| man      | ids + content, modal attention, no adversarial part           |
+| man_d1   | man + shared encoder against one unweighted discriminator D1  |
+| marn     | man + shared encoder + D0 weighting + D1 + Ds (full MARN)     |
+
+Every one is a :class:`~recsys.models.ctr.CTRModel` whose item encoder is a
+:class:`~recsys.models.item_encoders.MultimodalItemEncoder` (the equations are in its module), with
+``model.sequence`` over the history (DIN target attention or MARN's attention GRU). The adversarial
+losses are in :mod:`recsys.losses`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 
-import torch
-from torch import nn
-
-from recsys.models.inputs import ItemIdFeatures, ItemInputs
-from recsys.models.output import AdversarialTerms
-from recsys.modules import (
-    MLP,
-    ModalityDiscriminator,
-    build_fusion,
-    d0_sample_weights,
-    grad_reverse,
-    normalize_present_weights,
+from recsys.config import ModelConfig
+from recsys.errors import ConfigError
+from recsys.features.feature_map import FeatureMap
+from recsys.models.ctr import CTRModel
+from recsys.models.inputs import ItemIdFeatures, require_item_features
+from recsys.models.item_encoders import (
+    AdversarialParts,
+    IdBesideContentItemEncoder,
+    IdItemEncoder,
+    MultimodalItemEncoder,
 )
 
 
-@dataclass
-class ItemReps:
-    """Item representations for N item rows, plus what the losses and analysis need."""
-
-    rep: torch.Tensor  # (N, D)
-    adversarial: AdversarialTerms | None = None
-    attention: torch.Tensor | None = None  # (N, M) mean |modal attention weight|
+def marn(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> CTRModel:
+    """Full MARN: modal attention over the specific features, the shared feature against D0-weighted D1, Ds."""
+    return _content_model(config, feature_map, content_dims, "modal_attention", AdversarialParts())
 
 
-@dataclass(frozen=True)
-class AdversarialParts:
-    """Which adversarial parts are on (the ablations switch them off)."""
-
-    shared: bool = True  # the shared encoder and D1 (min-max through gradient reversal)
-    d0_weighting: bool = True  # D0 sample weights on D1's loss and on the shared sum (else uniform)
-    ds: bool = True  # Ds: D1's classifier on the specific features, without reversal
+def man_d1(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> CTRModel:
+    """MAN + the shared encoder against one unweighted discriminator D1 (no D0 weighting, no Ds)."""
+    parts = AdversarialParts(shared=True, d0_weighting=False, ds=False)
+    return _content_model(config, feature_map, content_dims, "modal_attention", parts)
 
 
-class MultimodalItemEncoder(nn.Module):
-    """Item rows -> representation from the id modality and any set of content modalities."""
+def man(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> CTRModel:
+    """Modal attention over the modality-specific features; no adversarial part."""
+    return _content_model(config, feature_map, content_dims, "modal_attention", None)
 
-    def __init__(
-        self,
-        id_features: ItemIdFeatures | None,
-        content_dims: dict[str, int],
-        dim: int,
-        fusion: str = "modal_attention",
-        parts: AdversarialParts | None = None,
-        specific_norm: bool = False,
-    ) -> None:
-        super().__init__()
-        self.id_features = id_features
-        self.content = list(content_dims)
-        self.modalities = (["id"] if id_features is not None else []) + self.content
-        in_dims = ({"id": id_features.out_dim} if id_features is not None else {}) | content_dims
-        if not self.modalities:
-            raise ValueError("a multimodal item encoder needs at least one modality")
-        self.parts = parts
-        self.out_dim = dim
-        # Modality-specific encoders S_m: small MLPs to the common width D.
-        # With ``specific_norm`` each ends in a LayerNorm without a learned gain: s_m has RMS 1 and
-        # only the modal attention a_m in [-1, 1] scales it. A separable classification loss on s_m
-        # (Ds) is otherwise lowered by growing the features' norm, without limit.
-        self.specific = nn.ModuleDict(
-            {
-                m: nn.Sequential(MLP(in_dims[m], [dim], out_dim=dim), nn.LayerNorm(dim, elementwise_affine=False))
-                if specific_norm
-                else MLP(in_dims[m], [dim], out_dim=dim)
-                for m in self.modalities
-            }
+
+def concat(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> CTRModel:
+    """Early fusion: the modality-specific features concatenated (and projected)."""
+    return _content_model(config, feature_map, content_dims, "concat", None)
+
+
+def select_modalities(config: ModelConfig, available: list[str]) -> list[str]:
+    """The model's modalities: ``config.modalities`` or "id" plus every available content modality."""
+    options = ["id", *available]
+    if config.modalities is None:
+        return options
+    unknown = [m for m in config.modalities if m not in options]
+    if unknown:
+        raise ConfigError(f"model.modalities: unknown modality {unknown}; available: {options}")
+    if not config.modalities:
+        raise ConfigError(f"model.modalities: empty; available: {options}")
+    return list(config.modalities)
+
+
+def _content_model(
+    config: ModelConfig,
+    feature_map: FeatureMap,
+    content_dims: Mapping[str, int],
+    fusion: str,
+    parts: AdversarialParts | None,
+) -> CTRModel:
+    modalities = select_modalities(config, list(content_dims))
+    ids = None
+    if "id" in modalities:
+        ids = ItemIdFeatures(
+            feature_map, config.embedding_dim, config.id_dropout, use_id="item" in config.id_embeddings
         )
-        self.fusion = build_fusion(fusion, n_modalities=len(self.modalities), dim=dim)
-        if parts is not None and parts.shared:
-            if len(self.modalities) < 2:
-                raise ValueError(f"the adversarial parts need >= 2 modalities, got {self.modalities}")
-            self.project = nn.ModuleDict({m: nn.Linear(in_dims[m], dim) for m in self.modalities})  # P_m
-            # I, one encoder for all modalities. The LayerNorm bounds the shared features' scale: under
-            # gradient reversal the encoder could otherwise "fool" D1 by inflating them without limit.
-            self.shared = nn.Sequential(MLP(dim, [dim], out_dim=dim), nn.LayerNorm(dim))
-            self.d1 = ModalityDiscriminator(dim, len(self.modalities), hidden=(dim,))
-            self.d0 = ModalityDiscriminator(dim, len(self.modalities), hidden=(dim,)) if parts.d0_weighting else None
-
-    def _inputs(self, rows: torch.Tensor, items: ItemInputs) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        x, masks = {}, []
-        for m in self.modalities:
-            if m == "id":
-                x[m] = self.id_features(rows, items)  # (N, in_id)
-                masks.append(rows != 0)
-            else:
-                x[m] = items.vector(m)[rows]  # (N, in_m)
-                masks.append(items.mask(m)[rows])
-        return x, torch.stack(masks, dim=1)  # (N, M) bool
-
-    def forward(self, rows: torch.Tensor, items: ItemInputs) -> ItemReps:
-        x, mask = self._inputs(rows, items)
-        s = torch.stack([self.specific[m](x[m]) for m in self.modalities], dim=1)  # (N, M, D)
-        fused = self.fusion(s, mask)
-        s_item = fused.fused  # (N, D)
-        attention = modal_share(fused.weights, s) if fused.weights is not None else None  # (N, M)
-        if self.parts is None or not self.parts.shared:
-            return ItemReps(s_item, None, attention)
-
-        c = torch.stack([self.shared(self.project[m](x[m])) for m in self.modalities], dim=1)  # (N, M, D)
-        keep = mask.unsqueeze(-1)
-        c = torch.where(keep, c, torch.zeros_like(c))
-        if self.d0 is not None:
-            d0_logits = self.d0(c.detach())  # (N, M, M): D0 measures, it does not shape I
-            w = normalize_present_weights(d0_sample_weights(d0_logits, mask), mask)  # (N, M), constants
-        else:
-            d0_logits = None
-            w = normalize_present_weights(mask.to(c.dtype), mask)  # uniform over present modalities
-        c_item = (w.unsqueeze(-1) * c).sum(dim=1)  # (N, D)
-        d1_logits = self.d1(grad_reverse(c, 1.0))  # (N, M, M): D1 learns, I is pushed to fool it
-        ds_logits = self.d1(s) if self.parts.ds else None  # same classifier, no reversal
-        terms = AdversarialTerms(
-            mask=mask,
-            d0_logits=d0_logits,
-            d1_logits=d1_logits,
-            ds_logits=ds_logits,
-            d1_weights=w,
-            shared=c_item,
-            specific=s_item,
+        require_item_features(ids, config.name, has_content=True)
+    content = {m: content_dims[m] for m in modalities if m != "id"}
+    beside = config.id_path == "beside" and ids is not None
+    if beside and not content:
+        raise ConfigError(f"model.id_path: 'beside' needs a content modality; model.modalities is {modalities}")
+    encoder: MultimodalItemEncoder | IdBesideContentItemEncoder
+    try:
+        encoder = MultimodalItemEncoder(
+            None if beside else ids,
+            content,
+            config.item_dim,
+            fusion=config.fusion or fusion,
+            parts=parts,
+            specific_norm=config.specific_norm,
         )
-        return ItemReps(s_item + c_item, terms, attention)
-
-
-def modal_share(weights: torch.Tensor, specific: torch.Tensor) -> torch.Tensor:
-    """Each modality's share of the fused item feature: |a_m * s_m|_1 / sum_k |a_k * s_k|_1, (N, M).
-
-    The raw weights a_m = tanh(W_m s_m + b_m) are read through what they weight: trained, they
-    saturate (mean |a| ~0.97 for every modality on the built-in data, >90% of elements beyond 0.9),
-    so their mean says nothing about which modality the item representation is made of. Absent
-    modalities (a = 0) get 0; the shares of an item sum to 1 (0 for an item with no content).
-    """
-    part = (weights * specific).abs().sum(dim=-1).detach()  # (N, M)
-    total = part.sum(dim=-1, keepdim=True)
-    return part / torch.where(total > 0, total, torch.ones_like(total))
-
-
-class IdItemEncoder(nn.Module):
-    """Ids and attributes only (no content): the item side of DNN and DIN."""
-
-    def __init__(self, id_features: ItemIdFeatures, dim: int) -> None:
-        super().__init__()
-        self.id_features = id_features
-        self.proj = nn.Linear(id_features.out_dim, dim)
-        self.out_dim = dim
-        self.modalities = ["id"]
-
-    def forward(self, rows: torch.Tensor, items: ItemInputs) -> ItemReps:
-        return ItemReps(self.proj(self.id_features(rows, items)))  # (N, D)
+    except ValueError as exc:
+        raise ConfigError(f"model ({config.name}, modalities {modalities}, id_path {config.id_path}): {exc}") from None
+    if beside:
+        assert ids is not None
+        encoder = IdBesideContentItemEncoder(IdItemEncoder(ids, config.item_dim), encoder)
+    return CTRModel.from_config(config, feature_map, encoder, config.sequence)

@@ -3,7 +3,7 @@
 - mlp:         MLP
 - adversarial: gradient reversal, ModalityDiscriminator, D0 sample weights
 - fusions:     per-item modality fusion, stacked layout x (..., M, D) + mask (..., M)
-- sequence:    behaviour-sequence encoders (DIN target attention, attention GRU)
+- sequence:    behaviour-sequence encoders (mean pooling, DIN target attention, attention GRU)
 """
 
 from recsys.modules.adversarial import (
@@ -28,6 +28,7 @@ from recsys.modules.sequence import (
     SEQUENCE_ENCODERS,
     AttentionGRU,
     AttentionScorer,
+    MeanPooling,
     TargetAttention,
     build_sequence_encoder,
     masked_attention_weights,
@@ -43,6 +44,7 @@ __all__ = [
     "FusionOutput",
     "GradientReversal",
     "MeanFusion",
+    "MeanPooling",
     "ModalAttentionFusion",
     "ModalityDiscriminator",
     "TargetAttention",

@@ -17,6 +17,7 @@ stack is modality class m for the discriminators.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,13 +31,13 @@ class _GradientReversalFunction(torch.autograd.Function):
     """y = x forward; dL/dx = -lambda * dL/dy backward."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, lambda_: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, lambda_: float) -> torch.Tensor:
         ctx.lambda_ = lambda_
         # view_as: a new tensor node (so autograd calls our backward), no copy of the data.
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         return -ctx.lambda_ * grad_output, None
 
 

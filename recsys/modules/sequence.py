@@ -7,6 +7,9 @@ Every encoder has the same interface, so they are swappable by name:
       history_mask: (B, L) bool, True = a real item, False = padding (anywhere in the row)
       target:       (B, D) the candidate item's representation
 
+One user against many candidates (serving): ``history`` (1, L, D) and ``history_mask`` (1, L)
+broadcast against every one of the B targets, so the per-history work is done once.
+
 and `encoder.attention(history, history_mask, target) -> (B, L)`, the per-position weights
 (exactly 0 on padding), for tests and explanations.
 
@@ -14,6 +17,7 @@ Padding: history values at padded positions are replaced with zeros via torch.wh
 so what padding holds (NaN, inf) can change neither the output nor any gradient. An
 all-padding history (a new user) encodes to zeros.
 
+- MeanPooling: the masked mean (the DNN baseline; ignores the target).
 - TargetAttention: DIN's activation unit and weighted sum.
 - AttentionGRU: MARN's attention-based GRU (AUGRU as in DIEN): the update gate is scaled by
   the target attention score, so steps unrelated to the candidate barely move the state.
@@ -36,16 +40,18 @@ Weighting = Literal["softmax", "sigmoid"]
 def _zero_padding(
     history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate shapes; return (history with padded positions exactly 0, mask as bool)."""
-    b, l, d = history.shape
-    if history_mask.shape != (b, l) or target.shape != (b, d):
+    """Validate shapes; return (history with padded positions exactly 0, mask as bool).
+
+    ``history`` and ``history_mask`` have B rows, or 1 row shared by all B targets.
+    """
+    r, l, d = history.shape
+    b = target.shape[0]
+    if history_mask.shape != (r, l) or target.shape != (b, d) or r not in (1, b):
         raise ValueError(
-            f"expected history (B, L, D), history_mask (B, L), target (B, D); got "
+            f"expected history (B or 1, L, D), history_mask (B or 1, L), target (B, D); got "
             f"{tuple(history.shape)}, {tuple(history_mask.shape)}, {tuple(target.shape)}"
         )
     mask = history_mask.bool()
-    if b > 1 and history.stride(0) == 0 and mask.stride(0) == 0:  # one history shared by all rows (serving)
-        return _zero_padding(history[:1], mask[:1], target[:1])[0].expand(b, -1, -1), mask
     return torch.where(mask.unsqueeze(-1), history, torch.zeros_like(history)), mask
 
 
@@ -83,16 +89,38 @@ class AttentionScorer(nn.Module):
     def forward(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # The first layer on [h, t, h - t, h * t] is computed without building that (B, L, 4D) tensor:
         # W [h; t; h-t; h*t] = (W_h + W_d) h + (W_t - W_d) t + W_p (h * t). The h part is per history
-        # item and the t part per row, so only the product term costs B * L; a history shared by every
-        # row (serving: one user, many candidates, an expanded view) is projected once.
+        # item and the t part per row, so only the product term costs B * L; a history of one row shared
+        # by every target (serving: one user, many candidates) is projected once.
         first, rest = self.mlp.layers[0], self.mlp.layers[1:]
+        assert isinstance(first, nn.Linear)
         w_h, w_t, w_d, w_p = first.weight.split(history.shape[-1], dim=1)  # (H, D) each
-        shared = history.shape[0] > 1 and history.stride(0) == 0
-        hist_part = F.linear(history[:1] if shared else history, w_h + w_d)  # (B or 1, L, H)
+        hist_part = F.linear(history, w_h + w_d)  # (B or 1, L, H)
         target_part = F.linear(target, w_t - w_d, first.bias)  # (B, H)
         hidden = hist_part + target_part.unsqueeze(1) + F.linear(history * target.unsqueeze(1), w_p)  # (B, L, H)
         b, l, h = hidden.shape
         return rest(hidden.reshape(b * l, h)).reshape(b, l)  # (B, L)
+
+
+# --------------------------------------------------------------------------- mean pooling
+
+
+class MeanPooling(nn.Module):
+    """Masked mean of the history (the DNN baseline's sequence encoder; the target is not used)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = self.out_dim = dim
+
+    def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        history, mask = _zero_padding(history, history_mask, target)  # (B or 1, L, D), (B or 1, L)
+        count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(history.dtype)  # (B or 1, 1)
+        return (history.sum(dim=1) / count).expand(target.shape[0], -1)  # (B, D)
+
+    def attention(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B, L) uniform weights over the real positions (what the mean gives every item)."""
+        _, mask = _zero_padding(history, history_mask, target)
+        logits = torch.zeros(target.shape[0], history.shape[1], dtype=history.dtype, device=history.device)
+        return masked_attention_weights(logits, mask, "softmax")
 
 
 # --------------------------------------------------------------------------- DIN
@@ -133,7 +161,7 @@ class TargetAttention(_TargetScored):
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         history, mask = _zero_padding(history, history_mask, target)  # (B, L, D), (B, L)
         w = masked_attention_weights(self.scorer(history, target), mask, self.weighting)  # (B, L)
-        return torch.einsum("bl,bld->bd", w, history)  # (B, D)
+        return torch.matmul(w.unsqueeze(1), history).squeeze(1)  # (B, 1, L) @ (B or 1, L, D) -> (B, D)
 
 
 # --------------------------------------------------------------------------- attention GRU
@@ -171,8 +199,8 @@ class AttentionGRU(_TargetScored):
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         history, mask = _zero_padding(history, history_mask, target)  # (B, L, D), (B, L)
         a = masked_attention_weights(self.scorer(history, target), mask, self.weighting)  # (B, L)
-        gx = self.input_gates(history)  # (B, L, 3D): all input projections in one matmul
-        h = history.new_zeros(history.shape[0], self.dim)  # (B, D)
+        gx = self.input_gates(history)  # (B or 1, L, 3D): all input projections in one matmul
+        h = target.new_zeros(target.shape[0], self.dim)  # (B, D)
         for t in range(history.shape[1]):
             gh = self.hidden_gates(h)  # (B, 3D)
             xr, xu, xn = gx[:, t].chunk(3, dim=-1)  # (B, D) each
@@ -188,13 +216,14 @@ class AttentionGRU(_TargetScored):
 # --------------------------------------------------------------------------- registry
 
 SEQUENCE_ENCODERS: dict[str, type[nn.Module]] = {
+    "mean": MeanPooling,
     "din": TargetAttention,
     "apgru": AttentionGRU,
 }
 
 
 def build_sequence_encoder(name: str, dim: int, **kwargs: object) -> nn.Module:
-    """Sequence encoder by registry name, e.g. build_sequence_encoder("apgru", dim=64)."""
+    """Sequence encoder by registry name ('mean', 'din', 'apgru'), e.g. build_sequence_encoder("apgru", dim=64)."""
     if name not in SEQUENCE_ENCODERS:
         raise ValueError(f"unknown sequence encoder {name!r}; valid names: {sorted(SEQUENCE_ENCODERS)}")
     return SEQUENCE_ENCODERS[name](dim=dim, **kwargs)

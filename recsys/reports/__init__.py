@@ -1,2 +1,3 @@
-"""Comparison reports: ``recsys compare`` (compare.py) -> summaries (summary.py), plots (plots.py),
-the report document (document.py) rendered to Markdown/HTML (render.py); peer rows (peers.py)."""
+"""Comparison reports: run records and their files (runs.py) -> summaries (summary.py), plots (plots.py),
+the report document (document.py) rendered to Markdown/HTML (render.py); peer rows (peers.py).
+``recsys compare`` runs the experiments (training/compare.py) and writes the report with these."""

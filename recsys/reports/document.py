@@ -8,16 +8,18 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import polars as pl
 
 from recsys.config import ExperimentConfig
 from recsys.evaluation import json_safe
+from recsys.models import BASELINES
 from recsys.reports import plots
 from recsys.reports.peers import Peer, load_peer_predictions
 from recsys.reports.render import Code, Document, Heading, Image, Paragraph, Table, write_report
+from recsys.reports.runs import RunRecord, load_predictions
 from recsys.reports.summary import (
     METRICS,
     Gain,
@@ -29,10 +31,20 @@ from recsys.reports.summary import (
     summarize_oracle,
     summarize_peer,
     summarize_runs,
+    test_evaluations,
 )
 
-if TYPE_CHECKING:
-    from recsys.reports.compare import CompareSpec, RunRecord
+
+class ComparisonSpec(Protocol):
+    """What the report reads of a comparison's specification (``training.compare.CompareSpec`` has it)."""
+
+    out_dir: Path
+    models: list[str]
+    seeds: list[int]
+    data_dir: Path | None
+    n_boot: int
+    command: str  # the command line, quoted in the report
+
 
 METRIC_TITLES = {
     "auc": "AUC",
@@ -99,7 +111,7 @@ def _summary_table(rows: list[ModelSummary], by_model: dict[str, Gain], base: st
 
 def _verdict(gain_list: list[Gain], base: str | None, summaries: dict[str, ModelSummary]) -> str:
     if base is None:
-        return "No baseline (lr, dnn, din) finished, so there is no gain over a baseline to report."
+        return f"No baseline ({', '.join(BASELINES)}) finished, so there is no gain over a baseline to report."
     ours = [g for g in gain_list if summaries[g.model].kind == "ours"]
     if not ours:
         return f"The best baseline is {base}; no model of ours finished."
@@ -131,10 +143,10 @@ def _segment_tables(rows: list[ModelSummary]) -> list[Table]:
 
 
 def _segment_sizes(records: list[RunRecord]) -> Table | None:
-    ok = [r for r in records if r.status == "ok"]
-    if not ok:
+    tests = test_evaluations(records)
+    if not tests:
         return None
-    segments = ok[0].test["segments"]
+    segments = tests[0]["segments"]
     return Table(
         ["segment", "test rows", "observed CTR"],
         [[name, str(int(m["n"])), f"{m['mean_label']:.4f}"] for name, m in segments.items()],
@@ -145,7 +157,7 @@ def _attention_blocks(records: list[RunRecord], out_dir: Path) -> list:
     attention = {}
     for model in dict.fromkeys(r.model for r in records):
         summary = mean_attention(
-            [r.test.get("modal_attention") for r in records if r.model == model and r.status == "ok"]
+            [test.get("modal_attention") for test in test_evaluations([r for r in records if r.model == model])]
         )
         if summary:
             attention[model] = summary
@@ -208,7 +220,7 @@ def _runs_table(records: list[RunRecord]) -> Table:
     rows = []
     for r in records:
         best_val = max((h.get("val_auc", float("nan")) for h in r.history), default=float("nan"))
-        test_auc = r.test["segments"]["all"]["auc"] if r.status == "ok" else None
+        test_auc = r.test["segments"]["all"]["auc"] if r.status == "ok" and r.test is not None else None
         error = (r.error or "").strip().splitlines()[0][:300] if r.error else ""
         rows.append(
             [
@@ -228,14 +240,12 @@ def _runs_table(records: list[RunRecord]) -> Table:
 
 
 def write_compare_report(
-    spec: CompareSpec,
+    spec: ComparisonSpec,
     config: ExperimentConfig,
     records: list[RunRecord],
     peers: list[Peer],
 ) -> tuple[Path, Path, Path]:
     """Write report.md, report.html, plots/ and results.json into ``spec.out_dir``."""
-    from recsys.reports.compare import load_predictions
-
     out = spec.out_dir
     (out / "plots").mkdir(parents=True, exist_ok=True)
     summaries = summarize_runs(records) | {p.model: summarize_peer(p) for p in peers}
@@ -263,8 +273,9 @@ def write_compare_report(
         Paragraph(_verdict(gain_list, base, summaries)),
         Paragraph(
             "Mean ± sample std over seeds. ΔAUC: difference of mean test AUC to the best baseline (by mean "
-            "test AUC among lr, dnn, din); RelaImpr = (AUC − 0.5) / (AUC_baseline − 0.5) − 1. The 95% CI and "
-            f"p-value come from a paired bootstrap over {n_users or 'the'} test users ({spec.n_boot} resamples, "
+            f"test AUC among {', '.join(BASELINES)}); RelaImpr = (AUC − 0.5) / (AUC_baseline − 0.5) − 1. "
+            "The 95% CI and p-value come from a paired bootstrap over "
+            f"{n_users or 'the'} test users ({spec.n_boot} resamples, "
             "every seed of both models scored on the same resample); they measure user sampling noise, "
             "the ± std the seed-to-seed spread."
         ),

@@ -25,13 +25,14 @@ our models; otherwise its gain is shown without a test.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from recsys.errors import RecsysError
+from recsys.jsonfile import read_json
 
 PEER_METRICS = ("auc", "gauc", "logloss")
 
@@ -92,27 +93,28 @@ def _peer(entry: object, where: str, file: Path) -> Peer:
     return Peer(entry["model"], str(entry.get("source", "")), parsed, str(file))
 
 
-def _metrics(values: dict) -> dict[str, float]:
-    return {k: float(values[k]) for k in PEER_METRICS if isinstance(values.get(k), int | float)}
+def _metrics(values: dict[str, object]) -> dict[str, float]:
+    return {k: float(v) for k in PEER_METRICS if isinstance(v := values.get(k), int | float)}
 
 
 def load_peer_predictions(peer: Peer) -> list[pl.DataFrame]:
     """Every run's row-level predictions as (user_id, label, prob) frames; [] unless every run has them."""
-    if not all(run.predictions for run in peer.runs):
+    paths = [run.predictions for run in peer.runs if run.predictions]
+    if len(paths) < len(peer.runs):
         return []
     frames = []
-    for run in peer.runs:
+    for run, path in zip(peer.runs, paths):
         try:
-            frame = pl.read_parquet(run.predictions)
+            frame = pl.read_parquet(path)
         except Exception as exc:
             raise RecsysError(
                 f"{peer.file}: predictions of {peer.model} seed {run.seed}: cannot read "
-                f"{run.predictions} ({type(exc).__name__}: {exc})"
+                f"{path} ({type(exc).__name__}: {exc})"
             ) from None
         score = "pred" if "pred" in frame.columns else "prob"
         missing = [c for c in ("user_id", "label", score) if c not in frame.columns]
         if missing:
-            raise RecsysError(f"{run.predictions}: missing column(s) {missing} (need user_id, label, pred)")
+            raise RecsysError(f"{path}: missing column(s) {missing} (need user_id, label, pred)")
         if "row_id" in frame.columns:
             frame = frame.sort("row_id")
         frames.append(
@@ -121,16 +123,11 @@ def load_peer_predictions(peer: Peer) -> list[pl.DataFrame]:
     return frames
 
 
-def load_peers(files: list[str | Path]) -> list[Peer]:
+def load_peers(files: Sequence[str | Path]) -> list[Peer]:
     """Read every peer file (see the module docstring); malformed files raise a RecsysError naming them."""
-    peers = []
+    peers: list[Peer] = []
     for file in map(Path, files):
-        try:
-            payload = json.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RecsysError(f"{file}: peer results file not found") from None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RecsysError(f"{file}: not valid JSON ({exc})") from None
+        payload = read_json(file, "peer results file not found")
         entries = payload if isinstance(payload, list) else [payload]
         peers += [
             _peer(entry, f"{file}[{i}]" if isinstance(payload, list) else str(file), file)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
 from recsys.metrics import calibration_curve
@@ -17,14 +20,14 @@ from recsys.metrics import calibration_curve
 Curves = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _style(label: str) -> dict:
+def _style(label: str) -> dict[str, Any]:
     return {"linestyle": "--", "color": "black"} if label.startswith("oracle") else {}
 
 
@@ -47,14 +50,14 @@ def calibration_plot(curves: Curves, path: Path, n_bins: int = 10) -> Path:
     for label, (y, p) in curves.items():
         table = calibration_curve(y, p, n_bins=n_bins)
         ax.plot(table["mean_pred"], table["mean_label"], marker="o", markersize=3, label=label, **_style(label))
-        top = max(top, float(table["mean_pred"].max()), float(table["mean_label"].max()))
+        top = max(top, float(table["mean_pred"].to_numpy().max()), float(table["mean_label"].to_numpy().max()))
     ax.plot([0, top], [0, top], color="grey", linewidth=0.8, linestyle=":")
     ax.set(xlabel="mean predicted CTR", ylabel="observed CTR", title=f"Calibration ({n_bins} equal-frequency bins)")
     ax.legend(fontsize=8, loc="upper left")
     return _save(fig, path)
 
 
-def val_auc_plot(histories: dict[str, list[list[dict]]], path: Path) -> Path:
+def val_auc_plot(histories: dict[str, list[list[dict[str, Any]]]], path: Path) -> Path:
     """Validation AUC per epoch: one line per run, one colour per model."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for i, (model, runs) in enumerate(histories.items()):
@@ -71,12 +74,14 @@ def val_auc_plot(histories: dict[str, list[list[dict]]], path: Path) -> Path:
                 label=model if j == 0 else None,
             )
     ax.set(xlabel="epoch", ylabel="validation AUC", title="Validation AUC per epoch (one line per seed)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    locator = ax.xaxis.get_major_locator()
+    if isinstance(locator, MaxNLocator):  # the default AutoLocator is one: keep its settings, whole epochs only
+        locator.set_params(integer=True)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def attention_plot(attention: dict[str, dict], path: Path, max_categories: int = 12) -> Path | None:
+def attention_plot(attention: dict[str, dict[str, Any]], path: Path, max_categories: int = 12) -> Path | None:
     """Mean modal attention share per modality and item category, one panel per model; None if none has it."""
     models = {m: a for m, a in attention.items() if a and a.get("by_category")}
     if not models:

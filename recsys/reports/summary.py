@@ -1,6 +1,7 @@
 """Aggregate comparison runs: mean ± std per model, metric and segment; gains over the best baseline.
 
-Baselines are ``lr``, ``dnn`` and ``din``; every other model of ours is an ablation or MARN.
+Baselines are :data:`recsys.models.BASELINES` (``lr``, ``dnn``, ``din``); every other model of ours
+is an ablation or MARN.
 The best baseline is the one with the highest mean test AUC. A model's gain over it is the
 difference of mean test AUC over seeds (and RelaImpr, the relative gain over a random
 guesser), tested with a paired bootstrap over users (:mod:`recsys.stats`).
@@ -9,19 +10,18 @@ guesser), tested with a paired bootstrap over users (:mod:`recsys.stats`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import polars as pl
 
+from recsys.models import BASELINES
 from recsys.reports.peers import Peer
+from recsys.reports.runs import RunRecord
 from recsys.stats import PairedTest, paired_bootstrap_auc
 
-if TYPE_CHECKING:
-    from recsys.reports.compare import RunRecord
-
-BASELINES = ("lr", "dnn", "din")
 METRICS = ("auc", "gauc", "logloss", "ratio")
 
 
@@ -72,17 +72,22 @@ class Gain:
 
 
 def kind_of(model: str) -> str:
-    """``baseline`` for lr/dnn/din, else ``ours`` (MARN and its ablations)."""
+    """``baseline`` for :data:`recsys.models.BASELINES` (lr, dnn, din), else ``ours`` (MARN and its ablations)."""
     return "baseline" if model in BASELINES else "ours"
 
 
-def _segment_stats(tests: list[dict]) -> dict[str, dict[str, Stat]]:
+def _segment_stats(tests: list[dict[str, Any]]) -> dict[str, dict[str, Stat]]:
     names = list(dict.fromkeys(name for t in tests for name in t))
     return {name: {m: Stat.of([t[name].get(m) for t in tests if name in t]) for m in METRICS} for name in names}
 
 
-def summarize_runs(records: list[RunRecord]) -> dict[str, ModelSummary]:
-    """One summary per model of ``records`` (RunRecords from :mod:`recsys.reports.compare`), in order."""
+def test_evaluations(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """The test evaluations of the successful runs among ``records``, in order."""
+    return [r.test for r in records if r.status == "ok" and r.test is not None]
+
+
+def summarize_runs(records: Sequence[RunRecord]) -> dict[str, ModelSummary]:
+    """One summary per model of ``records``, in order."""
     out: dict[str, ModelSummary] = {}
     for rec in records:
         s = out.setdefault(rec.model, ModelSummary(rec.model, kind_of(rec.model), 0, 0))
@@ -93,17 +98,17 @@ def summarize_runs(records: list[RunRecord]) -> dict[str, ModelSummary]:
             s.errors.append(f"seed {rec.seed}: {rec.error}")
     for model, s in out.items():
         ok = [r for r in records if r.model == model and r.status == "ok"]
-        s.segments = _segment_stats([r.test["segments"] for r in ok])
+        s.segments = _segment_stats([test["segments"] for test in test_evaluations(ok)])
         s.samples_per_s = Stat.of([r.train_samples_per_s for r in ok])
     return out
 
 
-def summarize_oracle(records: list[RunRecord]) -> ModelSummary | None:
+def summarize_oracle(records: Sequence[RunRecord]) -> ModelSummary | None:
     """The oracle (true click probabilities) on the test split: the same for every run."""
-    ok = [r for r in records if r.status == "ok" and r.test.get("oracle")]
-    if not ok:
+    oracles = [test["oracle"] for test in test_evaluations(records) if test.get("oracle")]
+    if not oracles:
         return None
-    return ModelSummary("oracle", "oracle", 1, 1, _segment_stats([ok[0].test["oracle"]]))
+    return ModelSummary("oracle", "oracle", 1, 1, _segment_stats([oracles[0]]))
 
 
 def summarize_peer(peer: Peer) -> ModelSummary:
@@ -175,17 +180,18 @@ def gains(
     return out
 
 
-def mean_attention(summaries: list[dict]) -> dict | None:
-    """Average several runs' modal attention summaries (same modalities), overall and per category."""
-    summaries = [s for s in summaries if s]
+def mean_attention(runs: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Average several runs' modal attention summaries (same modalities; None: a run without), overall
+    and per category."""
+    summaries = [s for s in runs if s]
     if not summaries:
         return None
     mods = summaries[0]["modalities"]
 
-    def avg(weights: list[dict]) -> dict[str, float]:
+    def avg(weights: list[dict[str, float]]) -> dict[str, float]:
         return {m: Stat.of([w.get(m) for w in weights]).mean for m in mods}
 
-    out: dict = {"modalities": mods, "overall": avg([s["overall"] for s in summaries])}
+    out: dict[str, Any] = {"modalities": mods, "overall": avg([s["overall"] for s in summaries])}
     cats = [s["by_category"] for s in summaries if s.get("by_category")]
     if cats:
         values = list(dict.fromkeys(v for c in cats for v in c["values"]))

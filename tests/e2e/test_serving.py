@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,13 +23,9 @@ import polars as pl
 import pytest
 from conftest import ROOT
 
+from serving.net import free_port
+
 API_KEY = "test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -125,7 +120,7 @@ def test_scores_equal_the_offline_scorer(server, checkpoint, trained_run) -> Non
     from recsys.evaluation import predict_frame
 
     frame = pl.read_parquet(trained_run.run_dir / "prepared" / "test").head(25)
-    offline = predict_frame(checkpoint, frame)
+    offline = predict_frame(checkpoint, frame).probs
     item_ids = checkpoint.item_table.item_ids
     for k, row in enumerate(frame.iter_rows(named=True)):
         history = [int(item_ids[r - 1]) for r, m in zip(row["hist"], row["hist_mask"]) if m]

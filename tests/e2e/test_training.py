@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,15 +21,10 @@ from conftest import ROOT, run_cli, write_config
 
 from recsys.config import load_config
 from recsys.errors import ConfigError, DatasetError
+from serving.net import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_node(args: list[str], log: Path) -> subprocess.Popen:
@@ -142,11 +136,12 @@ def test_killed_worker_is_restarted_and_the_run_matches(
     steps_per_epoch = history(baseline_run[0])[0]["step"]
     marker = tmp_path / "crashed"
     code = (
-        "import sys, json; sys.path.insert(0, %r)\n"
+        "import sys, json; sys.path[:0] = [%r, %r]\n"
+        "from pathlib import Path\nfrom support.faults import crash_once\n"
         "from recsys.config import load_config\nfrom training.launch import run_training\n"
-        "r = run_training(load_config(%r), address=%r, run_name='fault', loop_options={'crash_after_steps': %d, "
-        "'crash_rank': 1, 'crash_marker': %r})\nprint(json.dumps(r.history))\n"
-    ) % (str(ROOT), str(tmp_path / "exp.yaml"), cluster, steps_per_epoch + 5, str(marker))
+        "r = run_training(load_config(%r), address=%r, run_name='fault', "
+        "loop_options={'step_callback': crash_once(%d, rank=1, marker=Path(%r))})\nprint(json.dumps(r.history))\n"
+    ) % (str(ROOT), str(ROOT / "tests"), str(tmp_path / "exp.yaml"), cluster, steps_per_epoch + 5, str(marker))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=ROOT, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert marker.is_file(), "the worker was never killed"

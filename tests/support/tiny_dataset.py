@@ -12,7 +12,9 @@ import numpy as np
 import polars as pl
 import yaml
 
+from recsys.config import ExperimentConfig
 from support.tiny import make_tiny
+from training.launch import TrainResult
 
 
 def write_tiny_dataset(root: Path, seed: int = 0, n_users: int = 40, n_items: int = 32, n_rows: int = 3000) -> Path:
@@ -53,45 +55,42 @@ def write_tiny_dataset(root: Path, seed: int = 0, n_users: int = 40, n_items: in
     return path
 
 
-def train_without_ray(config, data_dir: Path, run_dir: Path, steps: int = 20):
-    """A stand-in for ``training.launch.run_training`` without Ray: the same files, a few SGD steps.
+def train_without_ray(config: ExperimentConfig, data_dir: Path, run_dir: Path, steps: int = 20) -> TrainResult:
+    """A stand-in for ``training.launch.run_training`` without Ray: the same files, a few SGD steps
+    (:func:`training.step.train_step`).
 
     Writes ``run_dir/prepared`` and a ``run_dir/best`` checkpoint and returns a TrainResult.
     """
     import torch
 
     from recsys.checkpoint import save_checkpoint
-    from recsys.features.prepare import prepare_data, write_prepared
-    from recsys.losses import total_loss
+    from recsys.features.item_table import ItemInputs
+    from recsys.features.predict import predict
+    from recsys.features.prepare import prepare_data
+    from recsys.features.prepared import PreparedDir
     from recsys.metrics import compute_metrics
-    from recsys.models import ItemInputs, build_model
-    from training.launch import TrainResult
+    from recsys.models import build_model
+    from training.step import train_step
 
     prepared = prepare_data(config, data_dir, validate=False)
-    write_prepared(prepared, run_dir / "prepared")
+    PreparedDir.of_run(run_dir).write(prepared)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny batches: more threads only contend (as in the Ray workers)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, prepared.feature_map, prepared.item_table.dims())
     items = ItemInputs.from_table(prepared.item_table)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # plain SGD: a few steps must already learn
     train, valid = prepared.examples.split("train"), prepared.examples.split("valid")
     batches = train.batches(256, shuffle=True, seed=config.train.seed)
+    model.train()
     for _ in range(steps):
         batch = next(batches, None)
         if batch is None:
             batches = train.batches(256, shuffle=True, seed=config.train.seed + 1)
             batch = next(batches)
-        loss, _ = total_loss(model(batch, items), batch["label"], config.model)
-        model.zero_grad()
-        loss.backward()
-        with torch.no_grad():  # plain SGD: torch.optim's first use imports torch._dynamo (seconds)
-            for param in model.parameters():
-                if param.grad is not None:
-                    param -= 0.1 * param.grad
+        train_step(model, batch, items, optimizer, config.model)
     torch.set_num_threads(threads)
-    model.eval()
-    with torch.no_grad():
-        probs = torch.sigmoid(model({k: torch.from_numpy(v) for k, v in valid.arrays.items()}, items).logits).numpy()
+    probs = predict(model, items, [valid.batch()]).probs
     val = {
         f"val_{k}": float(v) for k, v in compute_metrics(valid.meta["user_id"], valid.arrays["label"], probs).items()
     }

@@ -14,8 +14,8 @@ from support.tiny_dataset import train_without_ray, write_tiny_dataset
 
 from recsys.config import load_config
 from recsys.errors import ConfigError, RecsysError
-from recsys.reports.compare import CompareSpec, run_compare
 from recsys.reports.peers import load_peers
+from training.compare import CompareSpec, run_compare
 
 
 class FakeTrain:

@@ -80,6 +80,32 @@ def test_unknown_items_are_named(tiny_run, tmp_path) -> None:
         evaluate_checkpoint(checkpoint, data_dir=copy)
 
 
+def test_users_without_training_rows_form_the_cold_users_segment(tiny_run, tmp_path) -> None:
+    """A test user with no training rows (their rows moved to another user id, unseen in training) is a
+    cold user: the cold_users and warm_users segments split the rows, and the ids add up."""
+    data, checkpoint = tiny_run
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    inter = pl.read_parquet(copy / "interactions.parquet")
+    newcomer = int(inter["user_id"].max()) + 1
+    test_user = inter.filter(pl.col("split") == "test")["user_id"][0]
+    moved = (pl.col("user_id") == test_user) & (pl.col("split") == "test")
+    inter = inter.with_columns(pl.when(moved).then(newcomer).otherwise(pl.col("user_id")).alias("user_id"))
+    inter.write_parquet(copy / "interactions.parquet")
+    users = pl.read_parquet(copy / "users.parquet")
+    new_user = users.filter(pl.col("user_id") == test_user).with_columns(
+        pl.lit(newcomer).cast(users["user_id"].dtype).alias("user_id")
+    )
+    pl.concat([users, new_user]).write_parquet(copy / "users.parquet")
+    ev = evaluate_checkpoint(checkpoint, data_dir=copy)
+    n_moved = inter.filter(pl.col("user_id") == newcomer).height
+    assert ev.segments["cold_users"]["n"] == n_moved > 0
+    assert ev.segments["warm_users"]["n"] + n_moved == ev.segments["all"]["n"]
+    assert "cold_users" in format_evaluation(ev)
+    # the tiny data's own test split has no new user: no user segments there
+    assert "cold_users" not in evaluate_checkpoint(checkpoint).segments
+
+
 def test_missing_checkpoint_and_missing_split_are_clear_errors(tiny_run, tmp_path) -> None:
     _, checkpoint = tiny_run
     with pytest.raises(CheckpointError, match="checkpoint directory not found"):

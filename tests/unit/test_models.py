@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -11,10 +12,12 @@ import torch
 from support.tiny import make_tiny
 
 from recsys.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from recsys.config import ExperimentConfig
+from recsys.config import ExperimentConfig, parse_config
 from recsys.errors import ConfigError
+from recsys.features.feature_map import OOV
+from recsys.features.item_table import ItemInputs
 from recsys.losses import total_loss
-from recsys.models import MODELS, ItemInputs, build_model
+from recsys.models import MODELS, UserSide, build_model
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +41,19 @@ def test_each_model_overfits_one_batch(tiny, name: str, options: dict) -> None:
     items = ItemInputs.from_table(tiny.table)
     batch = next(tiny.examples.split("train").batches(64))
     # One fixed label per item: memorisable by every model, logistic regression included.
-    batch["label"] = (batch["item"] % 2).float()
+    batch.label = (batch.item % 2).float()
     lr = 0.05 if name == "lr" else 0.01
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     first = None
     for _ in range(300):
-        loss, parts = total_loss(model(batch, items), batch["label"], cfg)
+        loss, parts = total_loss(model(batch, items), batch.label, cfg)
         first = parts["click"] if first is None else first
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        click = torch.nn.functional.binary_cross_entropy_with_logits(model(batch, items).logits, batch["label"])
+        click = torch.nn.functional.binary_cross_entropy_with_logits(model(batch, items).logits, batch.label)
     assert float(click) <= 0.1 * first, (name, first, float(click))
 
 
@@ -109,7 +112,8 @@ def test_cold_items_get_finite_scores_that_depend_on_content(tiny) -> None:
 
 
 def test_save_load_gives_identical_logits(tiny, tmp_path: Path) -> None:
-    for name, options in (("marn", {}), ("din", {}), ("lr", {}), ("marn", {"id_embeddings": []})):
+    variants = (("marn", {}), ("din", {}), ("lr", {}), ("marn", {"id_embeddings": []}), ("marn", {"id_path": "beside"}))
+    for name, options in variants:
         model, cfg = build(tiny, name, **options)
         model.eval()
         config = tiny.config.model_copy(update={"model": cfg})
@@ -196,21 +200,21 @@ def test_user_tower_reads_the_real_history_and_moves_the_scores(tiny) -> None:
     model.eval()
     items = ItemInputs.from_table(tiny.table)
     batch = next(tiny.examples.split("test").batches(16))
-    assert batch["hist_mask"].any(dim=1).all()  # every test row has some history
-    rows = torch.cat([batch["item"].unsqueeze(1), batch["hist"]], dim=1)
+    assert batch.hist_mask.any(dim=1).all()  # every test row has some history
+    rows = torch.cat([batch.item.unsqueeze(1), batch.hist], dim=1)
     with torch.no_grad():
         reps = model.item_representations(rows.reshape(-1), items).rep.reshape(*rows.shape, -1)
-        fields, history = batch["user"], reps[:, 1:]
-        user = model.user_vector(fields, history, batch["hist_mask"])
+        fields, history = batch.user, reps[:, 1:]
+        user = model.user_vector(fields, history, batch.hist_mask)
         # pad the two oldest positions of every row: what they hold must not matter, their absence must
-        mask = batch["hist_mask"].clone()
+        mask = batch.hist_mask.clone()
         mask[:, :2] = False
-        assert mask.any(dim=1).all() and (batch["hist_mask"] & ~mask).any()
+        assert mask.any(dim=1).all() and (batch.hist_mask & ~mask).any()
         shorter = model.user_vector(fields, history, mask)
         garbage = torch.where(mask.unsqueeze(-1), history, torch.full_like(history, float("nan")))
         assert torch.allclose(model.user_vector(fields, garbage, mask), shorter, atol=1e-6)
         assert not torch.allclose(shorter, user)
-        other_users = model.user_vector(fields, history.roll(1, dims=0), batch["hist_mask"].roll(1, dims=0))
+        other_users = model.user_vector(fields, history.roll(1, dims=0), batch.hist_mask.roll(1, dims=0))
         assert not torch.allclose(other_users, user)
         # the logits use it: with the tower's output zeroed the scores move
         logits = model(batch, items).logits
@@ -219,32 +223,54 @@ def test_user_tower_reads_the_real_history_and_moves_the_scores(tiny) -> None:
         assert not torch.allclose(model(batch, items).logits, logits)
 
 
-def test_user_tower_scores_a_shared_history_view_like_materialised_rows(tiny) -> None:
-    """Serving passes one user's history as an expanded (stride-0) view for every candidate; the
-    user tower computes it once and must score exactly like the materialised batch."""
+VARIANTS = {
+    "marn-user_tower": {"user_tower": True},
+    "marn-apgru": {"sequence": "apgru"},
+    "marn-beside": {"id_path": "beside", "user_tower": True},
+}
+
+
+@pytest.mark.parametrize("name", [*MODELS, *VARIANTS])
+def test_score_candidates_scores_one_user_like_the_batch_forward(tiny, name: str) -> None:
+    """The serving fast path (one user against many cached candidate reps, the user side computed once)
+    gives the logits the training forward gives the same rows."""
+    options = VARIANTS.get(name, {})
+    model, _ = build(tiny, name.split("-")[0], **options)
+    model.eval()
+    items = ItemInputs.from_table(tiny.table)
+    one = next(tiny.examples.split("test").batches(1))
+    assert one.hist_mask.any()
+    candidates = torch.arange(1, 9)
+    n = len(candidates)
+    rows = dataclasses.replace(
+        one,
+        item=candidates,
+        **{k: getattr(one, k).expand(n, -1).contiguous() for k in ("hist", "hist_mask", "user", "context", "numeric")},
+        label=torch.zeros(n),
+    )
+    with torch.no_grad():
+        expected = model(rows, items).logits
+        reps = model.item_representations(torch.cat([candidates, one.hist[0]]), items).rep
+        side = UserSide.one_user(one.user[0], one.context[0], one.numeric[0], reps[n:], one.hist_mask[0])
+        fast = model.score_candidates(side, reps[:n])
+    assert torch.allclose(fast, expected, atol=1e-5)
+
+
+def test_user_tower_runs_once_per_user_on_the_serving_path(tiny) -> None:
     model, _ = build(tiny, "marn", user_tower=True)
     model.eval()
     items = ItemInputs.from_table(tiny.table)
     one = next(tiny.examples.split("test").batches(1))
-    candidates = torch.arange(1, 9)
-    n = len(candidates)
+    calls = []
+    hook = model.user_tower.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
     with torch.no_grad():
-        target = model.item_representations(candidates, items).rep
-        hist = model.item_representations(one["hist"][0], items).rep
-        shared = {
-            "user": one["user"].expand(n, -1),
-            "context": one["context"].expand(n, -1),
-            "numeric": one["numeric"].expand(n, -1),
-            "hist_mask": one["hist_mask"].expand(n, -1),
-        }
-        dense = {k: v.contiguous() for k, v in shared.items()}
-        tower_batches = []
-        hook = model.user_tower.register_forward_hook(lambda mod, args, out: tower_batches.append(args[0].shape[0]))
-        a = model.head_logits(shared, target, hist.unsqueeze(0).expand(n, -1, -1))
-        b = model.head_logits(dense, target, hist.unsqueeze(0).repeat(n, 1, 1))
-        hook.remove()
-    assert tower_batches == [1, n]  # the shared view ran the tower once, the materialised batch per row
-    assert torch.allclose(a, b, atol=1e-6)
+        reps = model.item_representations(torch.arange(1, 9), items).rep
+        hist = model.item_representations(one.hist[0], items).rep
+        model.score_candidates(
+            UserSide.one_user(one.user[0], one.context[0], one.numeric[0], hist, one.hist_mask[0]), reps
+        )
+    hook.remove()
+    assert calls == [1]
 
 
 @pytest.mark.parametrize("name", ["marn", "din", "lr"])
@@ -256,9 +282,9 @@ def test_id_embeddings_off_makes_scores_independent_of_the_ids(tiny, name: str) 
     real = other_ids["id_index"]
     other_ids["id_index"] = torch.where(real > 1, real.flip(0).clamp(min=2), real)  # every warm item, another id
     assert not torch.equal(other_ids["id_index"], real)
-    other_users = {**batch, "user": batch["user"].clone()}
-    other_users["user"][:, 0] = other_users["user"][:, 0].flip(0)
-    assert not torch.equal(other_users["user"], batch["user"])
+    other_users = dataclasses.replace(batch, user=batch.user.clone())
+    other_users.user[:, 0] = other_users.user[:, 0].flip(0)
+    assert not torch.equal(other_users.user, batch.user)
 
     def scores(model, b, tensors):
         with torch.no_grad():
@@ -326,3 +352,72 @@ def test_without_item_ids_every_parameter_still_gets_a_gradient(tiny, name: str)
     total_loss(out, torch.ones(32), cfg)[0].backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused, unused
+
+
+# --------------------------------------------------------------------------- ids beside content (model.id_path)
+
+
+def test_ids_beside_content_keep_their_own_path_whatever_the_content(tiny) -> None:
+    """id_path beside: the item representation starts with DIN's id part, which content cannot change; the
+    content part beside it moves with the content vectors, and so do the scores."""
+    model, _ = build(tiny, "marn", id_path="beside")
+    model.eval()
+    dim = tiny.config.model.item_dim
+    assert model.item_encoder.out_dim == 2 * dim and model.modalities[0] == "id"
+    items = ItemInputs.from_table(tiny.table)
+    poisoned = dict(items.tensors)
+    for name in list(poisoned):
+        if name.startswith("vector."):
+            poisoned[name] = torch.randn_like(poisoned[name]) * 5  # every item's content replaced
+    rows = torch.arange(1, tiny.table.n_items + 1)
+    batch = next(tiny.examples.split("valid").batches(32))
+    with torch.no_grad():
+        before = model.item_representations(rows, items)
+        after = model.item_representations(rows, ItemInputs(poisoned))
+        assert torch.equal(before.rep[:, :dim], after.rep[:, :dim])  # the id part reaches attention and head as is
+        assert not torch.allclose(before.rep[:, dim:], after.rep[:, dim:])
+        assert not torch.allclose(model(batch, items).logits, model(batch, ItemInputs(poisoned)).logits)
+        shares = before.attention  # id first, then each content modality: shares of the representation
+        assert shares.shape == (len(rows), len(model.modalities))
+        assert torch.allclose(shares.sum(dim=1), torch.ones(len(rows)), atol=1e-5)
+    # the adversarial parts still train on the content modalities
+    model.train()
+    out = model(batch, items)
+    assert out.adversarial is not None and out.adversarial.mask.shape[1] == len(model.modalities) - 1
+
+
+def test_id_dropout_trains_the_out_of_vocabulary_rows(tiny) -> None:
+    """model.id_dropout / model.user_id_dropout: in training, some rows see the OOV item / user id, so the OOV
+    embeddings get gradients (cold items and users are scored with a trained id part); off, they get none."""
+    batch = next(tiny.examples.split("train").batches(64))
+    items = ItemInputs.from_table(tiny.table)
+    for dropout, trained in ((0.0, False), (0.5, True)):
+        model, cfg = build(tiny, "marn", id_path="beside", id_dropout=dropout, user_id_dropout=dropout)
+        model.train()
+        loss, _ = total_loss(model(batch, items), batch.label, cfg)
+        loss.backward()
+        item_table = model.item_encoder.ids.id_features.categorical.table.weight.grad
+        user_table = model.user.table.weight.grad
+        assert (item_table[OOV].abs().sum() > 0) == trained  # item_id is the first field: its OOV row is 1
+        assert (user_table[OOV].abs().sum() > 0) == trained
+    model.eval()  # no dropout when scoring: the same rows score the same twice
+    with torch.no_grad():
+        assert torch.equal(model(batch, items).logits, model(batch, items).logits)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("id_path", "sideways", "model.id_path"),
+        ("user_id_dropout", 1.5, "model.user_id_dropout"),
+        ("user_id_dropout", -0.1, "model.user_id_dropout"),
+    ],
+)
+def test_new_model_switches_reject_bad_values_naming_the_field(key: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"model": {key: value}})
+
+
+def test_ids_beside_content_needs_a_content_modality(tiny) -> None:
+    with pytest.raises(ConfigError, match="model.id_path: 'beside' needs a content modality"):
+        build(tiny, "marn", id_path="beside", modalities=["id"])

@@ -283,11 +283,20 @@ def _history(b: int, l: int, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.
     return history, mask, target
 
 
+def _encoder(name: str, dim: int, hidden: list[int]) -> torch.nn.Module:
+    """A registered sequence encoder; ``hidden`` (the attention MLP) for those that have one."""
+    return (
+        build_sequence_encoder(name, dim=dim)
+        if name == "mean"
+        else build_sequence_encoder(name, dim=dim, hidden=hidden)
+    )
+
+
 @pytest.mark.parametrize("name", sorted(SEQUENCE_ENCODERS))
 @FAST
 @given(b=small, l=small, d=small)
 def test_sequence_encoder_shapes(name: str, b: int, l: int, d: int) -> None:
-    encoder = build_sequence_encoder(name, dim=d, hidden=[3])
+    encoder = _encoder(name, d, [3])
     history, mask, target = _history(b, l, d)
     assert encoder(history, mask, target).shape == (b, d)
     assert encoder.attention(history, mask, target).shape == (b, l)
@@ -297,7 +306,7 @@ def test_sequence_encoder_shapes(name: str, b: int, l: int, d: int) -> None:
 @pytest.mark.parametrize("poison", [0.0, -7.0, float("nan"), float("inf")])
 def test_sequence_encoder_ignores_padding(name: str, poison: float) -> None:
     b, l, d = 5, 4, 3
-    encoder = build_sequence_encoder(name, dim=d, hidden=[4])
+    encoder = _encoder(name, d, [4])
     history, mask, target = _history(b, l, d)
     ref = encoder(history, mask, target)
     bad = _poison(history, mask, poison).requires_grad_(True)
@@ -314,18 +323,18 @@ def test_sequence_encoder_ignores_padding(name: str, poison: float) -> None:
 @pytest.mark.parametrize("name", sorted(SEQUENCE_ENCODERS))
 @pytest.mark.parametrize("real", [0, 1, 5])
 def test_left_padding_length_does_not_change_the_interest(name: str, real: int) -> None:
-    """The scoring service feeds only the real history positions (one padded position for none),
-    shared by every candidate as an expanded view: that must equal the padded training layout."""
+    """The scoring service feeds only the real history positions (one padded position for none), one
+    row broadcast against every candidate: that must equal the padded training layout."""
     b, l, d = 6, 8, 4
     torch.manual_seed(real)
-    encoder = build_sequence_encoder(name, dim=d, hidden=[5]).eval()
+    encoder = _encoder(name, d, [5]).eval()
     items, target = torch.randn(max(real, 1), d), torch.randn(b, d)
     padded = torch.zeros(b, l, d)
     padded_mask = torch.zeros(b, l, dtype=torch.bool)
     if real:
         padded[:, l - real :], padded_mask[:, l - real :] = items, True
-    trimmed = items[None].expand(b, -1, -1)  # (B, max(real, 1), D), stride 0 over rows
-    trimmed_mask = torch.full((max(real, 1),), bool(real))[None].expand(b, -1)
+    trimmed = items[None]  # (1, max(real, 1), D): one user's history for every target
+    trimmed_mask = torch.full((1, max(real, 1)), bool(real))
     with torch.inference_mode():
         torch.testing.assert_close(
             encoder(trimmed, trimmed_mask, target), encoder(padded, padded_mask, target), rtol=1e-5, atol=1e-6
@@ -388,9 +397,9 @@ def test_attention_gru_update_gate_is_scaled_by_attention() -> None:
     assert (gru(history, mask, target) == 0).all()
 
 
-@pytest.mark.parametrize("name", sorted(SEQUENCE_ENCODERS))
+@pytest.mark.parametrize("name", sorted(set(SEQUENCE_ENCODERS) - {"mean"}))  # mean pooling has no parameters
 def test_sequence_gradients_reach_every_parameter(name: str) -> None:
-    encoder = build_sequence_encoder(name, dim=3, hidden=[4])
+    encoder = _encoder(name, 3, [4])
     history, target = torch.randn(4, 3, 3), torch.randn(4, 3)
     mask = torch.ones(4, 3, dtype=torch.bool)
     mask[1, 0] = False

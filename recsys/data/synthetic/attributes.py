@@ -55,7 +55,16 @@ TEXTURES: tuple[str, ...] = ("plain", "stripes", "dots")
 
 #: Title-private attributes.
 BRANDS: tuple[str, ...] = (
-    "Zentro", "Kalvi", "Orbix", "Nuvola", "Tessar", "Brimo", "Quilla", "Varda", "Moxen", "Lumio",
+    "Zentro",
+    "Kalvi",
+    "Orbix",
+    "Nuvola",
+    "Tessar",
+    "Brimo",
+    "Quilla",
+    "Varda",
+    "Moxen",
+    "Lumio",
 )
 PRICE_TIERS: dict[str, tuple[str, ...]] = {
     "budget": ("budget", "value", "basic"),
@@ -63,8 +72,22 @@ PRICE_TIERS: dict[str, tuple[str, ...]] = {
     "premium": ("deluxe", "premium", "luxury"),
 }
 FILLER_WORDS: tuple[str, ...] = (
-    "new", "original", "series", "model", "edition", "collection", "one", "go", "mk2", "plus",
-    "2024", "line", "style", "range", "select", "version",
+    "new",
+    "original",
+    "series",
+    "model",
+    "edition",
+    "collection",
+    "one",
+    "go",
+    "mk2",
+    "plus",
+    "2024",
+    "line",
+    "style",
+    "range",
+    "select",
+    "version",
 )
 
 #: Audio-private attributes: pulse rate (onsets per second) and base frequency (Hz).
@@ -178,24 +201,28 @@ def sample_items(
     n_cold = int(round(cold_frac * n))
     is_cold = np.zeros(n, dtype=bool)
     is_cold[rng.choice(n, size=n_cold, replace=False)] = True
-    train_span = timeline.valid_start - timeline.start
-    test_span = timeline.end - timeline.test_start
-    launch = rng.random(n) < 0.5
-    warm_release = np.where(launch, 0, (rng.random(n) * 0.8 * train_span).astype(np.int64))
-    cold_release = (timeline.test_start - timeline.start) + (rng.random(n) * 0.7 * test_span).astype(np.int64)
-    release_ts = timeline.start + np.where(is_cold, cold_release, warm_release).astype(np.int64)
-    has_image = rng.random(n) >= missing_image
-    has_audio = rng.random(n) >= missing_audio
+    # Keyword arguments are evaluated in order: the draws below keep the generator's sequence.
     return Items(
         item_id=np.arange(1, n + 1, dtype=np.int64),
         attrs=attrs,
         quality=quality,
         popularity=popularity,
-        release_ts=release_ts,
         is_cold=is_cold,
-        has_image=has_image,
-        has_audio=has_audio,
+        release_ts=_release_times(rng, timeline, is_cold),
+        has_image=rng.random(n) >= missing_image,
+        has_audio=rng.random(n) >= missing_audio,
     )
+
+
+def _release_times(rng: np.random.Generator, timeline: Timeline, is_cold: np.ndarray) -> np.ndarray:
+    """Unix release second of each item: half at launch, the rest in the train period; cold ones in test."""
+    n = len(is_cold)
+    train_span = timeline.valid_start - timeline.start
+    test_span = timeline.end - timeline.test_start
+    launch = rng.random(n) < 0.5
+    warm_release = np.where(launch, 0, (rng.random(n) * 0.8 * train_span).astype(np.int64))
+    cold_release = (timeline.test_start - timeline.start) + (rng.random(n) * 0.7 * test_span).astype(np.int64)
+    return timeline.start + np.where(is_cold, cold_release, warm_release).astype(np.int64)
 
 
 # --------------------------------------------------------------------------- users
@@ -243,23 +270,18 @@ class Users:
 def sample_users(rng: np.random.Generator, n: int, persona_prefs: dict[str, np.ndarray]) -> Users:
     """Draw ``n`` users: a persona each, its preferences plus individual noise, and visible noise."""
     persona = rng.integers(0, N_PERSONAS, size=n)
-    prefs = {
-        name: w[persona] + USER_NOISE * PREFERENCE_SCALE[name] * rng.standard_normal((n, w.shape[1]))
-        for name, w in persona_prefs.items()
-    }
-    activity = rng.lognormal(mean=0.0, sigma=0.5, size=n)
-    primary_device = rng.choice(len(DEVICES), size=n, p=[0.6, 0.3, 0.1])
-    preferred_age = persona % len(AGE_GROUPS)
-    age_group = np.where(rng.random(n) < 0.4, preferred_age, rng.integers(0, len(AGE_GROUPS), size=n))
-    country = rng.choice(len(COUNTRIES), size=n, p=_zipf_weights(len(COUNTRIES)))
+    # Keyword arguments are evaluated in order: the draws keep the generator's sequence.
     return Users(
         user_id=np.arange(1, n + 1, dtype=np.int64),
         persona=persona,
-        prefs=prefs,
-        activity=activity,
-        primary_device=primary_device,
-        age_group=age_group,
-        country=country,
+        prefs={
+            name: w[persona] + USER_NOISE * PREFERENCE_SCALE[name] * rng.standard_normal((n, w.shape[1]))
+            for name, w in persona_prefs.items()
+        },
+        activity=rng.lognormal(mean=0.0, sigma=0.5, size=n),
+        primary_device=rng.choice(len(DEVICES), size=n, p=[0.6, 0.3, 0.1]),
+        age_group=np.where(rng.random(n) < 0.4, persona % len(AGE_GROUPS), rng.integers(0, len(AGE_GROUPS), size=n)),
+        country=rng.choice(len(COUNTRIES), size=n, p=_zipf_weights(len(COUNTRIES))),
     )
 
 

@@ -22,6 +22,7 @@ import soundfile as sf
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
+from recsys.data.dataset import INTERACTIONS_FILE, ITEMS_FILE, SPLITS, USERS_FILE
 from recsys.data.synthetic import attributes as A
 from recsys.data.synthetic.media import SAMPLE_RATE, render_audio, render_image, render_title
 from recsys.errors import DatasetError
@@ -34,7 +35,6 @@ FRESH_WINDOW_S = 7 * 86400  # items released this recently get extra "new arriva
 FRESH_SHARE = 0.2  # share of impressions drawn uniformly from fresh items (when there are any)
 
 Size = Literal["small", "medium"]
-SPLIT_NAMES = ("train", "valid", "test")  # Impressions.split codes 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,14 @@ SIZES: dict[str, SizeSpec] = {
 
 #: Entries of the output directory the generator owns (removed before an overwrite).
 OWNED_ENTRIES = (
-    "dataset.json", "README.md", "items.parquet", "users.parquet", "interactions.parquet",
-    "images", "audio", "truth",
+    "dataset.json",
+    "README.md",
+    ITEMS_FILE,
+    USERS_FILE,
+    INTERACTIONS_FILE,
+    "images",
+    "audio",
+    "truth",
 )
 
 
@@ -85,7 +91,7 @@ class Impressions:
     timestamp: np.ndarray
     hour: np.ndarray
     device: np.ndarray
-    split: np.ndarray  # 0 train, 1 valid, 2 test
+    split: np.ndarray  # index into SPLITS: 0 train, 1 valid, 2 test
     true_prob: np.ndarray
     label: np.ndarray
     bias: float
@@ -172,9 +178,7 @@ def _names(values: tuple[str, ...], idx: np.ndarray) -> list[str]:
 # --------------------------------------------------------------------------- entry point
 
 
-def make_default_dataset(
-    out: Path, seed: int = 0, size: Size = "small", progress: bool = True
-) -> DatasetSummary:
+def make_default_dataset(out: Path, seed: int = 0, size: Size = "small", progress: bool = True) -> DatasetSummary:
     """Generate the default multimodal CTR dataset into ``out`` and return its summary.
 
     Deterministic: the same seed and size give byte-identical files. Raises
@@ -213,7 +217,7 @@ def make_default_dataset(
         n_missing_audio=int((~items.has_audio).sum()),
         oracle_auc_test=oracle_auc,
     )
-    ctr = {name: round(float(imp.label[imp.split == k].mean()), 6) for k, name in enumerate(SPLIT_NAMES)}
+    ctr = {name: round(float(imp.label[imp.split == k].mean()), 6) for k, name in enumerate(SPLITS)}
     (out / "README.md").write_text(_readme(seed, size, summary, ctr), encoding="utf-8")
     _write_json(
         out / "dataset.json",
@@ -230,7 +234,7 @@ def make_default_dataset(
                 "cold_items": summary.n_cold_items,
                 "missing_image": summary.n_missing_image,
                 "missing_audio": summary.n_missing_audio,
-                "rows_per_split": {name: int((imp.split == k).sum()) for k, name in enumerate(SPLIT_NAMES)},
+                "rows_per_split": {name: int((imp.split == k).sum()) for k, name in enumerate(SPLITS)},
             },
             "ctr": ctr,
             "oracle_auc_test": oracle_auc,
@@ -311,10 +315,13 @@ def _write_tables(
             "department": department,
         },
         schema={
-            "item_id": pl.Int64, "title": pl.String, "image_path": pl.String,
-            "audio_path": pl.String, "department": pl.String,
+            "item_id": pl.Int64,
+            "title": pl.String,
+            "image_path": pl.String,
+            "audio_path": pl.String,
+            "department": pl.String,
         },
-    ).write_parquet(out / "items.parquet")
+    ).write_parquet(out / ITEMS_FILE)
     pl.DataFrame(
         {
             "user_id": users.user_id,
@@ -322,23 +329,29 @@ def _write_tables(
             "country": _names(A.COUNTRIES, users.country),
         },
         schema={"user_id": pl.Int64, "age_group": pl.String, "country": pl.String},
-    ).write_parquet(out / "users.parquet")
+    ).write_parquet(out / USERS_FILE)
     pl.DataFrame(
         {
             "user_id": users.user_id[imp.user_idx],
             "item_id": items.item_id[imp.item_idx],
             "timestamp": imp.timestamp.astype(np.int64),
             "label": imp.label,
-            "split": pl.Series(np.array(SPLIT_NAMES)[imp.split]),
+            "split": pl.Series(np.array(SPLITS)[imp.split]),
             "hour": imp.hour.astype(np.int8),
             "device": pl.Series(np.array(A.DEVICES)[imp.device]),
             "true_prob": imp.true_prob,
         },
         schema={
-            "user_id": pl.Int64, "item_id": pl.Int64, "timestamp": pl.Int64, "label": pl.Int8,
-            "split": pl.String, "hour": pl.Int8, "device": pl.String, "true_prob": pl.Float64,
+            "user_id": pl.Int64,
+            "item_id": pl.Int64,
+            "timestamp": pl.Int64,
+            "label": pl.Int8,
+            "split": pl.String,
+            "hour": pl.Int8,
+            "device": pl.String,
+            "true_prob": pl.Float64,
         },
-    ).write_parquet(out / "interactions.parquet")
+    ).write_parquet(out / INTERACTIONS_FILE)
 
     truth = out / "truth"
     truth.mkdir()
@@ -389,8 +402,8 @@ byte-identical files. Synthetic: no licence restrictions.
 
 ## Counts
 items {s.n_items}, users {s.n_users}, impressions {s.n_interactions}; cold items (released in the
-test period, never in train) {s.n_cold_items}. CTR train {ctr['train']}, valid {ctr['valid']},
-test {ctr['test']}. Oracle test AUC (true_prob vs label) {s.oracle_auc_test}.
+test period, never in train) {s.n_cold_items}. CTR train {ctr["train"]}, valid {ctr["valid"]},
+test {ctr["test"]}. Oracle test AUC (true_prob vs label) {s.oracle_auc_test}.
 
 ## The planted signal
 Each item has hidden attributes. The category (8 values) is shared by every modality: the

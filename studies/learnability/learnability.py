@@ -39,9 +39,9 @@ columns and/or whose users carry their hidden persona:
 They separate what the data allows (the rows above) from what this model family learns from it.
 
 No model in this project sees the hidden attributes; their content vectors recover each one
-(``benchmarks/encoder_probe.py``).
+(``benchmarks/encoder_probe.py``). What it found: docs/results/README.md (see README.md here).
 
-    .venv/bin/python benchmarks/learnability.py --data data/default [--neural [--rows NAME ...] [--seed N]]
+    .venv/bin/python studies/learnability/learnability.py --data data/default [--neural [--rows NAME ...] [--seed N]]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from recsys.data.synthetic import attributes as A  # noqa: E402
@@ -298,7 +298,8 @@ def neural(
     from recsys.checkpoint import load_checkpoint
     from recsys.config import load_config
     from recsys.evaluation import predict_frame
-    from recsys.features.prepare import examples_frame, prepare_with
+    from recsys.features.prepare import prepare_with
+    from recsys.features.prepared import examples_frame
     from training.launch import run_training
 
     variant = work / row.name / "data"
@@ -322,14 +323,13 @@ def neural(
         }
     )
     shutil.rmtree(work / row.name / "runs", ignore_errors=True)
-    result = run_training(
-        config, data_dir=variant, run_name=row.name
-    )  # the encode cache: the config's, or the linked one
+    # the encode cache: the config's, or the linked one
+    result = run_training(config, data_dir=variant, run_name=row.name)
     checkpoint = load_checkpoint(result.best_checkpoint)
     examples = prepare_with(checkpoint, variant)
     if not (examples.meta["user_id"].to_numpy() == frame["user_id"].to_numpy()).all():
         raise RuntimeError("prepared examples are not in the interactions' row order")
-    return predict_frame(checkpoint, examples_frame(examples))
+    return predict_frame(checkpoint, examples_frame(examples)).probs
 
 
 def main() -> None:
@@ -357,7 +357,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--work",
-        default=str(ROOT / "benchmarks" / "_work" / "learnability"),
+        default=str(ROOT / "runs" / "learnability"),
         help="where the --neural runs write their dataset variants and checkpoints",
     )
     args = parser.parse_args()

@@ -4,13 +4,15 @@ Each run sets ``model.name`` and ``train.seed`` on the experiment config and goe
 :func:`training.launch.run_training` (the entry point of ``recsys train``; one local Ray is
 started by the first run and reused by the others), then its best checkpoint is evaluated on
 the run's prepared test split (the same rows for every run: the features do not depend on the
-model). A run that raises is recorded as failed, with its error, and the others go on.
+model). A run that raises is recorded as failed, with its error, and the others go on. The
+report is :mod:`recsys.reports` (:func:`recsys.reports.document.write_compare_report`).
 
 The output directory (``--out``)::
 
     compare.json                 the resolved config and data directory the runs belong to
     train/<model>-seed<seed>/    each run's training directory (checkpoints, prepared features)
     runs/<model>-seed<seed>/     result.json (status, error, history, test metrics), predictions.parquet
+                                 (:mod:`recsys.reports.runs`)
     results.json                 every run, the per-model summaries, gains, peers
     report.md, report.html       the report (same content), plots/*.png
 
@@ -27,20 +29,24 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import polars as pl
 from tqdm.auto import tqdm
 
 from recsys.config import ExperimentConfig
 from recsys.errors import ConfigError, RecsysError
-from recsys.evaluation import evaluate_checkpoint
+from recsys.evaluation import Evaluation, evaluate_checkpoint
+from recsys.features.prepared import PreparedDir
 from recsys.models import MODELS
+from recsys.reports.document import write_compare_report
 from recsys.reports.peers import load_peers
+from recsys.reports.runs import RunRecord, load_record, record_dir, run_name, write_predictions, write_record
+from training.launch import TrainResult, check_inputs, run_training
 
-RESULT_FILE = "result.json"
-PREDICTIONS_FILE = "predictions.parquet"
+#: ``run_training``'s signature as compare calls it (tests pass a stand-in without Ray).
+TrainFn = Callable[..., TrainResult]
 
 
 @dataclass
@@ -63,37 +69,12 @@ class CompareSpec:
 
 
 @dataclass
-class RunRecord:
-    """One model × seed: how it went and what it measured."""
-
-    model: str
-    seed: int
-    status: str  # "ok" or "failed"
-    error: str | None = None
-    seconds: float = 0.0
-    run_dir: str | None = None
-    checkpoint: str | None = None
-    best_epoch: int | None = None
-    history: list[dict] = field(default_factory=list)
-    train_samples_per_s: float | None = None
-    test: dict | None = None  # recsys.evaluation.Evaluation.to_json()
-
-    @property
-    def name(self) -> str:
-        return run_name(self.model, self.seed)
-
-
-@dataclass
 class CompareResult:
     out_dir: Path
     records: list[RunRecord]
     report_md: Path
     report_html: Path
     results_json: Path
-
-
-def run_name(model: str, seed: int) -> str:
-    return f"{model}-seed{seed}"
 
 
 def check_models(models: list[str]) -> list[str]:
@@ -106,7 +87,7 @@ def check_models(models: list[str]) -> list[str]:
     return models
 
 
-def _fingerprint(spec: CompareSpec, config: ExperimentConfig) -> dict:
+def _fingerprint(spec: CompareSpec, config: ExperimentConfig) -> dict[str, Any]:
     raw = config.model_dump(mode="json")
     raw["model"].pop("name")
     raw["train"].pop("seed")
@@ -118,7 +99,7 @@ def _fingerprint(spec: CompareSpec, config: ExperimentConfig) -> dict:
     }
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, object]:
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, object]:
     out: dict[str, object] = {}
     for k, v in d.items():
         out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
@@ -133,12 +114,12 @@ def _is_new_default(key: str, value: object) -> bool:
         return False
     model: type = ExperimentConfig
     for name in parts[1:-1]:
-        field = getattr(model, "model_fields", {}).get(name)
-        if field is None or not isinstance(field.annotation, type):
+        info = getattr(model, "model_fields", {}).get(name)
+        if info is None or not isinstance(info.annotation, type):
             return False
-        model = field.annotation
-    field = getattr(model, "model_fields", {}).get(parts[-1])
-    return field is not None and not field.is_required() and field.get_default(call_default_factory=True) == value
+        model = info.annotation
+    info = getattr(model, "model_fields", {}).get(parts[-1])
+    return info is not None and not info.is_required() and info.get_default(call_default_factory=True) == value
 
 
 def _claim_out_dir(spec: CompareSpec, config: ExperimentConfig) -> None:
@@ -163,29 +144,28 @@ def _claim_out_dir(spec: CompareSpec, config: ExperimentConfig) -> None:
         marker.write_text(json.dumps(mine, indent=1), encoding="utf-8")
 
 
-def load_record(run_out: Path) -> RunRecord | None:
-    """A finished run's record, or None if it has not finished successfully."""
-    path = run_out / RESULT_FILE
-    if not path.is_file() or not (run_out / PREDICTIONS_FILE).is_file():
-        return None
-    record = RunRecord(**json.loads(path.read_text(encoding="utf-8")))
-    return record if record.status == "ok" else None
-
-
-def _mean_speed(history: list[dict]) -> float | None:
+def _mean_speed(history: list[dict[str, Any]]) -> float | None:
     speeds = [h["samples_per_s"] for h in history if h.get("samples_per_s")]
     return sum(speeds) / len(speeds) if speeds else None
 
 
-def run_one(spec: CompareSpec, config: ExperimentConfig, model: str, seed: int, train_fn: Callable) -> RunRecord:
+def _save_evaluation(run_out: Path, record: RunRecord, evaluation: Evaluation) -> RunRecord:
+    """Keep ``evaluation`` as the run's test result: its predictions file and ``record.test``."""
+    if evaluation.predictions is not None:
+        write_predictions(run_out, evaluation.predictions)
+    record.test = evaluation.to_json()
+    return record
+
+
+def run_one(spec: CompareSpec, config: ExperimentConfig, model: str, seed: int, train_fn: TrainFn) -> RunRecord:
     """Train and evaluate one model × seed; any exception becomes a failed record."""
     name = run_name(model, seed)
-    run_out = spec.out_dir / "runs" / name
+    run_out = record_dir(spec.out_dir, name)
     shutil.rmtree(run_out, ignore_errors=True)
     shutil.rmtree(Path(config.train.storage_path) / name, ignore_errors=True)  # an unfinished earlier attempt
     run_out.mkdir(parents=True)
     cfg = config.model_copy(deep=True)
-    cfg.model.name = model
+    cfg.model.name = model  # type: ignore[assignment]  # a str; validated on assignment (and by check_models)
     cfg.train.seed = seed
     started = time.perf_counter()
     try:
@@ -197,7 +177,7 @@ def run_one(spec: CompareSpec, config: ExperimentConfig, model: str, seed: int, 
             workers=spec.workers,
             run_name=name,
         )
-        evaluation = evaluate_checkpoint(result.best_checkpoint, Path(result.prepared_dir) / "test")
+        evaluation = evaluate_checkpoint(result.best_checkpoint, PreparedDir(result.prepared_dir))
     except Exception as exc:
         record = RunRecord(
             model, seed, "failed", error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started
@@ -213,40 +193,35 @@ def run_one(spec: CompareSpec, config: ExperimentConfig, model: str, seed: int, 
             best_epoch=result.best_metrics.get("epoch"),
             history=list(result.history),
             train_samples_per_s=_mean_speed(result.history),
-            test=evaluation.to_json(),
         )
-        evaluation.predictions.write_parquet(run_out / PREDICTIONS_FILE)
-    _write_record(run_out, record)
+        _save_evaluation(run_out, record, evaluation)
+    write_record(run_out, record)
     return record
-
-
-def _write_record(run_out: Path, record: RunRecord) -> None:
-    (run_out / RESULT_FILE).write_text(json.dumps(asdict(record), indent=1, default=str), encoding="utf-8")
 
 
 def reevaluate_run(spec: CompareSpec, record: RunRecord) -> RunRecord:
     """A finished run evaluated again from its best checkpoint and prepared test split (no training)."""
-    run_out = spec.out_dir / "runs" / record.name
-    evaluation = evaluate_checkpoint(Path(record.checkpoint), Path(record.run_dir) / "prepared" / "test")
-    evaluation.predictions.write_parquet(run_out / PREDICTIONS_FILE)
-    record.test = evaluation.to_json()
-    _write_record(run_out, record)
+    if record.checkpoint is None or record.run_dir is None:
+        raise RecsysError(f"{record.name}: the record names no checkpoint to evaluate again")
+    run_out = record_dir(spec.out_dir, record.name)
+    evaluation = evaluate_checkpoint(Path(record.checkpoint), PreparedDir.of_run(record.run_dir))
+    write_record(run_out, _save_evaluation(run_out, record, evaluation))
     return record
 
 
-def _default_train_fn() -> Callable:
-    from training.launch import run_training
+def _outcome(record: RunRecord) -> str:
+    """The run's one-line result: its test AUC, or why it failed."""
+    if record.status == "ok" and record.test is not None:
+        return f"test AUC {record.test['segments']['all']['auc']:.4f}"
+    lines = (record.error or "").splitlines()
+    return f"FAILED: {lines[0][:200] if lines else ''}"
 
-    return run_training
 
-
-def run_compare(spec: CompareSpec, train_fn: Callable | None = None, progress: bool = True) -> CompareResult:
+def run_compare(spec: CompareSpec, train_fn: TrainFn | None = None, progress: bool = True) -> CompareResult:
     """Run (or resume) every model × seed of ``spec`` and write the report; see the module docstring.
 
     ``train_fn`` defaults to :func:`training.launch.run_training` (tests inject their own).
     """
-    from recsys.reports.document import write_compare_report
-
     check_models(spec.models)
     if not spec.seeds or len(set(spec.seeds)) != len(spec.seeds):
         raise ConfigError(f"--seeds: give at least one seed, each once; got {spec.seeds}")
@@ -258,12 +233,10 @@ def run_compare(spec: CompareSpec, train_fn: Callable | None = None, progress: b
     _claim_out_dir(spec, config)
     own_ray = train_fn is None
     if own_ray:  # what every run needs (a valid dataset, encoded items) fails once, before any training
-        from training.launch import check_inputs
-
         check_inputs(
             config, Path(spec.data_dir or config.data.path), spec.cache_dir, spec.workers or config.train.workers
         )
-    train_fn = train_fn or _default_train_fn()
+    train = train_fn or run_training
     ray_was_up = _ray_initialized() if own_ray else True
 
     records: list[RunRecord] = []
@@ -273,23 +246,18 @@ def run_compare(spec: CompareSpec, train_fn: Callable | None = None, progress: b
     try:
         for model, seed in bar:
             bar.set_postfix_str(run_name(model, seed))
-            record = load_record(spec.out_dir / "runs" / run_name(model, seed))
+            record = load_record(record_dir(spec.out_dir, run_name(model, seed)))
             reused = record is not None
-            if reused and spec.reevaluate:
+            if record is not None and spec.reevaluate:
                 record = reevaluate_run(spec, record)
-            record = record or run_one(spec, config, model, seed, train_fn)
+            record = record or run_one(spec, config, model, seed, train)
             records.append(record)
-            outcome = (
-                f"test AUC {record.test['segments']['all']['auc']:.4f}"
-                if record.status == "ok"
-                else f"FAILED: {record.error.splitlines()[0][:200]}"
-            )
             how = (
                 (" (reused, re-evaluated)" if spec.reevaluate else " (reused)")
                 if reused
                 else f" in {record.seconds:.0f} s"
             )
-            bar.write(f"[compare] {record.name}: {outcome}{how}")
+            bar.write(f"[compare] {record.name}: {_outcome(record)}{how}")
     finally:
         bar.close()
         if not ray_was_up:
@@ -305,12 +273,3 @@ def _ray_initialized() -> bool:
     import ray
 
     return ray.is_initialized()
-
-
-def load_predictions(out_dir: Path, records: list[RunRecord]) -> dict[str, list[pl.DataFrame]]:
-    """Row-level test predictions of every successful run, per model, in seed order."""
-    out: dict[str, list[pl.DataFrame]] = {}
-    for rec in records:
-        if rec.status == "ok":
-            out.setdefault(rec.model, []).append(pl.read_parquet(out_dir / "runs" / rec.name / PREDICTIONS_FILE))
-    return out

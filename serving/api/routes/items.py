@@ -1,0 +1,115 @@
+"""Items: register or update one from its content (JSON or multipart upload), read one back."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from serving.api.deps import ServiceDep, SettingsDep
+from serving.api.responses import json_response
+from serving.content import ItemContent
+from serving.model import ItemInfo, ServingError
+from serving.schemas import ItemRequest, ItemResponse
+
+router = APIRouter(tags=["items"])
+
+#: The request body in OpenAPI: the route reads it itself, as JSON or as multipart/form-data.
+ITEM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": ItemRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["item_id"],
+                    "properties": {
+                        "item_id": {"type": "integer"},
+                        "title": {"type": "string"},
+                        "attributes": {"type": "string", "description": "JSON object"},
+                        "vectors": {"type": "string", "description": "JSON object: modality -> list of numbers"},
+                        "image": {"type": "string", "format": "binary"},
+                        "audio": {"type": "string", "format": "binary"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def _item_body(info: ItemInfo, version: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "item_id": info.item_id,
+        "source": info.source,
+        "modalities": info.modalities,
+        "cold": info.cold,
+        "model_version": version,
+        **extra,
+    }
+
+
+@router.post(
+    "/v1/items",
+    response_model=ItemResponse,
+    openapi_extra=ITEM_BODY,
+    summary="Register or update an item from its content; scorable when this returns",
+)
+async def put_item(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+    body, files = await _item_request(request, settings.max_body_bytes)
+    image = files.get("image") or _b64(body.image_base64, "image_base64")
+    audio = files.get("audio") or _b64(body.audio_base64, "audio_base64")
+    content = ItemContent(body.title, image, audio, body.vectors)
+    info = await run_in_threadpool(service.register_item, body.item_id, content, dict(body.attributes))
+    return json_response(_item_body(info, service.model.version), 201)
+
+
+@router.get("/v1/items/{item_id}", response_model=ItemResponse, summary="A scorable item")
+async def get_item(item_id: int, service: ServiceDep) -> Response:
+    info, extra = service.item(item_id)
+    return json_response(_item_body(info, service.model.version, **extra))
+
+
+def _b64(value: str | None, field: str) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ServingError(422, field, "not valid base64") from None
+
+
+async def _item_request(request: Request, max_bytes: int) -> tuple[ItemRequest, dict[str, bytes]]:
+    """The item body from JSON, or from multipart/form-data (then also the media file parts' bytes)."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form(max_part_size=max_bytes)
+            files: dict[str, bytes] = {}
+            fields: dict[str, Any] = {}
+            for key, value in form.multi_items():
+                if isinstance(value, str):
+                    fields[key] = value
+                else:
+                    files[key] = await value.read()
+            unknown = sorted(set(files) - {"image", "audio"})
+            if unknown:
+                raise ServingError(422, unknown[0], "unknown file part; expected image and/or audio")
+            for key in ("attributes", "vectors"):
+                if key in fields:
+                    try:
+                        fields[key] = json.loads(fields[key])
+                    except ValueError as exc:
+                        raise ServingError(422, key, f"not valid JSON ({exc})") from None
+            return ItemRequest.model_validate(fields), files
+        return ItemRequest.model_validate_json(await request.body()), {}
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None

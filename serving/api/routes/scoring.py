@@ -1,0 +1,26 @@
+"""Click probabilities of candidate items for a user."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from serving.api.deps import ServiceDep
+from serving.api.responses import json_response
+from serving.schemas import ScoreRequest, ScoreResponse
+
+router = APIRouter(tags=["scoring"])
+
+
+@router.post("/v1/score", response_model=ScoreResponse, summary="Click probabilities of candidates for a user")
+async def score(body: ScoreRequest, service: ServiceDep) -> Response:
+    result = service.score(body.user_id, body.candidates, body.history, body.context, body.top_k)
+    scores = [{"item_id": i, "score": float(p)} for i, p in zip(result.item_ids, result.scores.tolist())]
+    return json_response(
+        {
+            "model_version": result.version,
+            "user_id": body.user_id,
+            "history_source": result.history_source,
+            "scores": scores,
+        }
+    )

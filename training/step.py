@@ -1,0 +1,35 @@
+"""One optimisation step and the optimizer it uses: plain torch, no Ray.
+
+The Ray training loop (:mod:`training.loop`), the benchmarks and the tests call these, so a
+step measured or tested anywhere is the step a training run takes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recsys.config import ModelConfig, TrainConfig
+from recsys.features.batch import Batch
+from recsys.features.item_table import ItemInputs
+from recsys.losses import total_loss
+
+
+def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over every parameter of ``model`` with ``train.learning_rate`` and ``train.weight_decay``."""
+    return torch.optim.Adam(model.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
+
+
+def train_step(
+    model: nn.Module, batch: Batch, items: ItemInputs, optimizer: torch.optim.Optimizer, model_config: ModelConfig
+) -> dict[str, float]:
+    """Forward, the training objective (:func:`recsys.losses.total_loss`), backward and one optimizer step.
+
+    ``model`` is used in the mode it is in (the caller puts it in training mode); returns the loss
+    parts as floats (``click`` always; the adversarial terms when the model has them).
+    """
+    loss, parts = total_loss(model(batch, items), batch.label, model_config)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return parts
