@@ -178,6 +178,11 @@ class ModelConfig(StrictModel):
         "inside MARN's modal-attention fusion (the paper). 'beside': DIN's own id representation, with the "
         "content representation concatenated beside it, so weak content cannot drag the ids down.",
     )
+    content_gate: bool = Field(
+        False,
+        description="With id_path 'beside': scale the content representation by a learned scalar that starts "
+        "at 0, so training starts from the id-only model and lets content in as far as it lowers the loss.",
+    )
     modalities: list[str] | None = Field(None, description="Modalities the model uses; null = all encoded ones.")
     id_embeddings: list[IdKind] = Field(
         default_factory=lambda: list(ID_KINDS),

@@ -31,7 +31,15 @@ from recsys.features.batch import field_widths
 from recsys.features.feature_map import FeatureMap
 from recsys.features.item_table import ItemInputs, ItemTable
 from recsys.features.predict import Predictions, frame_batches, predict
-from recsys.features.prepared import PreparedDir, examples_frame
+from recsys.features.prepared import (
+    META_IS_COLD,
+    META_IS_COLD_USER,
+    META_ITEM_ID,
+    META_TRUE_PROB,
+    META_USER_ID,
+    PreparedDir,
+    examples_frame,
+)
 from recsys.metrics import compute_metrics
 
 #: (lowest, highest or None, segment name) of the history-length buckets.
@@ -105,11 +113,11 @@ def predict_frame(checkpoint: Checkpoint, frame: pl.DataFrame, batch_size: int =
 def segment_masks(frame: pl.DataFrame, item_table: ItemTable | None = None) -> dict[str, np.ndarray]:
     """Boolean row masks of every segment present in ``frame`` (see the module docstring)."""
     masks = {"all": np.ones(frame.height, bool)}
-    if "meta_is_cold" in frame.columns:
-        cold = frame["meta_is_cold"].to_numpy().astype(bool)
+    if META_IS_COLD in frame.columns:
+        cold = frame[META_IS_COLD].to_numpy().astype(bool)
         masks |= {"warm_items": ~cold, "cold_items": cold}
-    if "meta_is_cold_user" in frame.columns:
-        cold_user = frame["meta_is_cold_user"].to_numpy().astype(bool)
+    if META_IS_COLD_USER in frame.columns:
+        cold_user = frame[META_IS_COLD_USER].to_numpy().astype(bool)
         if cold_user.any():  # only where some evaluated users are new (else warm_users repeats "all")
             masks |= {"warm_users": ~cold_user, "cold_users": cold_user}
     if "hist_mask" in frame.columns:
@@ -127,7 +135,7 @@ def segment_metrics(
     frame: pl.DataFrame, scores: np.ndarray, masks: dict[str, np.ndarray]
 ) -> dict[str, dict[str, float]]:
     """:func:`recsys.metrics.compute_metrics` plus the calibration ratio, for every segment mask."""
-    users, labels = frame["meta_user_id"].to_numpy(), frame["label"].to_numpy()
+    users, labels = frame[META_USER_ID].to_numpy(), frame["label"].to_numpy()
     out = {}
     for name, keep in masks.items():
         m = compute_metrics(users[keep], labels[keep], scores[keep])
@@ -184,11 +192,11 @@ def evaluate_frame(
     predicted = predict_frame(checkpoint, frame, batch_size)
     probs, attention = predicted.probs, predicted.attention
     masks = segment_masks(frame, checkpoint.item_table)
-    true_prob = frame["meta_true_prob"].to_numpy() if "meta_true_prob" in frame.columns else None
+    true_prob = frame[META_TRUE_PROB].to_numpy() if META_TRUE_PROB in frame.columns else None
     rows = frame["item"].to_numpy()
     modalities = list(getattr(checkpoint.model, "modalities", []))
     predictions = frame.select(
-        pl.col("meta_user_id").alias("user_id"), pl.col("meta_item_id").alias("item_id"), pl.col("label").cast(pl.Int8)
+        pl.col(META_USER_ID).alias("user_id"), pl.col(META_ITEM_ID).alias("item_id"), pl.col("label").cast(pl.Int8)
     ).with_columns(pl.Series("prob", probs))
     if true_prob is not None:
         predictions = predictions.with_columns(pl.Series("true_prob", true_prob))
@@ -271,7 +279,8 @@ def format_evaluation(evaluation: Evaluation) -> str:
         mods = att["modalities"]
         lines += [
             "",
-            "modal attention: each modality's share of the fused item feature, |a_m*s_m| / sum_k |a_k*s_k|",
+            "modal attention: each modality's share of the item representation "
+            "(id_path fusion: |a_m*s_m| / sum_k |a_k*s_k|; beside: the id part's and each content modality's)",
             f"{'':<24}{'rows':>7}" + "".join(f"{m:>9}" for m in mods),
             f"{'all':<24}{int(evaluation.segments['all']['n']):>7}"
             + "".join(_num(att["overall"][m], 9, 3) for m in mods),

@@ -3,9 +3,10 @@
 Scoring a request costs only the user side and the final layers: candidate-independent item
 representations (``model.item_representations``, the same code as training) are computed once
 for the whole catalogue when the model loads, and once per item registered later. Raw inputs
-become tensors through the training code (``recsys.data``): the feature map's vocabularies and
-statistics (``FeatureMap.encode_value``, the one-value form of ``encode_categorical``) and
-``build_item_table``.
+become tensors through the training code (``recsys.features``): the request encoders
+(``encode_request_user`` / ``encode_request_context``, the layout and vocabularies of training's
+column encoders), ``recent_history`` and ``build_item_table``; scores come from the model's own fast
+path (``score_candidates``).
 
 The cache is a :class:`Catalogue` snapshot that is replaced, never mutated in place, so a
 request that started on one snapshot finishes on it while items are being added.

@@ -47,7 +47,7 @@ from recsys.features.batch import Batch, FieldWidths, field_widths
 from recsys.features.feature_map import FeatureMap
 from recsys.features.item_table import ItemInputs, ItemTable
 from recsys.features.predict import predict
-from recsys.features.prepared import PreparedDir
+from recsys.features.prepared import META_USER_ID, PreparedDir
 from recsys.metrics import compute_metrics
 from recsys.models import build_model
 from training.state import TrainState, load_train_state, rng_state, save_train_state
@@ -94,7 +94,7 @@ def predict_dataset(
 
     def batches() -> Iterator[Batch]:
         for columns in dataset.iter_torch_batches(batch_size=batch_size):
-            users.append(columns["meta_user_id"].numpy())
+            users.append(columns[META_USER_ID].numpy())
             yield Batch.from_columns(columns, widths)
 
     predicted = predict(model, items, batches())

@@ -64,7 +64,10 @@ class Batch:
         out = {}
         for name in BATCH_FIELDS:
             value = columns[name]
-            tensor = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+            # contiguous and writable (torch warns on read-only memory, e.g. arrays polars hands out): copied if not
+            tensor = (
+                torch.from_numpy(np.require(value, requirements=["C", "W"])) if isinstance(value, np.ndarray) else value
+            )
             if widths is not None and name in widths:
                 tensor = tensor[:, : widths[name]]
             out[name] = tensor

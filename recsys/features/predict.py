@@ -49,4 +49,4 @@ def frame_batches(frame: pl.DataFrame, batch_size: int, widths: FieldWidths) -> 
     """Batches of ``batch_size`` rows from a prepared-examples frame (see :mod:`recsys.features.prepared`)."""
     for start in range(0, frame.height, batch_size):
         chunk = frame.slice(start, batch_size)
-        yield Batch.from_columns({name: chunk[name].to_numpy().copy() for name in BATCH_FIELDS}, widths)
+        yield Batch.from_columns({name: chunk[name].to_numpy() for name in BATCH_FIELDS}, widths)

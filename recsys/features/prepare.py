@@ -1,4 +1,4 @@
-"""Dataset directory -> everything a model needs: the one path for training, evaluation and serving.
+"""Dataset directory -> everything a model needs, for training and offline evaluation.
 
 validate -> read -> split -> fit the feature map on train -> item table from cached encoder
 vectors -> examples (behaviour sequences, indices) for every split.

@@ -30,6 +30,20 @@ from recsys.features.prepare import PreparedData
 _POLARS_DTYPES = {np.dtype(np.int64): pl.Int64, np.dtype(np.bool_): pl.Boolean, np.dtype(np.float32): pl.Float32}
 
 
+def meta_column(name: str) -> str:
+    """The prepared column of the examples' metadata column ``name`` (``user_id`` -> ``meta_user_id``)."""
+    return f"meta_{name}"
+
+
+#: Prepared columns evaluation and validation read besides the batch fields.
+META_USER_ID, META_ITEM_ID = meta_column("user_id"), meta_column("item_id")
+META_IS_COLD, META_IS_COLD_USER, META_TRUE_PROB = (
+    meta_column("is_cold"),
+    meta_column("is_cold_user"),
+    meta_column("true_prob"),
+)
+
+
 def examples_frame(examples: Examples) -> pl.DataFrame:
     """Examples as one Parquet-ready frame: 2-D arrays become fixed-size list columns (at least one wide),
     metadata columns are prefixed ``meta_`` (the split column is dropped)."""
@@ -41,7 +55,7 @@ def examples_frame(examples: Examples) -> pl.DataFrame:
             columns[key] = pl.Series(key, stored, dtype=pl.Array(dtype, stored.shape[1]))
         else:
             columns[key] = pl.Series(key, arr)
-    meta = examples.meta.drop("split").rename({c: f"meta_{c}" for c in examples.meta.columns if c != "split"})
+    meta = examples.meta.drop("split").rename({c: meta_column(c) for c in examples.meta.columns if c != "split"})
     return pl.DataFrame(columns).hstack(meta)
 
 
@@ -155,4 +169,4 @@ class PreparedDir:
 
 #: Columns training reads from a split: the batch fields (and the user id validation needs for GAUC).
 TRAIN_COLUMNS: tuple[str, ...] = tuple(BATCH_FIELDS)
-VALID_COLUMNS: tuple[str, ...] = (*BATCH_FIELDS, "meta_user_id")
+VALID_COLUMNS: tuple[str, ...] = (*BATCH_FIELDS, META_USER_ID)

@@ -71,23 +71,28 @@ def recent_history(history: Sequence[int], max_len: int) -> list[int]:
 
 
 def latest_clicks(interactions: pl.DataFrame, max_len: int) -> dict[int, list[int]]:
-    """Per user, the behaviour sequence at the end of the data: the newest ``max_len`` clicked items, oldest
-    first, in the order :func:`build_behaviour_sequences` uses (time, then row order for ties).
+    """Per user with clicks, the behaviour sequence at the end of the data: the newest ``max_len`` clicked
+    items, oldest first. This is the history serving starts each user from.
 
-    ``interactions`` needs user_id, item_id, timestamp and label; the split does not matter (every click
-    is before the end of the data). This is the history serving starts each user from.
+    The very rule of :func:`build_behaviour_sequences` (it computes it): one probe row per user, after
+    every timestamp and in the last split, whose behaviour sequence is the answer. ``interactions``
+    needs user_id, item_id, timestamp and label; every click counts, whatever its split.
     """
-    clicks = interactions.filter(pl.col("label") == 1)
-    if clicks.height == 0 or max_len <= 0:
+    if interactions.height == 0 or max_len <= 0:
         return {}
-    users = clicks["user_id"].to_numpy()
-    unique_users, user_index = np.unique(users, return_inverse=True)
-    ts = clicks["timestamp"].to_numpy().astype(np.int64)
-    order = np.lexsort((ts, user_index))  # by user, then time; stable: ties keep row order
-    items = clicks["item_id"].to_numpy().astype(np.int64)[order]
-    starts = np.searchsorted(user_index[order], np.arange(len(unique_users)), side="left")
-    ends = np.append(starts[1:], len(order))
-    return {
-        int(user): items[max(start, end - max_len) : end].tolist()
-        for user, start, end in zip(unique_users, starts, ends)
-    }
+    rows = interactions.select("user_id", "item_id", "timestamp", "label")
+    users = rows["user_id"].unique().sort()
+    last = max(SPLIT_RANK, key=SPLIT_RANK.__getitem__)
+    after_all = int(rows["timestamp"].to_numpy().max()) + 1
+    probes = pl.DataFrame(
+        {
+            "user_id": users,
+            "item_id": pl.Series([0] * len(users), dtype=rows["item_id"].dtype),
+            "timestamp": pl.Series([after_all] * len(users), dtype=rows["timestamp"].dtype),
+            "label": pl.Series([0] * len(users), dtype=rows["label"].dtype),
+        }
+    )
+    frame = pl.concat([rows, probes]).with_columns(pl.lit(last).alias("split"))
+    history, mask = build_behaviour_sequences(frame, max_len)
+    history, mask = history[rows.height :], mask[rows.height :]
+    return {int(user): history[k][mask[k]].tolist() for k, user in enumerate(users.to_list()) if mask[k].any()}

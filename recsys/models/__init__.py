@@ -1,4 +1,5 @@
-"""CTR models, each built by a named builder from the config (``model.name``).
+"""CTR models, each built by a named builder from the config (``model.name``): ``marn.marn(...)``,
+``baselines.din(...)``, or :func:`build_model` by name.
 
 | name     | builder                      | item representation                          | sequence        |
 |----------|------------------------------|----------------------------------------------|-----------------|
@@ -20,11 +21,10 @@ from torch import nn
 from recsys.config import ModelConfig
 from recsys.errors import ConfigError
 from recsys.features.feature_map import FeatureMap
-from recsys.models.baselines import din, dnn, lr
+from recsys.models import baselines, marn
 from recsys.models.ctr import CTRModel
 from recsys.models.inputs import UserSide
 from recsys.models.lr import LogisticRegression
-from recsys.models.marn import concat, man, man_d1, marn, select_modalities
 from recsys.models.output import AdversarialTerms, ModelOutput
 
 __all__ = [
@@ -36,15 +36,9 @@ __all__ = [
     "ModelOutput",
     "ScoringModel",
     "UserSide",
+    "baselines",
     "build_model",
-    "concat",
-    "din",
-    "dnn",
-    "lr",
-    "man",
-    "man_d1",
     "marn",
-    "select_modalities",
 ]
 
 #: What every built model is: the interface training, evaluation and serving rely on.
@@ -54,13 +48,13 @@ Builder = Callable[[ModelConfig, FeatureMap, Mapping[str, int]], nn.Module]
 
 #: Model name -> builder, in the order of the ablation ladder.
 BUILDERS: dict[str, Builder] = {
-    "lr": lr,
-    "dnn": dnn,
-    "din": din,
-    "concat": concat,
-    "man": man,
-    "man_d1": man_d1,
-    "marn": marn,
+    "lr": baselines.lr,
+    "dnn": baselines.dnn,
+    "din": baselines.din,
+    "concat": marn.concat,
+    "man": marn.man,
+    "man_d1": marn.man_d1,
+    "marn": marn.marn,
 }
 MODELS: tuple[str, ...] = tuple(BUILDERS)
 #: The id-only models every content model is compared against.

@@ -187,23 +187,27 @@ class IdBesideContentItemEncoder(nn.Module):
     its modal-attention shares.
     """
 
-    def __init__(self, ids: IdItemEncoder, content: MultimodalItemEncoder) -> None:
+    def __init__(self, ids: IdItemEncoder, content: MultimodalItemEncoder, gate: bool = False) -> None:
         super().__init__()
         if "id" in content.modalities:
             raise ValueError("the content encoder of ids-beside-content must not have the id modality")
         self.ids = ids
         self.content = content
+        # With ``gate``: the content part is scaled by a learned scalar that starts at 0 (ReZero), so
+        # training starts from the id-only model and lets content in as far as it lowers the loss.
+        self.gate = nn.Parameter(torch.zeros(1)) if gate else None
         self.out_dim = ids.out_dim + content.out_dim
         self.modalities = ["id", *content.modalities]
 
     def forward(self, rows: torch.Tensor, items: ItemInputs) -> ItemReps:
         id_rep = self.ids(rows, items).rep  # (N, D)
         content = self.content(rows, items)  # rep (N, D)
+        content_rep = content.rep if self.gate is None else self.gate * content.rep
         attention = None
         if content.attention is not None:
             id_mass = id_rep.abs().sum(dim=-1, keepdim=True).detach()  # (N, 1)
-            content_mass = content.rep.abs().sum(dim=-1, keepdim=True).detach()
+            content_mass = content_rep.abs().sum(dim=-1, keepdim=True).detach()
             total = id_mass + content_mass
             total = torch.where(total > 0, total, torch.ones_like(total))
             attention = torch.cat([id_mass, content.attention * content_mass], dim=1) / total  # (N, 1 + M)
-        return ItemReps(torch.cat([id_rep, content.rep], dim=-1), content.adversarial, attention)
+        return ItemReps(torch.cat([id_rep, content_rep], dim=-1), content.adversarial, attention)

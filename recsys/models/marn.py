@@ -80,7 +80,11 @@ def _content_model(
         )
         require_item_features(ids, config.name, has_content=True)
     content = {m: content_dims[m] for m in modalities if m != "id"}
-    beside = config.id_path == "beside" and ids is not None
+    beside = config.id_path == "beside"
+    if beside and ids is None:
+        raise ConfigError(
+            f"model.id_path: 'beside' puts the id modality beside content; model.modalities {modalities} has no 'id'"
+        )
     if beside and not content:
         raise ConfigError(f"model.id_path: 'beside' needs a content modality; model.modalities is {modalities}")
     encoder: MultimodalItemEncoder | IdBesideContentItemEncoder
@@ -97,5 +101,5 @@ def _content_model(
         raise ConfigError(f"model ({config.name}, modalities {modalities}, id_path {config.id_path}): {exc}") from None
     if beside:
         assert ids is not None
-        encoder = IdBesideContentItemEncoder(IdItemEncoder(ids, config.item_dim), encoder)
+        encoder = IdBesideContentItemEncoder(IdItemEncoder(ids, config.item_dim), encoder, gate=config.content_gate)
     return CTRModel.from_config(config, feature_map, encoder, config.sequence)

@@ -7,11 +7,11 @@ Every encoder has the same interface, so they are swappable by name:
       history_mask: (B, L) bool, True = a real item, False = padding (anywhere in the row)
       target:       (B, D) the candidate item's representation
 
-One user against many candidates (serving): ``history`` (1, L, D) and ``history_mask`` (1, L)
-broadcast against every one of the B targets, so the per-history work is done once.
-
 and `encoder.attention(history, history_mask, target) -> (B, L)`, the per-position weights
 (exactly 0 on padding), for tests and explanations.
+
+One user against many candidates (serving): ``history`` (1, L, D) and ``history_mask`` (1, L)
+broadcast against every one of the B targets, so the per-history work is done once.
 
 Padding: history values at padded positions are replaced with zeros via torch.where first,
 so what padding holds (NaN, inf) can change neither the output nor any gradient. An

@@ -45,7 +45,10 @@ def parse_variant(text: str) -> tuple[str, dict[str, object]]:
 def with_overrides(config: ExperimentConfig, overrides: dict[str, object]) -> ExperimentConfig:
     raw = config.model_dump(mode="json")
     for key, value in overrides.items():
-        section, field = key.split(".", 1)
+        section, _, field = key.partition(".")
+        if section not in ("model", "train") or not field:
+            # the features are prepared once from the base config: other sections would be ignored
+            raise SystemExit(f"--variant: {key!r}: only model.* and train.* fields can vary")
         raw[section][field] = value
     return parse_config(raw, source="--variant")
 

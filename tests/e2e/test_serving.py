@@ -118,8 +118,9 @@ def score(url: str, **body) -> httpx.Response:
 
 def test_scores_equal_the_offline_scorer(server, checkpoint, trained_run) -> None:
     from recsys.evaluation import predict_frame
+    from recsys.features.prepared import PreparedDir
 
-    frame = pl.read_parquet(trained_run.run_dir / "prepared" / "test").head(25)
+    frame = PreparedDir.of_run(trained_run.run_dir).read_split("test").head(25)
     offline = predict_frame(checkpoint, frame).probs
     item_ids = checkpoint.item_table.item_ids
     for k, row in enumerate(frame.iter_rows(named=True)):

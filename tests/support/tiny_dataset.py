@@ -96,4 +96,4 @@ def train_without_ray(config: ExperimentConfig, data_dir: Path, run_dir: Path, s
     }
     report = {**val, "epoch": 1, "step": steps, "samples_per_s": 1000.0}
     save_checkpoint(run_dir / "best", model, config, prepared.feature_map, prepared.item_table, metrics=report)
-    return TrainResult(run_dir, run_dir / "best", run_dir / "best", report, [report], run_dir / "prepared")
+    return TrainResult(run_dir, run_dir / "best", run_dir / "best", report, [report], PreparedDir.of_run(run_dir).path)

@@ -12,7 +12,7 @@ from support.tiny import make_tiny
 
 from recsys.config import SplitConfig
 from recsys.features.feature_map import OOV, FeatureMap
-from recsys.features.sequences import build_behaviour_sequences
+from recsys.features.sequences import build_behaviour_sequences, latest_clicks
 from recsys.features.splits import SPLIT_RANK, assign_splits
 
 rows = st.lists(
@@ -135,3 +135,28 @@ def test_encode_value_agrees_with_encode_categorical() -> None:
         assert [fm.encode_value(name, v) for v in values] == column.tolist(), name
     prices = [1.0, 4.0, None, float("nan")]
     assert [fm.standardise("price", v) for v in prices] == fm.encode_numeric("price", pl.Series(prices)).tolist()
+
+
+def test_latest_clicks_are_each_users_newest_clicks_in_time_then_row_order() -> None:
+    """What serving starts a user from: the behaviour-sequence rule at the end of the data (ties in time keep
+    file order), capped at max_history, for every user with a click."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    frame = pl.DataFrame(
+        {
+            "user_id": rng.integers(0, 40, n),
+            "item_id": rng.integers(1, 200, n),
+            "timestamp": rng.integers(0, 30, n),  # many ties
+            "label": rng.integers(0, 2, n).astype(np.int8),
+        }
+    )
+    expected = (
+        frame.with_row_index("row")
+        .filter(pl.col("label") == 1)
+        .sort(["user_id", "timestamp", "row"])
+        .group_by("user_id", maintain_order=True)
+        .agg(pl.col("item_id").tail(7))
+    )
+    got = latest_clicks(frame, 7)
+    assert got == {int(u): [int(i) for i in items] for u, items in expected.iter_rows()}
+    assert latest_clicks(frame.filter(pl.col("label") == 0), 7) == {}

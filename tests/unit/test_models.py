@@ -12,12 +12,13 @@ import torch
 from support.tiny import make_tiny
 
 from recsys.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from recsys.config import ExperimentConfig, parse_config
+from recsys.config import ExperimentConfig, TrainConfig, parse_config
 from recsys.errors import ConfigError
 from recsys.features.feature_map import OOV
 from recsys.features.item_table import ItemInputs
 from recsys.losses import total_loss
 from recsys.models import MODELS, UserSide, build_model
+from training.step import build_optimizer, train_step
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +43,12 @@ def test_each_model_overfits_one_batch(tiny, name: str, options: dict) -> None:
     batch = next(tiny.examples.split("train").batches(64))
     # One fixed label per item: memorisable by every model, logistic regression included.
     batch.label = (batch.item % 2).float()
-    lr = 0.05 if name == "lr" else 0.01
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    train = TrainConfig(learning_rate=0.05 if name == "lr" else 0.01)
+    opt = build_optimizer(model, train)
     first = None
     for _ in range(300):
-        loss, parts = total_loss(model(batch, items), batch.label, cfg)
+        parts = train_step(model, batch, items, opt, cfg)
         first = parts["click"] if first is None else first
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
     model.eval()
     with torch.no_grad():
         click = torch.nn.functional.binary_cross_entropy_with_logits(model(batch, items).logits, batch.label)
@@ -421,3 +419,23 @@ def test_new_model_switches_reject_bad_values_naming_the_field(key: str, value: 
 def test_ids_beside_content_needs_a_content_modality(tiny) -> None:
     with pytest.raises(ConfigError, match="model.id_path: 'beside' needs a content modality"):
         build(tiny, "marn", id_path="beside", modalities=["id"])
+
+
+def test_content_gate_starts_from_the_id_only_representation(tiny) -> None:
+    """model.content_gate: the content part is scaled by a learned scalar that starts at 0, so at
+    initialisation content moves nothing; the gate gets a gradient, so training can let content in."""
+    model, cfg = build(tiny, "marn", id_path="beside", content_gate=True)
+    dim = tiny.config.model.item_dim
+    items = ItemInputs.from_table(tiny.table)
+    rows = torch.arange(1, tiny.table.n_items + 1)
+    with torch.no_grad():
+        assert (model.item_representations(rows, items).rep[:, dim:] == 0).all()
+    batch = next(tiny.examples.split("train").batches(64))
+    loss, _ = total_loss(model(batch, items), batch.label, cfg)
+    loss.backward()
+    assert model.item_encoder.gate.grad is not None and model.item_encoder.gate.grad.abs() > 0
+
+
+def test_ids_beside_content_needs_the_id_modality(tiny) -> None:
+    with pytest.raises(ConfigError, match="model.id_path: 'beside' .* has no 'id'"):
+        build(tiny, "marn", id_path="beside", modalities=["image", "audio"])
