@@ -32,8 +32,8 @@ The bare loop runs before and after the Ray runs; its reference rate is the mean
 (the machine is shared: the spread between the two rounds shows how much the load drifted).
 
 Every Ray case runs in a child process of this script (a fresh driver and local Ray per group).
-The features are prepared once, by the code ``run_training`` runs (``PreparedDir.write``); each
-Ray run's directory starts with hard links to them (``seed_run``), so the measured runs do not
+The features are prepared once, by the code ``run_training`` runs (``PreparedDir.write``), and every
+Ray run trains on them where they are (``run_training(prepared=...)``), so the measured runs do not
 re-featurise. Diagnostics (on by default): Ray Data iteration alone (no model) through the
 same TorchTrainer/streaming-split path, and Ray 1 worker with ``threads_per_worker=--threads``.
 Artefacts go to ``--work-dir`` (default ``benchmarks/_work/train_throughput``, git-ignored); the
@@ -135,7 +135,7 @@ def cut_users(src: Path, out: Path, n_users: int) -> Path:
 
 def prepare(config_path: Path, data_dir: Path, cache_dir: Path, out: Path, factor: int) -> dict[str, int]:
     """Prepared features as run_training's Ray task writes them (``out/1x``), and the same with the train
-    split ``factor`` times (``out/<factor>x``, see :func:`link_prepared`); returns the 1x rows per split."""
+    split ``factor`` times (``out/<factor>x``, see :meth:`PreparedDir.link_copy`); returns the 1x rows per split."""
     from recsys.config import load_config
     from recsys.features.prepare import prepare_data
     from recsys.features.prepared import PreparedDir
@@ -144,38 +144,8 @@ def prepare(config_path: Path, data_dir: Path, cache_dir: Path, out: Path, facto
         shutil.rmtree(out)
     base = PreparedDir(out / "1x")
     counts = base.write(prepare_data(load_config(config_path), data_dir, cache_dir))
-    link_prepared(base, PreparedDir(out / f"{factor}x"), train_repeats=factor)
+    base.link_copy(out / f"{factor}x", train_repeats=factor)
     return counts
-
-
-def link_prepared(src: PreparedDir, dst: PreparedDir, train_repeats: int = 1) -> None:
-    """``dst``: ``src`` made of hard links (nothing copied), with the train split's files ``train_repeats``
-    times: the same file and row-group sizes, ``train_repeats`` x the rows (valid and test unchanged)."""
-    from recsys.features.prepared import PreparedDir
-
-    dst.path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(src.path, dst.path, copy_function=os.link)
-    if train_repeats == 1:
-        return
-    train = dst.split_dir("train")
-    parts = sorted(src.split_dir("train").glob("*.parquet"))
-    for k in range(1, train_repeats):
-        for part in parts:
-            os.link(part, train / f"rep{k:02d}-{part.name}")
-    counts = src.counts()
-    (dst.path / PreparedDir.COUNTS).unlink()  # a link to src's: replaced, not written through
-    (dst.path / PreparedDir.COUNTS).write_text(json.dumps({**counts, "train": counts["train"] * train_repeats}))
-
-
-def seed_run(storage: Path, run_name: str, prepared: PreparedDir) -> None:
-    """A run directory that already holds ``prepared`` (hard links), so that ``run_training(resume=True)``
-    trains on it without featurising the dataset again."""
-    from recsys.features.prepared import PreparedDir
-    from training.launch import RUN_INFO
-
-    run_dir = storage / run_name
-    link_prepared(prepared, PreparedDir.of_run(run_dir))
-    (run_dir / RUN_INFO).write_text(json.dumps({"run_name": run_name, "seeded_by": "benchmarks/train_throughput.py"}))
 
 
 # --------------------------------------------------------------------------- child: Ray runs
@@ -272,7 +242,6 @@ def child_main(spec_path: Path) -> None:
         if r.get("batch_size"):  # weak scaling: a global batch of W x the bare loop's batch
             config.train.batch_size = r["batch_size"]
         config.train.storage_path = str(storage)
-        seed_run(storage, r["name"], PreparedDir(r["prepared"]))
         print(
             f"[bench-child] run {r['name']}: {r['model']} x{r['workers']} workers, {r['epochs']} epochs, "
             f"{r['train_rows']} train rows, load {loadavg()}",
@@ -284,7 +253,7 @@ def child_main(spec_path: Path) -> None:
         if r.get("data_only"):
             history = run_data_only(
                 config,
-                PreparedDir.of_run(storage / r["name"]),
+                PreparedDir(r["prepared"]),
                 r["workers"],
                 r["epochs"],
                 storage,
@@ -298,9 +267,9 @@ def child_main(spec_path: Path) -> None:
                 cache_dir=spec["cache_dir"],
                 workers=r["workers"],
                 run_name=r["name"],
-                resume=True,
                 loop_options=r.get("loop_options"),
                 materialize=r.get("materialize"),
+                prepared=PreparedDir(r["prepared"]),
             )
             history = res.history
             r = {**r, "materialized": (res.splits or {}).get("materialized")}

@@ -211,8 +211,12 @@ def run_training(
     resume: bool = False,
     loop_options: Mapping[str, Any] | None = None,
     materialize: bool | None = None,
+    prepared: PreparedDir | None = None,
 ) -> TrainResult:
     """Train ``config.model`` with Ray Train; see the module docstring.
+
+    ``prepared``: features already prepared from this config and dataset (e.g. shared by several
+    runs, as the benchmarks do): the workers read them where they are, instead of ``<run>/prepared``.
 
     ``loop_options``: how the training loop runs (:class:`training.loop.LoopOptions`: threads per
     worker, prefetching, progress lines, a per-step callback). ``materialize``: keep the
@@ -255,8 +259,13 @@ def run_training(
             indent=1,
         )
     )
-    prepared_dir = PreparedDir.of_run(run_dir).path
-    counts = prepare_features(config, data_dir, cache_dir, prepared_dir)
+    if prepared is not None:
+        if not prepared.is_complete():
+            raise TrainError(f"{prepared.path}: not a complete prepared-features directory")
+        prepared_dir, counts = prepared.path, prepared.counts()
+    else:
+        prepared_dir = PreparedDir.of_run(run_dir).path
+        counts = prepare_features(config, data_dir, cache_dir, prepared_dir)
     print(
         f"[recsys] prepared features: {counts['train']} train / {counts['valid']} valid / {counts['test']} test rows "
         f"-> {prepared_dir}",

@@ -128,6 +128,26 @@ class PreparedDir:
         (self.path / self.COUNTS).write_text(json.dumps(counts), encoding="utf-8")
         return counts
 
+    def link_copy(self, destination: str | Path, train_repeats: int = 1) -> PreparedDir:
+        """A copy at ``destination`` made of hard links (no data copied), with the train split's Parquet
+        parts linked ``train_repeats`` times: ``train_repeats`` x the training rows, the same file and
+        row-group sizes (valid and test unchanged). For benchmarks that scale the data."""
+        import os
+        import shutil
+
+        copy = PreparedDir(destination)
+        copy.path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.path, copy.path, copy_function=os.link)
+        if train_repeats > 1:
+            parts = sorted(self.split_dir("train").glob("*.parquet"))
+            for k in range(1, train_repeats):
+                for part in parts:
+                    os.link(part, copy.split_dir("train") / f"rep{k:02d}-{part.name}")
+            counts = self.counts()
+            (copy.path / self.COUNTS).unlink()  # a link to ours: replaced, not written through
+            (copy.path / self.COUNTS).write_text(json.dumps({**counts, "train": counts["train"] * train_repeats}))
+        return copy
+
     # ---------------------------------------------------------------- reading
     def counts(self) -> dict[str, int]:
         """Rows per split, as written."""

@@ -194,13 +194,22 @@ def test_driver_crash_then_resume_continues_from_the_checkpoint(cluster, small_d
 
 
 def test_same_seed_one_worker_gives_the_same_metrics(cluster, small_data, default_dataset, tmp_path) -> None:
-    results = []
-    for name in ("r1", "r2"):
-        config = write_config(
-            tmp_path / f"{name}.yaml", small_data, default_dataset.cache_dir, tmp_path / "runs", epochs=1, workers=1
-        )
-        train_cli(config, cluster, "--run-name", name)
-        results.append(history(tmp_path / "runs" / name)[-1])
+    """Two runs of one config and seed: the same metrics. The second trains on the first run's prepared
+    features where they are (``run_training(prepared=...)``, as the benchmarks share them): no copy of its own."""
+    config = write_config(
+        tmp_path / "exp.yaml", small_data, default_dataset.cache_dir, tmp_path / "runs", epochs=1, workers=1
+    )
+    train_cli(config, cluster, "--run-name", "r1")
+    code = (
+        "import sys; sys.path[:0] = [%r]\n"
+        "from recsys.config import load_config\nfrom recsys.features.prepared import PreparedDir\n"
+        "from training.launch import run_training\n"
+        "run_training(load_config(%r), address=%r, run_name='r2', prepared=PreparedDir.of_run(%r))\n"
+    ) % (str(ROOT), str(config), cluster, str(tmp_path / "runs" / "r1"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=ROOT, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "runs" / "r2" / "prepared").exists()
+    results = [history(tmp_path / "runs" / name)[-1] for name in ("r1", "r2")]
     for key in ("val_auc", "val_gauc", "val_logloss", "train_loss"):
         assert abs(results[0][key] - results[1][key]) <= 1e-6, (key, results)
 

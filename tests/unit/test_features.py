@@ -160,3 +160,28 @@ def test_latest_clicks_are_each_users_newest_clicks_in_time_then_row_order() -> 
     got = latest_clicks(frame, 7)
     assert got == {int(u): [int(i) for i in items] for u, items in expected.iter_rows()}
     assert latest_clicks(frame.filter(pl.col("label") == 0), 7) == {}
+
+
+def test_prepared_dir_round_trips_and_links_a_scaled_copy(tmp_path: Path) -> None:
+    """PreparedDir writes the features once (counts last: complete), reads them back, and makes a hard-linked
+    copy with the training rows repeated (the benchmarks' data scaling) without copying data."""
+    from support.tiny_dataset import write_tiny_dataset
+
+    from recsys.config import load_config
+    from recsys.features.prepare import prepare_data
+    from recsys.features.prepared import PreparedDir
+
+    config = load_config(write_tiny_dataset(tmp_path))
+    prepared = PreparedDir.of_run(tmp_path / "run")
+    assert not prepared.is_complete()
+    counts = prepared.write(prepare_data(config, validate=False))
+    assert prepared.is_complete() and prepared.counts() == counts
+    assert prepared.read_split("train").height == counts["train"] > 0
+    assert prepared.load_feature_map().max_history == config.features.max_history
+    copy = prepared.link_copy(tmp_path / "3x", train_repeats=3)
+    assert copy.counts() == {**counts, "train": 3 * counts["train"]}
+    assert copy.read_split("train").height == 3 * counts["train"]
+    assert copy.read_split("valid").height == counts["valid"]
+    assert prepared.counts() == counts  # the original is untouched
+    part = next(prepared.split_dir("train").glob("*.parquet"))
+    assert (copy.split_dir("train") / part.name).stat().st_ino == part.stat().st_ino  # a link, not a copy
