@@ -13,6 +13,7 @@ import platform
 import sys
 import threading
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -147,15 +148,25 @@ class RssSampler(threading.Thread):
     Memory: peak RSS and USS per (phase, role, pid). RSS counts every resident page a process
     maps, including pages of Ray's shared-memory object store it has read (those belong to the
     object store, fixed in size, not to the process); USS counts only the process's private pages.
-    Train workers also get a time series (every ~1 s) so that growth over a run can be told apart
-    from growth with the table size. CPU: cumulative CPU seconds per process and the machine's
-    busy CPU seconds (``/proc/stat``) over time, so that :meth:`cpu_between` can say where the
-    cores went during any window, e.g. the epoch a throughput figure comes from.
+    Train workers (or the roles in ``series_roles``) also get a time series (at most every ~1 s) so
+    that growth over a run can be told apart from growth with the table size. ``role`` names a
+    process (a psutil ``Process``); by default :func:`role_of` its command line. CPU: cumulative
+    CPU seconds per process and the machine's busy CPU seconds (``/proc/stat``) over time, so that
+    :meth:`cpu_between` can say where the cores went during any window, e.g. the epoch a
+    throughput figure comes from.
     """
 
-    def __init__(self, interval: float = 0.2, uss: bool = True) -> None:
+    def __init__(
+        self,
+        interval: float = 0.2,
+        uss: bool = True,
+        role: Callable[[Any], str] | None = None,
+        series_roles: Collection[str] = ("train_worker",),
+    ) -> None:
         super().__init__(daemon=True)
         self.psutil, self.interval, self.uss = import_psutil(), interval, uss
+        self.role = role or (lambda proc: role_of(" ".join(proc.cmdline())))
+        self.series_roles = frozenset(series_roles)
         self.own_cpu: dict[str, float] = {}  # CPU seconds of this sampling thread, per phase
         self.me = self.psutil.Process()
         self.phase = "idle"
@@ -217,7 +228,7 @@ class RssSampler(threading.Thread):
             return
         for proc in children:
             try:
-                role = role_of(" ".join(proc.cmdline()))
+                role = self.role(proc)
                 mem = self._memory(proc)
             except ps.Error:
                 continue
@@ -226,7 +237,7 @@ class RssSampler(threading.Thread):
             book["procs"][key] = {"rss": max(old["rss"], mem.rss), "uss": max(old["uss"], mem.uss)}
             if keep_series:
                 self._cpu_point(role, proc, wall)
-                if role == "train_worker":
+                if role in self.series_roles:
                     self.series.setdefault(self.phase, []).append((round(now, 1), proc.pid, mem.rss, mem.uss))
 
     def cpu_between(self, start: float, end: float) -> dict[str, Any]:

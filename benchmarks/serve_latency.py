@@ -67,6 +67,45 @@ def make_checkpoint(out: Path, n_items: int) -> Path:
     return save_checkpoint(out / "checkpoint", model, config, fm, table)
 
 
+def start_server(
+    checkpoint: Path, port: int, workers: int, state_dir: Path, log_path: Path, env: dict[str, str]
+) -> subprocess.Popen:
+    """`recsys serve` on 127.0.0.1:``port`` in its own process group (stop it with :func:`stop_server`)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--state-dir",
+            str(state_dir),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM to ``proc``'s process group (started with ``start_new_session``), SIGKILL after ``timeout`` s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
 def wait_ready(url: str, proc: subprocess.Popen, path: str = "/readyz") -> None:
     import httpx
 
@@ -96,6 +135,33 @@ def request_body(item_ids: list[int], n: int, rng: random.Random) -> bytes:
 # --------------------------------------------------------------------------- load generator (own process)
 
 
+async def http_exchange(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    host: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: bytes = b"",
+) -> tuple[int, dict[bytes, bytes]]:
+    """One HTTP/1.1 request on a keep-alive connection: the status code and the response headers
+    (lower-case names); the body is read and dropped. ``headers``: extra raw ``Name: value\r\n`` lines."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n".encode() + headers
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n".encode()
+    writer.write(head + b"\r\n" + (body or b""))
+    await writer.drain()
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionResetError("connection closed by the server")
+    response: dict[bytes, bytes] = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        response[name.strip().lower()] = value.strip()
+    await reader.readexactly(int(response.get(b"content-length", 0)))
+    return int(status_line.split(b" ", 2)[1]), response
+
+
 async def _client(
     host: str, port: int, path: str, bodies: list[bytes], stop_at: float, out: list[float], errors: list[str]
 ) -> None:
@@ -105,22 +171,11 @@ async def _client(
         while time.perf_counter() < stop_at:
             body = bodies[i % len(bodies)]
             i += 1
-            head = (
-                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            ).encode()
             start = time.perf_counter()
-            writer.write(head + body)
-            await writer.drain()
-            status_line = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
+            status, _ = await http_exchange(reader, writer, host, "POST", path, body)
             out.append(time.perf_counter() - start)
-            if b" 200 " not in status_line:
-                errors.append(status_line.decode().strip())
+            if status != 200:
+                errors.append(f"HTTP {status}")
     finally:
         writer.close()
 
@@ -219,27 +274,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": f"{tmp}:{ROOT}"}
     (tmp / "echo_app.py").write_text(ECHO_APP)
     port, echo_port = free_port(), free_port()
-    service = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "recsys.cli",
-            "serve",
-            "--checkpoint",
-            str(checkpoint),
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-            "--state-dir",
-            str(tmp / "state"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=(tmp / "serve.log").open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    service = start_server(checkpoint, port, args.workers, tmp / "state", tmp / "serve.log", env)
     echo = subprocess.Popen(  # the same uvicorn settings as `recsys serve` (serving/server.py)
         [
             sys.executable,
@@ -287,8 +322,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     finally:
         for proc in (service, echo):
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+            stop_server(proc)
 
     print("\n| route | candidates | concurrency | p50 ms | p99 ms | req/s | errors | in-process p50 / p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")

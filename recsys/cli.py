@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -98,11 +97,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+class _RefuseApiKeyOnCommandLine(argparse.Action):
+    """``--api-key KEY`` would show the key to every user of the machine (``ps``): refused, naming the safe ways."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        parser.error("--api-key shows the key in the process list: set RECSYS_API_KEY or use --api-key-file FILE")
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.server import serve
 
     # Overrides of the checkpoint config's serve section, by ServeConfig field name (None: not given).
-    fields = ("host", "port", "workers", "state_dir", "api_key", "max_candidates", "max_body_mb")
+    fields = ("host", "port", "workers", "state_dir", "api_key_file", "max_candidates", "max_body_mb")
     return serve(args.checkpoint, {name: getattr(args, name) for name in fields}, data_dir=args.data)
 
 
@@ -110,7 +116,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the built-in data: dataset -> validate -> encode -> train (Ray) -> evaluate."""
     import time
 
-    from recsys.config import load_config
+    from recsys.config import load_config, override
     from recsys.data.synthetic import make_default_dataset
     from recsys.data.validate import validate_dataset
     from recsys.encoders.pipeline import encode_items
@@ -123,8 +129,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     data_dir, cache_dir = out / "data", out / "cache"
     config.train.storage_path = str(out / "runs")
-    if args.workers:
-        config.train.workers = args.workers
+    if args.workers is not None:  # 0 is an error, never "the config's value"
+        override(config.train, "workers", args.workers, "--workers")
     print(f"[1/5] dataset -> {data_dir}", flush=True)
     summary = make_default_dataset(data_dir, seed=args.seed, size=args.size, progress=not args.no_progress)
     print(
@@ -269,9 +275,20 @@ def _add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _non_negative_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 0 (argparse names the option in its one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
     """How the built-in dataset is drawn: ``--seed``, ``--size`` (and ``--no-progress``)."""
-    parser.add_argument("--seed", type=int, default=0, help="dataset random seed (default 0)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="dataset random seed (default 0)")
     parser.add_argument(
         "--size",
         choices=["small", "medium"],
@@ -330,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = _command(data_sub, "check", _cmd_data_check)
     check.add_argument("dir", help="dataset directory")
     check.add_argument("--config", help="experiment YAML whose declared features are checked too")
-    check.add_argument("--strict", action="store_true", help="treat warnings (e.g. missing media files) as errors")
+    check.add_argument(
+        "--strict", action="store_true", help="treat warnings (e.g. missing or undecodable media files) as errors"
+    )
 
     make = _command(data_sub, "make-default", _cmd_data_make_default)
     make.add_argument("--out", required=True, help="output directory")
@@ -366,10 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--data", help="dataset directory whose clicks seed the user state (default data.path)")
     serve.add_argument(
-        "--api-key",
-        help="API key for /v1/admin/* (default serve.api_key; env RECSYS_API_KEY)",
-        default=os.environ.get("RECSYS_API_KEY"),
+        "--api-key-file",
+        help="file holding the API key that write and admin routes need (default serve.api_key_file; "
+        "the RECSYS_API_KEY environment variable wins over both)",
     )
+    serve.add_argument("--api-key", action=_RefuseApiKeyOnCommandLine, help=argparse.SUPPRESS)
     serve.add_argument("--max-candidates", type=int, help="largest candidate list (default serve.max_candidates)")
     serve.add_argument("--max-body-mb", type=float, help="largest request body in MiB (default serve.max_body_mb)")
     serve.set_defaults(func=_cmd_serve)

@@ -27,9 +27,9 @@ ID_KINDS: tuple[IdKind, ...] = ("user", "item")
 
 
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors, assignments are validated."""
+    """Base for every config section: unknown keys are errors, assignments are validated, NaN/inf are refused."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- data
@@ -246,10 +246,21 @@ class ServeConfig(StrictModel):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
     max_candidates: int = Field(2000, ge=1)
-    max_body_mb: float = Field(16.0, gt=0)  # larger request bodies get 413
-    api_key: str | None = None  # when set, /v1/admin/* needs it (header X-API-Key)
+    # Larger request bodies get 413. At least 0.001 MiB (~1 KiB): a smaller limit would refuse every request.
+    max_body_mb: float = Field(16.0, ge=0.001)
+    # The key write and admin routes need (header X-API-Key). Prefer the RECSYS_API_KEY environment variable or
+    # api_key_file (a file readable only by the service) to writing the key here.
+    api_key: str | None = Field(None, min_length=8)
+    api_key_file: str | None = None
+    # Host header values accepted (DNS-rebinding guard; "*" accepts any). None: the loopback names when host is a
+    # loopback address, any host otherwise (put the service behind a proxy that checks it).
+    allowed_hosts: list[str] | None = None
     state_dir: str = "serving-state"  # registered items, user state, the active model (SQLite)
     torch_threads: int = Field(1, ge=1, le=64)  # per worker: latency is best with one thread per worker
+    # Item registration decodes client media: bounded in size and in concurrency per worker.
+    max_image_pixels: int = Field(25_000_000, ge=1)  # width x height; larger images get 413
+    max_audio_seconds: float = Field(600.0, gt=0, allow_inf_nan=False)  # longer audio gets 413
+    max_concurrent_decodes: int = Field(2, ge=1, le=64)  # media decodes at once per worker; others wait
 
 
 class ExperimentConfig(StrictModel):
@@ -342,9 +353,15 @@ def _describe(error: ErrorDetails, root: yaml.Node | None) -> str:
 
 
 def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = None) -> ExperimentConfig:
-    """Validate a parsed YAML document into an :class:`ExperimentConfig` or raise ConfigError."""
+    """Validate a parsed YAML document into an :class:`ExperimentConfig` or raise ConfigError.
+
+    An empty document (None) is refused: an explicit ``{}`` asks for every default, nothing at all is a mistake.
+    """
     if data is None:
-        data = {}
+        raise ConfigError(
+            f"{source}: empty config file (no YAML content, only blanks or comments); "
+            f"write at least one section: {', '.join(ExperimentConfig.model_fields)}"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
     try:
@@ -372,8 +389,30 @@ def load_config(path: str | Path) -> ExperimentConfig:
         root = yaml.compose(text, Loader=_StrictLoader)
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}") from None
     return parse_config(data, source=str(path), root=root)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: ``line L, column C: <problem> (<context>)``."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or not exc.problem:
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = f" ({exc.context})" if exc.context else ""
+    return f"{where}{exc.problem}{context}"
+
+
+def override(section: BaseModel, field: str, value: object, option: str) -> None:
+    """Set ``section.field`` to ``value`` from the command-line ``option``, validated like the same YAML key.
+
+    Raises ConfigError naming the option (``--epochs: Input should be ... (got 0)``) when the value breaks
+    the field's limits.
+    """
+    try:
+        setattr(section, field, value)
+    except ValidationError as exc:
+        raise ConfigError(f"{option}: {exc.errors()[0]['msg']} (got {value!r})") from None
 
 
 def dump_config(config: ExperimentConfig) -> str:

@@ -3,8 +3,9 @@
 Start it with ``recsys serve --checkpoint DIR`` (uvicorn; ``--workers N`` for several
 processes). Each worker builds the app with :func:`create_app`, which loads the model once, at
 start-up (lifespan). The routes live in :mod:`serving.api.routes`, one router per resource.
-Errors are JSON ``{"detail": {"field", "message", "ids"?}}`` with a 4xx status; request-validation
-errors keep FastAPI's ``{"detail": [{"loc", "msg", ...}]}`` form.
+Every error is JSON ``{"detail": {"field", "message", "ids"?, "errors"?}}`` with a 4xx status
+(:mod:`serving.api.errors`); JSON bodies are read strictly (:mod:`serving.api.bodies`); requests whose
+Host header is not trusted (``serve.allowed_hosts``) get 400.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from recsys import __version__
-from recsys.errors import RecsysError
+from serving.api.errors import install_error_handlers
 from serving.api.routes import ROUTERS
-from serving.model import ServingError
 from serving.observability import ObservabilityMiddleware, configure_logging, set_model
 from serving.service import ScoringService
 from serving.settings import ServeSettings
@@ -38,16 +38,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service.store.close()
 
 
-async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
-    """A :class:`ServingError` as its 4xx status and ``{"detail": {"field", "message", "ids"?}}``."""
-    return JSONResponse(exc.body(), status_code=exc.status)
-
-
-async def recsys_error(request: Request, exc: RecsysError) -> JSONResponse:
-    """Any other user-input error (:class:`RecsysError`) as a 422 naming the request."""
-    return JSONResponse({"detail": {"field": "request", "message": str(exc)}}, status_code=422)
-
-
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     """The application for one worker (settings from ``recsys serve`` via the environment by default)."""
     settings = settings or ServeSettings.from_env()
@@ -58,9 +48,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         description="Click probabilities from a MARN (or baseline) checkpoint, "
         "for catalogue and newly registered items.",
         lifespan=lifespan,
-        exception_handlers={ServingError: serving_error, RecsysError: recsys_error},
     )
     app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
     for router in ROUTERS:
         app.include_router(router)

@@ -2,7 +2,9 @@
 
 The same encoder classes and media decoders as ``recsys encode`` (recsys.encoders); models load
 on first use and stay in memory. Vectors given by the client ("precomputed") are checked for
-width and finiteness. Every problem is a :class:`ContentError` naming the field.
+width and finiteness. Every problem is a :class:`ContentError` naming the field. Client media are
+decoded within :class:`MediaLimits`: pixel and duration caps checked on the file's header before
+decoding (413), and a cap on concurrent decodes per worker.
 """
 
 from __future__ import annotations
@@ -14,18 +16,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.config import MODALITIES, EncodersConfig
-from recsys.encoders import ItemEncoder, MediaError, build_encoder, decode_audio, decode_image
+from recsys.encoders import ItemEncoder, MediaError, MediaTooLarge, build_encoder, decode_audio, decode_image
 from recsys.errors import RecsysError
 from serving.store import PRECOMPUTED
 
 
 class ContentError(RecsysError):
-    """Unusable item content; ``field`` names the request field."""
+    """Unusable item content; ``field`` names the request field, ``status`` is 413 for content over a limit."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, status: int = 422) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.status = status
+
+
+class MediaLimits:
+    """How much client media one worker decodes: per file (pixels, seconds) and at once (``concurrent``)."""
+
+    def __init__(self, max_pixels: int, max_seconds: float, concurrent: int) -> None:
+        self.max_pixels = max_pixels
+        self.max_seconds = max_seconds
+        self.slots = threading.BoundedSemaphore(concurrent)
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,7 @@ class ContentEncoders:
         with self._lock:  # one item at a time through a model; loads it on first use
             return self._encoders[modality].encode([raw])[0]
 
-    def encode(self, content: ItemContent) -> dict[str, np.ndarray]:
+    def encode(self, content: ItemContent, limits: MediaLimits) -> dict[str, np.ndarray]:
         """modality -> raw vector for every modality the content provides; raises ContentError."""
         out: dict[str, np.ndarray] = {}
         unknown = sorted(set(content.vectors or {}) - set(self.dims))
@@ -85,18 +97,26 @@ class ContentEncoders:
             if not content.title.strip():
                 raise ContentError("title", "empty title")
             out["title"] = self._encode("title", content.title)
-        for modality, data, decode in (("image", content.image, decode_image), ("audio", content.audio, decode_audio)):
+        for modality, data in (("image", content.image), ("audio", content.audio)):
             if data is None or modality in out:
                 continue
             if modality not in self._encoders:
                 raise ContentError(
                     modality, f"this model has no {modality} encoder; its modalities: {sorted(self.dims)}"
                 )
+            setting = "serve.max_image_pixels" if modality == "image" else "serve.max_audio_seconds"
             try:
-                decoded = decode(data)
+                with limits.slots:  # the decoded image or waveform (far larger than its file) lives until encoded
+                    raw = (
+                        decode_image(data, limits.max_pixels)
+                        if modality == "image"
+                        else decode_audio(data, limits.max_seconds)
+                    )
+                    out[modality] = self._encode(modality, raw)
+            except MediaTooLarge as exc:
+                raise ContentError(modality, f"{exc} ({setting})", 413) from None
             except MediaError as exc:
                 raise ContentError(modality, str(exc)) from None
-            out[modality] = self._encode(modality, decoded)
         for name, vector in out.items():
             if not np.isfinite(vector).all():
                 raise ContentError(name, "the encoder produced non-finite values for this content")

@@ -2,25 +2,51 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
 
-Scalar = str | int | float | bool | None
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import Strict as StrictType
+
+#: Ids are signed 64-bit integers (what the dataset's Parquet columns and the state store hold).
+ID_MIN, ID_MAX = -(2**63), 2**63 - 1
+
+#: An item or user id in a JSON body: an integer (not a float, string or boolean) in the 64-bit range.
+Id = Annotated[int, StrictType(), Field(ge=ID_MIN, le=ID_MAX)]
+
+#: A feature value: finite numbers only (NaN/Infinity are refused like any other invalid value).
+Scalar = float | int | str | bool | None
+
+
+def _unique(ids: list[int]) -> list[int]:
+    seen: set[int] = set()
+    duplicates = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
+    if duplicates:
+        raise ValueError(f"duplicate item id(s) {sorted(set(duplicates))[:20]}: list each candidate once")
+    return ids
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields and non-finite numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ScoreRequest(Strict):
     """Candidates to score for one user."""
 
-    user_id: int = Field(description="the user; unknown users are scored as new users (no stored history)")
-    candidates: list[int] = Field(min_length=1, description="item ids to score (catalogue or registered items)")
-    history: list[int] | None = Field(
+    user_id: Id = Field(description="the user; unknown users are scored as new users (no stored history)")
+    candidates: Annotated[list[Id], AfterValidator(_unique)] = Field(
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description="item ids to score (catalogue or registered items), each once; at most serve.max_candidates",
+    )
+    history: list[Id] | None = Field(
         None, description="the user's clicked items, oldest first; omitted: the history the service keeps"
     )
     context: dict[str, Scalar] = Field(default_factory=dict, description="context features, e.g. hour, device")
-    top_k: int | None = Field(None, ge=1, description="return only the k best candidates, best first")
+    top_k: Annotated[int, StrictType()] | None = Field(
+        None, ge=1, description="return only the k best candidates, best first"
+    )
 
 
 class ScoredItem(BaseModel):
@@ -38,8 +64,8 @@ class ScoreResponse(BaseModel):
 class ItemRequest(Strict):
     """A new or updated item as JSON (multipart/form-data uploads take the same fields, media as files)."""
 
-    item_id: int
-    title: str | None = None
+    item_id: Id
+    title: str | None = Field(None, max_length=10_000)
     attributes: dict[str, Scalar | list[str | int]] = Field(default_factory=dict)
     vectors: dict[str, list[float]] | None = Field(None, description="precomputed vectors by modality")
     image_base64: str | None = Field(None, description="image file bytes, base64")
@@ -57,12 +83,12 @@ class ItemResponse(BaseModel):
 
 
 class UserRequest(Strict):
-    history: list[int] = Field(default_factory=list, description="clicked items, oldest first")
+    history: list[Id] = Field(default_factory=list, description="clicked items, oldest first")
     attributes: dict[str, Scalar] = Field(default_factory=dict)
 
 
 class EventsRequest(Strict):
-    clicked: list[int] = Field(min_length=1, description="items the user clicked, oldest first")
+    clicked: list[Id] = Field(min_length=1, description="items the user clicked, oldest first")
 
 
 class UserResponse(BaseModel):
@@ -72,7 +98,7 @@ class UserResponse(BaseModel):
 
 
 class ReloadRequest(Strict):
-    checkpoint: str = Field(description="checkpoint directory, readable by the service")
+    checkpoint: str = Field(min_length=1, max_length=4096, description="checkpoint directory, readable by the service")
 
 
 class ReloadResponse(BaseModel):
@@ -81,3 +107,24 @@ class ReloadResponse(BaseModel):
     previous_version: str
     checkpoint: str
     seconds: float
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(
+        description="the request field at fault, dotted (candidates.2), or body, content-type, X-API-Key"
+    )
+    message: str
+    ids: list[int] | None = Field(None, description="the offending ids, when ids are at fault")
+    errors: list[FieldError] | None = Field(None, description="every validation problem, when the body is invalid")
+
+
+class ErrorBody(BaseModel):
+    """Every error the service returns (4xx): what is wrong and where."""
+
+    detail: ErrorDetail

@@ -4,6 +4,11 @@ Every worker keeps its own :class:`~serving.model.ServedModel` and catches up wi
 :class:`~serving.store.Store` before each request (one cheap query): items registered through
 any worker become scorable everywhere as soon as the registering call returns, and a model
 swapped in by any worker is loaded by the others in the background, old model serving meanwhile.
+
+A swap is recorded in the store (with a new, larger generation) before the worker that performs it
+starts serving the new model, and a worker only ever follows a generation newer than its own: once
+a reload is acknowledged, that worker never answers with the old model again, and every other
+worker switches within one model load after its next request.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 
 from recsys.errors import RecsysError
 from recsys.features.sequences import recent_history
-from serving.content import ContentError, ItemContent
+from serving.content import ContentError, ItemContent, MediaLimits
 from serving.model import ItemInfo, ServedModel, ServingError
 from serving.settings import ServeSettings
 from serving.store import Store, UserState
@@ -45,16 +50,22 @@ class ReloadResult:
 class ScoringService:
     """Everything a worker serves; thread-safe. Build it with :meth:`start`."""
 
-    def __init__(self, settings: ServeSettings, store: Store, model: ServedModel, items_seq: int) -> None:
+    def __init__(
+        self, settings: ServeSettings, store: Store, model: ServedModel, items_seq: int, generation: int = 0
+    ) -> None:
         self.settings = settings
         self.store = store
         self.model = model  # replaced atomically by a swap; a request keeps the one it started with
         self.model_path = str(settings.checkpoint)
+        self.generation = generation  # of the served model, as recorded in the store
+        self.media_limits = MediaLimits(
+            settings.max_image_pixels, settings.max_audio_seconds, settings.max_concurrent_decodes
+        )
         self._items_seq = items_seq
         self._sync_lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._background: threading.Thread | None = None
-        self._failed_versions: set[str] = set()
+        self._failed_generations: set[int] = set()
         self.pid = os.getpid()
 
     @classmethod
@@ -65,7 +76,7 @@ class ScoringService:
         path = versions.model_path or str(settings.checkpoint)
         items = store.items_since(0)
         model = ServedModel.load(path, items, store.vectors_of(i.item_id for i in items))
-        service = cls(settings, store, model, max((i.seq for i in items), default=0))
+        service = cls(settings, store, model, max((i.seq for i in items), default=0), versions.model_generation)
         service.model_path = path
         log.info(
             "worker %d serving %s from %s (%d catalogue items, %d registered)",
@@ -89,29 +100,32 @@ class ScoringService:
                         self.model.add_items(items, self.store.vectors_of(i.item_id for i in items))
                     self._items_seq = max([self._items_seq, *(i.seq for i in items)])
         if (
-            versions.model_version
-            and versions.model_version != self.model.version
-            and versions.model_version not in self._failed_versions
+            versions.model_path
+            and versions.model_generation > self.generation
+            and versions.model_generation not in self._failed_generations
+            and not self._reload_lock.locked()  # this worker is swapping (and recording) a model right now
             and (self._background is None or not self._background.is_alive())
         ):
             self._background = threading.Thread(
                 target=self._follow,
-                args=(versions.model_path, versions.model_version),
+                args=(versions.model_path, versions.model_generation),
                 daemon=True,
                 name="model-follow",
             )
             self._background.start()
 
-    def _follow(self, path: str, version: str) -> None:
+    def _follow(self, path: str, generation: int) -> None:
         """Load the model another worker swapped in (this worker keeps serving the old one meanwhile)."""
         try:
-            self._swap(path)
-        except RecsysError as exc:
-            self._failed_versions.add(version)
-            log.error("worker %d could not follow the swap to %s (%s): %s", self.pid, version, path, exc)
+            self._swap(path, generation)
+        except (RecsysError, OSError) as exc:
+            self._failed_generations.add(generation)
+            log.error("worker %d could not follow the swap to %s (generation %d): %s", self.pid, path, generation, exc)
 
     # ---------------------------------------------------------------- model swap
-    def _swap(self, path: str) -> ReloadResult:
+    def _swap(self, path: str, generation: int | None) -> ReloadResult:
+        """Load ``path`` and serve it. ``generation`` None: a reload here, recorded in the store (new
+        generation) before this worker serves it; otherwise the recorded generation being followed."""
         with self._reload_lock:
             start = time.perf_counter()
             current = self.model
@@ -120,22 +134,35 @@ class ScoringService:
                 path, items, self.store.vectors_of(i.item_id for i in items), serving_config=current.checkpoint.config
             )
             loaded_seq = max((i.seq for i in items), default=0)
+            if generation is None:
+                generation = self.store.set_active_model(path, new.version)  # the other workers follow
             with self._sync_lock:  # items registered while loading: add them before the swap
+                if generation <= self.generation:  # a newer model was swapped in meanwhile: keep it
+                    return ReloadResult(self.model.version, current.version, self.model_path, 0.0)
                 late = self.store.items_since(loaded_seq)
                 if late:
                     new.add_items(late, self.store.vectors_of(i.item_id for i in late))
                 self._items_seq = max([self._items_seq, loaded_seq, *(i.seq for i in late)])
-                self.model, self.model_path = new, path  # the swap: one reference assignment
-            log.info("worker %d swapped %s -> %s (%s)", self.pid, current.version, new.version, path)
+                # The swap: reference assignments, read by requests without a lock (each keeps the model it took).
+                self.model, self.model_path, self.generation = new, path, generation
+            log.info(
+                "worker %d swapped %s -> %s (%s, generation %d)",
+                self.pid,
+                current.version,
+                new.version,
+                path,
+                generation,
+            )
             return ReloadResult(new.version, current.version, path, time.perf_counter() - start)
 
     def reload(self, path: str) -> ReloadResult:
-        """Load, validate and swap in a checkpoint; on any problem the old model keeps serving."""
+        """Load, validate, record and swap in a checkpoint; on any problem the old model keeps serving."""
         if self._reload_lock.locked():
             raise ServingError(409, "checkpoint", "a reload is already in progress")
-        result = self._swap(path)
-        self.store.set_active_model(path, result.version)  # the other workers follow
-        return result
+        try:
+            return self._swap(path, None)
+        except OSError as exc:  # e.g. a path the file system refuses (name too long)
+            raise ServingError(422, "checkpoint", f"cannot read {path[:200]!r}: {exc.strerror or exc}") from None
 
     # ---------------------------------------------------------------- scoring
     def score(
@@ -184,9 +211,9 @@ class ScoringService:
             if fields[name] == "categorical" and isinstance(value, (list, dict)):
                 raise ServingError(422, f"attributes.{name}", f"must be a single value, got {type(value).__name__}")
         try:
-            vectors = model.encoders.encode(content)
+            vectors = model.encoders.encode(content, self.media_limits)
         except ContentError as exc:
-            raise ServingError(422, exc.field, exc.message) from None
+            raise ServingError(exc.status, exc.field, exc.message) from None
         if not vectors and not attributes:
             raise ServingError(422, "item", "no content: give a title, an image, audio, vectors or attributes")
         keyed = {(m, model.encoders.fingerprint(m)): v for m, v in vectors.items()}

@@ -20,6 +20,12 @@ from recsys.errors import ConfigError
 #: Environment variable that carries the settings (JSON) from `recsys serve` to its workers.
 ENV_VAR = "RECSYS_SERVE_SETTINGS"
 
+#: Environment variable with the API key (it wins over ``serve.api_key_file`` and ``serve.api_key``).
+API_KEY_ENV = "RECSYS_API_KEY"
+
+#: Host header values a service bound to a loopback address accepts by default.
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
 
 class ServeSettings(ServeConfig):
     """What a worker needs to know: the ``serve`` config section (with overrides) and the checkpoint it serves.
@@ -32,17 +38,28 @@ class ServeSettings(ServeConfig):
 
     @classmethod
     def resolve(cls, checkpoint: Path, config: ServeConfig, overrides: Mapping[str, object]) -> ServeSettings:
-        """``config`` with ``overrides`` (ServeConfig field names; None or "" keeps the config's value).
+        """``config`` with ``overrides`` (ServeConfig field names; None keeps the config's value, "" is refused).
 
         Raises ConfigError naming the field (``serve.port: ...``) for an override out of its limits.
         """
-        given = {key: value for key, value in overrides.items() if value is not None and value != ""}
+        empty = sorted(key for key, value in overrides.items() if value == "")
+        if empty:
+            raise ConfigError(f"serve.{empty[0]}: empty value (leave the option out to keep the config's value)")
+        given = {key: value for key, value in overrides.items() if value is not None}
         try:
             settings = cls.model_validate({**config.model_dump(), **given, "checkpoint": checkpoint})
         except ValidationError as exc:
             raise ConfigError("; ".join(_describe(error) for error in exc.errors())) from None
         settings.state_dir = str(Path(settings.state_dir).resolve())
+        settings.api_key = _api_key(settings)
         return settings
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """Host header values accepted: ``allowed_hosts``, or the loopback names for a loopback ``host``."""
+        if self.allowed_hosts is not None:
+            return list(self.allowed_hosts)
+        return list(LOOPBACK_HOSTS) if self.host in LOOPBACK_HOSTS else ["*"]
 
     @property
     def state_path(self) -> Path:
@@ -70,6 +87,22 @@ class ServeSettings(ServeConfig):
         if not raw:
             raise RuntimeError(f"{ENV_VAR} is not set: start the service with `recsys serve`")
         return cls.model_validate_json(raw)
+
+
+def _api_key(settings: ServeSettings) -> str | None:
+    """The key from RECSYS_API_KEY, else from ``api_key_file``, else ``api_key``; ConfigError naming the source."""
+    source, key = "serve.api_key", settings.api_key
+    if os.environ.get(API_KEY_ENV):
+        source, key = API_KEY_ENV, os.environ[API_KEY_ENV].strip()
+    elif settings.api_key_file:
+        source = f"serve.api_key_file ({settings.api_key_file})"
+        try:
+            key = Path(settings.api_key_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: cannot read the API key: {getattr(exc, 'strerror', None) or exc}") from None
+    if key is not None and (len(key) < 8 or not (key.isascii() and key.isprintable())):
+        raise ConfigError(f"{source}: the API key must be at least 8 printable ASCII characters")
+    return key
 
 
 def _describe(error: ErrorDetails) -> str:

@@ -7,7 +7,9 @@ It holds what must survive a restart and be seen by every worker:
 - ``vectors``: their frozen-encoder vectors per modality, keyed by the encoder fingerprint (raw,
   not standardised: each model standardises with its own statistics);
 - ``users``: per-user state (behaviour history, attributes), seeded from the training data;
-- ``active_model``: the checkpoint every worker should serve.
+- ``active_model``: the checkpoint every worker should serve, with a generation number that only
+  grows: a worker follows a recorded model only when its generation is newer than the one it serves,
+  so a worker can never be sent back to an older model.
 
 Workers poll :meth:`Store.versions` (one cheap query) and catch up on what changed. SQLite in
 WAL mode lets readers run while a writer commits; writers take ``BEGIN IMMEDIATE``.
@@ -54,7 +56,8 @@ CREATE TABLE IF NOT EXISTS active_model (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     path TEXT NOT NULL,
     version TEXT NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS seq (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
 INSERT OR IGNORE INTO seq (id, value) VALUES (1, 0);
@@ -92,6 +95,7 @@ class Versions:
     items_seq: int
     model_version: str | None
     model_path: str | None
+    model_generation: int = 0
 
 
 class Store:
@@ -135,6 +139,9 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         store = cls(path)
         store._conn.executescript(SCHEMA)
+        columns = {row[1] for row in store._conn.execute("PRAGMA table_info(active_model)")}
+        if "generation" not in columns:  # a state directory written before generations were recorded
+            store._conn.execute("ALTER TABLE active_model ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
         return store
 
     def close(self) -> None:
@@ -146,20 +153,24 @@ class Store:
     # ---------------------------------------------------------------- versions
     def versions(self) -> Versions:
         row = self._conn.execute(
-            "SELECT (SELECT value FROM seq WHERE id = 1), version, path FROM (SELECT 1) "
+            "SELECT (SELECT value FROM seq WHERE id = 1), version, path, generation FROM (SELECT 1) "
             "LEFT JOIN active_model ON active_model.id = 1"
         ).fetchone()
-        return Versions(int(row[0] or 0), row[1], row[2])
+        return Versions(int(row[0] or 0), row[1], row[2], int(row[3] or 0))
 
     # ---------------------------------------------------------------- model
-    def set_active_model(self, path: str, version: str) -> None:
+    def set_active_model(self, path: str, version: str) -> int:
+        """Record the model every worker should serve; returns its generation (one more than the last)."""
         with self._write() as conn:
+            row = conn.execute("SELECT generation FROM active_model WHERE id = 1").fetchone()
+            generation = (int(row[0]) if row else 0) + 1
             conn.execute(
-                "INSERT INTO active_model (id, path, version, updated_at) VALUES (1, ?, ?, ?) "
+                "INSERT INTO active_model (id, path, version, updated_at, generation) VALUES (1, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET path = excluded.path, version = excluded.version, "
-                "updated_at = excluded.updated_at",
-                (path, version, time.time()),
+                "updated_at = excluded.updated_at, generation = excluded.generation",
+                (path, version, time.time(), generation),
             )
+        return generation
 
     # ---------------------------------------------------------------- items
     def put_item(

@@ -35,7 +35,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from recsys.config import ExperimentConfig
+from recsys.config import ExperimentConfig, override
 from recsys.errors import ConfigError, RecsysError
 from recsys.evaluation import Evaluation, evaluate_checkpoint
 from recsys.features.prepared import PreparedDir
@@ -225,11 +225,15 @@ def run_compare(spec: CompareSpec, train_fn: TrainFn | None = None, progress: bo
     check_models(spec.models)
     if not spec.seeds or len(set(spec.seeds)) != len(spec.seeds):
         raise ConfigError(f"--seeds: give at least one seed, each once; got {spec.seeds}")
+    if spec.workers is not None and spec.workers < 1:  # 0 is an error, never "the config's value"
+        raise ConfigError(f"--workers: must be >= 1, got {spec.workers}")
+    if spec.n_boot < 1:
+        raise ConfigError(f"--bootstrap: must be >= 1 resample, got {spec.n_boot}")
     peers = load_peers(spec.peer_files)  # a malformed peer file fails before hours of training
     config = spec.config.model_copy(deep=True)
     config.train.storage_path = str((spec.out_dir / "train").resolve())
     if spec.epochs is not None:
-        config.train.epochs = spec.epochs
+        override(config.train, "epochs", spec.epochs, "--epochs")
     _claim_out_dir(spec, config)
     own_ray = train_fn is None
     if own_ray:  # what every run needs (a valid dataset, encoded items) fails once, before any training

@@ -2,8 +2,8 @@
 
 :func:`validate_dataset` collects EVERY problem it can find in one pass (it never stops at the
 first) and returns a :class:`ValidationReport`. Each problem names the file, the column and a
-few offending ids. Errors make the dataset unusable; warnings (e.g. a missing media file, whose
-item is then encoded without that modality) are reported but do not stop training.
+few offending ids. Errors make the dataset unusable; warnings (e.g. a missing or undecodable media
+file, whose item is then encoded without that modality) are reported but do not stop training.
 """
 
 from __future__ import annotations
@@ -197,14 +197,60 @@ def _validate_items(paths: DatasetPaths, config: ExperimentConfig, report: Valid
         if column == "title" or column not in usable:
             continue
         rows = items.filter(pl.col(column).is_not_null())
-        missing = [iid for iid, rel in zip(rows["item_id"], rows[column]) if not paths.media(rel).is_file()]
+        missing, unreadable = [], []
+        first_reason = ""
+        reasons: dict[Path, str | None] = {}  # one check per file, however many items share it
+        for iid, rel in zip(rows["item_id"], rows[column]):
+            path = paths.media(rel)
+            if not path.is_file():
+                missing.append(iid)
+                continue
+            if path not in reasons:
+                reasons[path] = media_problem(modality, path)
+            if reasons[path] is not None:
+                first_reason = first_reason or f"{rel}: {reasons[path]}"
+                unreadable.append(iid)
         if missing:
             out.warning(
                 column,
                 f"{len(missing)} {modality} file(s) not found; those items get no {modality} vector (masked)",
                 missing,
             )
+        if unreadable:
+            out.warning(
+                column,
+                f"{len(unreadable)} {modality} file(s) cannot be decoded (first: {first_reason}); "
+                f"those items get no {modality} vector (masked)",
+                unreadable,
+            )
     return items
+
+
+def media_problem(modality: str, path: Path) -> str | None:
+    """Why the ``modality`` ("image" or "audio") file at ``path`` cannot be decoded; None when it can.
+
+    Cheap, and by the same libraries as ``recsys.encoders.media`` (imported here without torch): an image is
+    decoded for real (a JPEG at reduced scale, PIL's draft mode, which still reads every byte, so a truncated
+    file fails), an audio file's header is read by libsndfile (format, sample rate, frame count).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if modality == "image":
+            with Image.open(path) as image:
+                image.draft(None, (1, 1))  # JPEG: decode at 1/8 scale; other formats: a no-op
+                image.load()
+        else:
+            import soundfile
+
+            if soundfile.info(str(path)).frames == 0:
+                return "holds no audio samples"
+    except UnidentifiedImageError:
+        return "not a recognised image format"
+    except Exception as exc:  # decoders raise many types (OSError, SyntaxError, LibsndfileError, ...)
+        text = getattr(exc, "error_string", None) or str(exc) or type(exc).__name__
+        return " ".join(str(text).split())[:200]
+    return None
 
 
 def _validate_users(paths: DatasetPaths, config: ExperimentConfig, report: ValidationReport) -> pl.DataFrame | None:

@@ -10,7 +10,7 @@ transformers and torchvision are imported only when a model is loaded.
 """
 
 from recsys.encoders.base import ItemEncoder
-from recsys.encoders.media import MediaError, MediaWarning, decode_audio, decode_image
+from recsys.encoders.media import MediaError, MediaTooLarge, MediaWarning, decode_audio, decode_image
 from recsys.encoders.pipeline import EncodeReport, ModalityReport, ModalityVectors, encode_items, load_item_vectors
 from recsys.encoders.registry import build_encoder
 
@@ -18,6 +18,7 @@ __all__ = [
     "EncodeReport",
     "ItemEncoder",
     "MediaError",
+    "MediaTooLarge",
     "MediaWarning",
     "ModalityReport",
     "ModalityVectors",

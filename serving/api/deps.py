@@ -1,4 +1,4 @@
-"""Typed dependencies of the routes: the worker's scoring service, the settings and the admin-key check.
+"""Typed dependencies of the routes: the worker's scoring service, the settings, the API-key check and ids.
 
 The functions are ``async`` so that FastAPI resolves them on the event loop (a plain ``def`` would
 cost a threadpool hop per request).
@@ -9,9 +9,11 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import APIKeyHeader
 
 from serving.model import ServingError
+from serving.schemas import ID_MAX, ID_MIN
 from serving.service import ScoringService
 from serving.settings import ServeSettings
 
@@ -38,10 +40,28 @@ ServiceDep = Annotated[ScoringService, Depends(get_service)]
 MaybeServiceDep = Annotated[ScoringService | None, Depends(find_service)]
 
 
-async def require_admin(request: Request, settings: SettingsDep) -> None:
-    """Refuse (401) an admin request without the configured API key (none configured: everyone is admin)."""
+#: The API key header, declared in OpenAPI as the service's security scheme.
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="needed by write and admin routes when the service has a key (RECSYS_API_KEY or --api-key-file)",
+)
+
+
+async def require_key(
+    request: Request, settings: SettingsDep, given: Annotated[str | None, Security(API_KEY_HEADER)] = None
+) -> None:
+    """Refuse (401) a write or admin request without the configured API key (no key configured: open).
+
+    The key may also come as ``Authorization: Bearer <key>``.
+    """
     if settings.api_key is None:
         return
-    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-    if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-        raise ServingError(401, "X-API-Key", "missing or wrong API key for an admin route")
+    key = given or request.headers.get("authorization", "").removeprefix("Bearer ")
+    if not hmac.compare_digest(key.encode(), settings.api_key.encode()):
+        raise ServingError(401, "X-API-Key", "missing or wrong API key (needed for write and admin routes)")
+
+
+#: A user or item id in a path: a 64-bit signed integer.
+UserIdPath = Annotated[int, Path(ge=ID_MIN, le=ID_MAX, description="the user id")]
+ItemIdPath = Annotated[int, Path(ge=ID_MIN, le=ID_MAX, description="the item id")]

@@ -11,8 +11,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,57 +19,9 @@ import httpx
 import numpy as np
 import polars as pl
 import pytest
-from conftest import ROOT
+from support.server import API_KEY, Server, perturbed_checkpoint
 
-from serving.net import free_port
-
-API_KEY = "test-key"
-
-
-class Server:
-    """`recsys serve` in its own process group; ``url`` once /readyz answers."""
-
-    def __init__(self, checkpoint: Path, state_dir: Path, log: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "recsys.cli",
-            "serve",
-            "--checkpoint",
-            str(checkpoint),
-            "--port",
-            str(self.port),
-            "--state-dir",
-            str(state_dir),
-            "--api-key",
-            API_KEY,
-            *extra,
-        ]
-        self.log = log
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.time() + 180
-        while True:
-            assert self.proc.poll() is None, f"server exited {self.proc.returncode}:\n{log.read_text()[-4000:]}"
-            assert time.time() < deadline, f"server not ready:\n{log.read_text()[-4000:]}"
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+KEY = {"X-API-Key": API_KEY}
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +103,7 @@ def test_stored_history_is_used_when_the_request_has_none(server, trained_run) -
         s["item_id"] for s in sorted(implicit["scores"], key=lambda s: -s["score"])[:5]
     ]
     # Updating the history through the API changes what is used.
-    updated = httpx.post(f"{server.url}/v1/users/{user}/events", json={"clicked": candidates[:3]}).json()
+    updated = httpx.post(f"{server.url}/v1/users/{user}/events", json={"clicked": candidates[:3]}, headers=KEY).json()
     assert updated["history"][-3:] == candidates[:3]
     again = score(server.url, user_id=user, candidates=candidates).json()
     assert again["scores"] != implicit["scores"]
@@ -182,6 +132,7 @@ def test_registered_item_is_scorable_on_every_worker_and_matches_its_catalogue_t
     resp = httpx.post(
         f"{server.url}/v1/items",
         timeout=120,
+        headers=KEY,
         data={
             "item_id": "990001",
             "title": twin["title"],
@@ -221,7 +172,7 @@ def test_item_with_json_vectors_and_base64_media(server, checkpoint, trained_run
         "vectors": {"title": np.random.default_rng(0).normal(size=dims["title"]).tolist()},
         "image_base64": base64.b64encode((trained_run.data_dir / row["image_path"]).read_bytes()).decode(),
     }
-    resp = httpx.post(f"{server.url}/v1/items", json=body, timeout=120)
+    resp = httpx.post(f"{server.url}/v1/items", json=body, timeout=120, headers=KEY)
     assert resp.status_code == 201, resp.text
     assert resp.json()["modalities"] == ["title", "image"]
     s = score(server.url, user_id=5, candidates=[990002]).json()["scores"][0]["score"]
@@ -243,7 +194,7 @@ def test_bad_requests_get_a_4xx_naming_the_field(server, checkpoint) -> None:
 
     check(score(url, user_id=1, candidates=[known, 123456789, 987654321]), 422, "candidates", "123456789", "987654321")
     check(score(url, user_id=1, candidates=[]), 422, "candidates")
-    check(score(url, user_id=1, candidates=[known] * 201), 422, "candidates", "limit of 200")
+    check(score(url, user_id=1, candidates=list(range(1, 202))), 422, "candidates", "limit of 200")
     check(score(url, user_id=1, candidates=[known], history=[424242]), 422, "history", "424242")
     check(score(url, user_id="abc", candidates=[known]), 422, "user_id")
     check(score(url, user_id=1, candidates=[known], context={"no_such_field": 1}), 422, "context", "no_such_field")
@@ -252,8 +203,8 @@ def test_bad_requests_get_a_4xx_naming_the_field(server, checkpoint) -> None:
         httpx.post(
             f"{url}/v1/score", content=b'{"user_id": 1, "candidates": [', headers={"content-type": "application/json"}
         ),
-        422,
-        "json",
+        400,
+        "invalid JSON",
     )
     check(
         httpx.post(f"{url}/v1/score", content=b"x" * (2 * 1024 * 1024), headers={"content-type": "application/json"}),
@@ -262,21 +213,29 @@ def test_bad_requests_get_a_4xx_naming_the_field(server, checkpoint) -> None:
     )
     nan = json.dumps({"item_id": 5001, "vectors": {"title": [float("nan")] * dims["title"]}})
     check(
-        httpx.post(f"{url}/v1/items", content=nan, headers={"content-type": "application/json"}),
-        422,
-        "vectors.title",
-        "non-finite",
+        httpx.post(f"{url}/v1/items", content=nan, headers={"content-type": "application/json", **KEY}),
+        400,
+        "body",
+        "invalid JSON",
     )
     check(
-        httpx.post(f"{url}/v1/items", json={"item_id": 5001, "vectors": {"title": [1.0, 2.0]}}),
+        httpx.post(f"{url}/v1/items", json={"item_id": 5001, "vectors": {"title": [1.0, 2.0]}}, headers=KEY),
         422,
         "vectors.title",
         f"expected {dims['title']}",
     )
-    check(httpx.post(f"{url}/v1/items", json={"item_id": 5001, "vectors": {"smell": [1.0]}}), 422, "vectors", "smell")
+    check(
+        httpx.post(f"{url}/v1/items", json={"item_id": 5001, "vectors": {"smell": [1.0]}}, headers=KEY),
+        422,
+        "vectors",
+        "smell",
+    )
     check(
         httpx.post(
-            f"{url}/v1/items", data={"item_id": "5001"}, files={"image": ("x.png", b"not an image", "image/png")}
+            f"{url}/v1/items",
+            data={"item_id": "5001"},
+            files={"image": ("x.png", b"not an image", "image/png")},
+            headers=KEY,
         ),
         422,
         "image",
@@ -284,40 +243,36 @@ def test_bad_requests_get_a_4xx_naming_the_field(server, checkpoint) -> None:
     )
     check(
         httpx.post(
-            f"{url}/v1/items", data={"item_id": "5001"}, files={"audio": ("x.wav", b"RIFF....garbage", "audio/wav")}
+            f"{url}/v1/items",
+            data={"item_id": "5001"},
+            files={"audio": ("x.wav", b"RIFF....garbage", "audio/wav")},
+            headers=KEY,
         ),
         422,
         "audio",
         "cannot decode",
     )
-    check(httpx.post(f"{url}/v1/items", json={"item_id": 5001, "image_base64": "%%%"}), 422, "image_base64")
     check(
-        httpx.post(f"{url}/v1/items", json={"item_id": 5001, "attributes": {"colour": "red"}, "title": "x"}),
+        httpx.post(f"{url}/v1/items", json={"item_id": 5001, "image_base64": "%%%"}, headers=KEY), 422, "image_base64"
+    )
+    check(
+        httpx.post(
+            f"{url}/v1/items", json={"item_id": 5001, "attributes": {"colour": "red"}, "title": "x"}, headers=KEY
+        ),
         422,
         "attributes",
         "colour",
     )
-    check(httpx.post(f"{url}/v1/items", json={"item_id": "five"}), 422, "item_id")
+    check(httpx.post(f"{url}/v1/items", json={"item_id": "five"}, headers=KEY), 422, "item_id")
     check(httpx.get(f"{url}/v1/items/31337"), 404, "31337")
     check(httpx.get(f"{url}/v1/users/31337"), 404, "31337")
     check(httpx.post(f"{url}/v1/admin/reload", json={"checkpoint": "/nowhere"}), 401, "API key")
+    check(httpx.post(f"{url}/v1/items", json={"item_id": 5001, "title": "x"}), 401, "API key")
+    check(httpx.put(f"{url}/v1/users/1", json={"history": []}), 401, "API key")
     assert httpx.get(f"{url}/v1/items/5001").status_code == 404  # nothing above registered it
 
 
 # --------------------------------------------------------------------------- hot swap
-
-
-def perturbed_checkpoint(src: Path, dst: Path) -> Path:
-    """A new checkpoint of the same model with different weights (what a retraining produces)."""
-    import torch
-
-    from recsys.checkpoint import load_checkpoint, save_checkpoint
-
-    ckpt = load_checkpoint(src)
-    with torch.no_grad():
-        for p in ckpt.model.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    return save_checkpoint(dst, ckpt.model, ckpt.config, ckpt.feature_map, ckpt.item_table)
 
 
 def test_reload_under_load_has_no_failed_request_and_every_worker_follows(server, trained_run, tmp_path) -> None:

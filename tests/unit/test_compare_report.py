@@ -6,13 +6,14 @@ The e2e test (tests/e2e/test_evaluate_compare.py) runs the same through the CLI 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
 import pytest
 from support.tiny_dataset import train_without_ray, write_tiny_dataset
 
-from recsys.config import load_config
+from recsys.config import ExperimentConfig, load_config
 from recsys.errors import ConfigError, RecsysError
 from recsys.reports.peers import load_peers
 from training.compare import CompareSpec, run_compare
@@ -190,3 +191,22 @@ def test_a_symlinked_sibling_folder_stays_relative(tmp_path, monkeypatch) -> Non
     monkeypatch.chdir(tmp_path / "checkout" / "project")
     assert shown_path(tmp_path / "checkout" / "shared" / "data") == "../shared/data"
     assert shown_path(elsewhere) == str(elsewhere)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "fragment"),
+    [
+        ("workers", 0, "--workers: must be >= 1, got 0"),
+        ("n_boot", 0, "--bootstrap: must be >= 1 resample, got 0"),
+        ("epochs", 0, "--epochs: Input should be greater than or equal to 1 (got 0)"),
+        ("epochs", 5000, "--epochs: Input should be less than or equal to 1000 (got 5000)"),
+    ],
+)
+def test_bad_run_options_are_refused_before_anything_is_written(
+    tmp_path: Path, option: str, value: int, fragment: str
+) -> None:
+    """0 is an error, never "the config's value"; a value out of the config's limits names the option."""
+    spec = CompareSpec(ExperimentConfig(), ["marn"], [0], tmp_path / "report", **{option: value})
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        run_compare(spec, train_fn=FakeTrain(), progress=False)
+    assert not (tmp_path / "report").exists()

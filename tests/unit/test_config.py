@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,38 @@ def test_cli_reports_config_error_without_traceback(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert "did you mean 'port'" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("text", ["", "  \n\n", "# only\n# comments\n", "---\n", "---\n...\n"])
+def test_an_empty_config_file_is_refused(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=r"exp\.yaml: empty config file") as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+    assert load_config(write(tmp_path, "{}\n")) == ExperimentConfig()  # an explicit empty mapping: every default
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "42\n", "just a string\n"])
+def test_a_top_level_that_is_not_a_mapping_is_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"exp\.yaml: the top level must be a mapping"):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("train:\n  weight_decay: .inf\n", "train.weight_decay: Input should be a finite number"),
+        ("model:\n  lambda_adv: .nan\n", "model.lambda_adv: Input should be a finite number"),
+        ("serve:\n  max_body_mb: .inf\n", "serve.max_body_mb: Input should be a finite number"),
+        ("serve:\n  max_body_mb: 0.0001\n", "serve.max_body_mb: Input should be greater than or equal to 0.001"),
+    ],
+)
+def test_non_finite_numbers_and_a_useless_body_limit_are_refused(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        load_config(write(tmp_path, text))
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_position(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "train: {epochs: 3\n"))
+    assert "invalid YAML: line 2, column 1: expected ',' or '}'" in str(err.value) and "\n" not in str(err.value)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from recsys.config import AudioEncoderConfig, ImageEncoderConfig, TitleEncoderConfig
-from recsys.encoders import MediaError, build_encoder, decode_audio, decode_image
+from recsys.encoders import MediaError, MediaTooLarge, build_encoder, decode_audio, decode_image
 from recsys.encoders.weights import default_aisfx_weights, default_image_weights, default_title_model_dir
 from recsys.errors import EncoderError
 
@@ -244,3 +244,26 @@ def test_decode_from_bytes_and_typed_errors(tmp_path: Path) -> None:
     for bad in [b"RIFF garbage", png.read_bytes(), tmp_path / "missing.wav"]:
         with pytest.raises(MediaError):
             decode_audio(bad)
+
+
+def test_media_over_a_limit_is_refused_from_its_header_before_decoding(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(buffer, format="PNG")  # 144 Mpx in a few KB: a decompression bomb
+    with pytest.raises(MediaTooLarge, match="12000x12000 = 144000000 pixels, over the limit of 25000000"):
+        decode_image(buffer.getvalue(), max_pixels=25_000_000)
+    png = _png(tmp_path / "x.png", (0, 0, 255))
+    assert decode_image(png.read_bytes(), max_pixels=48 * 40).size == (48, 40)  # at the limit: fine
+    with pytest.raises(MediaTooLarge, match="over the limit of 1919"):
+        decode_image(png, max_pixels=48 * 40 - 1)
+    wav = _wav(tmp_path / "x.wav", 2.0, 8000)
+    assert decode_audio(wav, max_seconds=2.0)[0].shape == (16000,)
+    with pytest.raises(MediaTooLarge, match=r"lasts 2.0 s, over the limit of 1.5 s"):
+        decode_audio(wav.read_bytes(), max_seconds=1.5)
+    assert issubclass(MediaTooLarge, MediaError)
+
+
+def test_audio_decode_error_names_the_bytes_not_an_object_repr() -> None:
+    with pytest.raises(MediaError) as err:
+        decode_audio(b"RIFF" + b"\x00" * 1230)
+    assert str(err.value).startswith("cannot decode audio <1234 bytes>: ")
+    assert "BytesIO" not in str(err.value) and " at 0x" not in str(err.value)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+import soundfile
+from PIL import Image
 
 from recsys.cli import main
 from recsys.config import ExperimentConfig
@@ -15,7 +18,7 @@ from recsys.errors import DatasetError
 
 def write_valid(root: Path) -> None:
     (root / "images").mkdir(parents=True)
-    (root / "images" / "1.png").write_bytes(b"png")
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(root / "images" / "1.png")
     (root / "item_features").mkdir()
     pl.DataFrame(
         {
@@ -140,3 +143,38 @@ def test_cli_data_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture
     pl.DataFrame({"item_id": [1, 1]}).write_parquet(tmp_path / "items.parquet")
     assert main(["data", "check", str(tmp_path)]) == 1
     assert "duplicate id(s): 1" in capsys.readouterr().out
+
+
+def test_undecodable_media_are_warnings_naming_file_column_and_item(tmp_path: Path) -> None:
+    """A corrupt or truncated image or audio file is reported like a missing one: a warning (the encoder masks
+    that modality), naming items.parquet's column, the media file and the item ids."""
+    write_valid(tmp_path)
+    images, audio = tmp_path / "images", tmp_path / "audio"
+    audio.mkdir()
+    Image.new("RGB", (64, 48), (10, 120, 200)).save(images / "ok.jpg", quality=90)
+    jpeg = (images / "ok.jpg").read_bytes()
+    (images / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])  # truncated JPEG: the header alone still parses
+    png = (images / "1.png").read_bytes()
+    (images / "bad.png").write_bytes(png[:-20] + b"x" * 20)  # corrupt tail of a PNG
+    soundfile.write(audio / "ok.wav", np.zeros(800, dtype=np.float32), 8000)
+    (audio / "bad.wav").write_bytes(b"RIFF" + b"\x00" * 60)
+    pl.DataFrame(
+        {
+            "item_id": [1, 2, 3, 4, 5],
+            "title": ["a", "b", "c", "d", "e"],
+            "image_path": ["images/1.png", "images/ok.jpg", "images/cut.jpg", "images/bad.png", None],
+            "audio_path": ["audio/ok.wav", "audio/bad.wav", None, None, "audio/bad.wav"],
+            "department": ["x", "y", "x", "y", "x"],
+        }
+    ).write_parquet(tmp_path / "items.parquet")
+    report = validate_dataset(tmp_path, CONFIG)
+    assert report.ok and not report.errors, report.format()
+    by_column = {p.column: p for p in report.warnings}
+    assert set(by_column) == {"image_path", "audio_path"}, report.format()
+    image, sound = by_column["image_path"], by_column["audio_path"]
+    assert image.ids == (3, 4) and "2 image file(s) cannot be decoded" in image.message
+    assert "images/cut.jpg" in image.message and "truncated" in image.message.lower()
+    assert sound.ids == (2, 5) and "audio/bad.wav" in sound.message
+    assert "items.parquet[audio_path]" in str(sound) and "BytesIO" not in report.format()
+    assert main(["data", "check", str(tmp_path)]) == 0  # warnings only, as for a missing file
+    assert main(["data", "check", str(tmp_path), "--strict"]) == 1

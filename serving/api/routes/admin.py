@@ -8,17 +8,20 @@ from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 
 from recsys.errors import RecsysError
-from serving.api.deps import ServiceDep, require_admin
+from serving.api.bodies import StrictBodyRoute
+from serving.api.deps import ServiceDep, require_key
+from serving.api.responses import BODY_ERRORS, error_responses
 from serving.model import ServingError
 from serving.observability import SWAPS
 from serving.schemas import ReloadRequest, ReloadResponse
 
-router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(tags=["admin"], dependencies=[Depends(require_key)], route_class=StrictBodyRoute)
 
 
 @router.post(
     "/v1/admin/reload",
     response_model=ReloadResponse,
+    responses=error_responses(401, 409, *BODY_ERRORS),
     summary="Load, validate and atomically swap in a checkpoint; a bad one is refused, the old keeps serving",
 )
 async def reload(body: ReloadRequest, service: ServiceDep) -> dict[str, Any]:
@@ -42,7 +45,7 @@ async def reload(body: ReloadRequest, service: ServiceDep) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/admin/model", summary="The served model")
+@router.get("/v1/admin/model", responses=error_responses(401), summary="The served model")
 async def model_info(service: ServiceDep) -> dict[str, Any]:
     model = service.model
     return {

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+import re
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from serving.api.deps import ServiceDep, SettingsDep
-from serving.api.responses import json_response
+from serving.api.bodies import MULTIPART, StrictBodyRoute, media_type, parse_json
+from serving.api.deps import ItemIdPath, ServiceDep, SettingsDep, require_key
+from serving.api.responses import BODY_ERRORS, error_responses, json_response
 from serving.content import ItemContent
 from serving.model import ItemInfo, ServingError
 from serving.schemas import ItemRequest, ItemResponse
 
-router = APIRouter(tags=["items"])
+router = APIRouter(tags=["items"], route_class=StrictBodyRoute)
 
 #: The request body in OpenAPI: the route reads it itself, as JSON or as multipart/form-data.
 ITEM_BODY = {
@@ -60,6 +61,9 @@ def _item_body(info: ItemInfo, version: str, **extra: Any) -> dict[str, Any]:
 @router.post(
     "/v1/items",
     response_model=ItemResponse,
+    status_code=201,
+    responses=error_responses(401, *BODY_ERRORS),
+    dependencies=[Depends(require_key)],
     openapi_extra=ITEM_BODY,
     summary="Register or update an item from its content; scorable when this returns",
 )
@@ -72,8 +76,10 @@ async def put_item(request: Request, service: ServiceDep, settings: SettingsDep)
     return json_response(_item_body(info, service.model.version), 201)
 
 
-@router.get("/v1/items/{item_id}", response_model=ItemResponse, summary="A scorable item")
-async def get_item(item_id: int, service: ServiceDep) -> Response:
+@router.get(
+    "/v1/items/{item_id}", response_model=ItemResponse, responses=error_responses(404, 422), summary="A scorable item"
+)
+async def get_item(item_id: ItemIdPath, service: ServiceDep) -> Response:
     info, extra = service.item(item_id)
     return json_response(_item_body(info, service.model.version, **extra))
 
@@ -89,9 +95,8 @@ def _b64(value: str | None, field: str) -> bytes | None:
 
 async def _item_request(request: Request, max_bytes: int) -> tuple[ItemRequest, dict[str, bytes]]:
     """The item body from JSON, or from multipart/form-data (then also the media file parts' bytes)."""
-    content_type = request.headers.get("content-type", "")
     try:
-        if content_type.startswith("multipart/form-data"):
+        if media_type(request) == MULTIPART:
             form = await request.form(max_part_size=max_bytes)
             files: dict[str, bytes] = {}
             fields: dict[str, Any] = {}
@@ -103,13 +108,15 @@ async def _item_request(request: Request, max_bytes: int) -> tuple[ItemRequest, 
             unknown = sorted(set(files) - {"image", "audio"})
             if unknown:
                 raise ServingError(422, unknown[0], "unknown file part; expected image and/or audio")
+            if re.fullmatch(r"\s*[+-]?\d{1,25}\s*", fields.get("item_id", "")):
+                fields["item_id"] = int(fields["item_id"])  # form fields are text; JSON bodies must send a number
             for key in ("attributes", "vectors"):
                 if key in fields:
                     try:
-                        fields[key] = json.loads(fields[key])
-                    except ValueError as exc:
-                        raise ServingError(422, key, f"not valid JSON ({exc})") from None
+                        fields[key] = parse_json(fields[key].encode("utf-8", "surrogatepass"))
+                    except ServingError as exc:
+                        raise ServingError(422, key, exc.message) from None
             return ItemRequest.model_validate(fields), files
-        return ItemRequest.model_validate_json(await request.body()), {}
+        return ItemRequest.model_validate(await request.json()), {}
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 
 from serving.api.deps import MaybeServiceDep
 from serving.api.responses import json_response
@@ -19,7 +19,11 @@ async def healthz() -> dict[str, Any]:  # dict[str, Any]: the OpenAPI schema of 
     return {"status": "alive"}
 
 
-@router.get("/readyz", summary="A model is loaded and the service can score")
+@router.get(
+    "/readyz",
+    summary="A model is loaded and the service can score",
+    responses={503: {"description": "The model is still loading", "content": {"application/json": {}}}},
+)
 async def readyz(service: MaybeServiceDep) -> Response:
     if service is None:
         return json_response({"ready": False}, 503)
@@ -33,7 +37,12 @@ async def readyz(service: MaybeServiceDep) -> Response:
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics (all workers)")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (all workers)",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text exposition format", "content": {"text/plain": {}}}},
+)
 async def metrics(request: Request, service: MaybeServiceDep) -> Response:
     if service is not None:
         set_model(

@@ -5,14 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from serving.api.bodies import StrictBodyRoute
 from serving.api.deps import ServiceDep
-from serving.api.responses import json_response
+from serving.api.responses import BODY_ERRORS, error_responses, json_response
 from serving.schemas import ScoreRequest, ScoreResponse
 
-router = APIRouter(tags=["scoring"])
+router = APIRouter(tags=["scoring"], route_class=StrictBodyRoute)
 
 
-@router.post("/v1/score", response_model=ScoreResponse, summary="Click probabilities of candidates for a user")
+@router.post(
+    "/v1/score",
+    response_model=ScoreResponse,
+    responses=error_responses(*BODY_ERRORS),
+    summary="Click probabilities of candidates for a user",
+)
 async def score(body: ScoreRequest, service: ServiceDep) -> Response:
     result = service.score(body.user_id, body.candidates, body.history, body.context, body.top_k)
     scores = [{"item_id": i, "score": float(p)} for i, p in zip(result.item_ids, result.scores.tolist())]

@@ -1,34 +1,53 @@
-"""A user's stored state: clicked history and attributes."""
+"""A user's stored state: clicked history and attributes (writes need the API key when one is set)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
 
-from serving.api.deps import ServiceDep
+from serving.api.bodies import StrictBodyRoute
+from serving.api.deps import ServiceDep, UserIdPath, require_key
+from serving.api.responses import BODY_ERRORS, error_responses, json_response
 from serving.schemas import EventsRequest, UserRequest, UserResponse
 from serving.store import UserState
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], route_class=StrictBodyRoute)
 
 
-def _user_body(state: UserState) -> dict[str, Any]:
-    return {"user_id": state.user_id, "history": state.history, "attributes": state.attributes}
+def _user_body(state: UserState) -> Response:
+    payload: dict[str, Any] = {"user_id": state.user_id, "history": state.history, "attributes": state.attributes}
+    return json_response(payload)
 
 
-@router.get("/v1/users/{user_id}", response_model=UserResponse, summary="A user's stored state")
-async def get_user(user_id: int, service: ServiceDep) -> dict[str, Any]:
+@router.get(
+    "/v1/users/{user_id}",
+    response_model=UserResponse,
+    responses=error_responses(404, 422),
+    summary="A user's stored state",
+)
+async def get_user(user_id: UserIdPath, service: ServiceDep) -> Response:
     return _user_body(service.user(user_id))
 
 
-@router.put("/v1/users/{user_id}", response_model=UserResponse, summary="Replace a user's history and attributes")
-async def put_user(user_id: int, body: UserRequest, service: ServiceDep) -> dict[str, Any]:
+@router.put(
+    "/v1/users/{user_id}",
+    response_model=UserResponse,
+    responses=error_responses(401, *BODY_ERRORS),
+    dependencies=[Depends(require_key)],
+    summary="Replace a user's history and attributes",
+)
+async def put_user(user_id: UserIdPath, body: UserRequest, service: ServiceDep) -> Response:
     return _user_body(service.put_user(user_id, body.history, dict(body.attributes)))
 
 
 @router.post(
-    "/v1/users/{user_id}/events", response_model=UserResponse, summary="Append clicked items to a user's history"
+    "/v1/users/{user_id}/events",
+    response_model=UserResponse,
+    responses=error_responses(401, *BODY_ERRORS),
+    dependencies=[Depends(require_key)],
+    summary="Append clicked items to a user's history",
 )
-async def add_events(user_id: int, body: EventsRequest, service: ServiceDep) -> dict[str, Any]:
+async def add_events(user_id: UserIdPath, body: EventsRequest, service: ServiceDep) -> Response:
     return _user_body(service.add_events(user_id, body.clicked))

@@ -1,0 +1,81 @@
+"""`recsys serve` as a test sees it: a real server process on 127.0.0.1, ready when /readyz answers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from serving.net import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The API key the test servers are started with (through RECSYS_API_KEY, never on the command line).
+API_KEY = "test-key-0123"
+
+
+class Server:
+    """`recsys serve` in its own process group; ``url`` once /readyz answers."""
+
+    def __init__(
+        self, checkpoint: Path, state_dir: Path, log: Path, *extra: str, api_key: str | None = API_KEY
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(self.port),
+            "--state-dir",
+            str(state_dir),
+            *extra,
+        ]
+        env = {k: v for k, v in os.environ.items() if k != "RECSYS_API_KEY"}
+        if api_key is not None:
+            env["RECSYS_API_KEY"] = api_key
+        self.log = log
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+        deadline = time.time() + 180
+        while True:
+            assert self.proc.poll() is None, f"server exited {self.proc.returncode}:\n{log.read_text()[-4000:]}"
+            assert time.time() < deadline, f"server not ready:\n{log.read_text()[-4000:]}"
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def perturbed_checkpoint(src: Path, dst: Path, scale: float = 0.01) -> Path:
+    """A new checkpoint of the same model with different weights (what a retraining produces)."""
+    import torch
+
+    from recsys.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(src)
+    with torch.no_grad():
+        for p in ckpt.model.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return save_checkpoint(dst, ckpt.model, ckpt.config, ckpt.feature_map, ckpt.item_table)
