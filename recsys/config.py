@@ -183,6 +183,14 @@ class ModelConfig(StrictModel):
         description="With id_path 'beside': scale the content representation by a learned scalar that starts "
         "at 0, so training starts from the id-only model and lets content in as far as it lowers the loss.",
     )
+    simtier_bins: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Content models: candidate-to-history content similarity features (SimTier): per content "
+        "modality, the share of the user's history in each of this many cosine-similarity tiers over [-1, 1], "
+        "fed to the prediction head beside the id path. 0 = off; otherwise at least 2.",
+    )
     modalities: list[str] | None = Field(None, description="Modalities the model uses; null = all encoded ones.")
     id_embeddings: list[IdKind] = Field(
         default_factory=lambda: list(ID_KINDS),
@@ -211,6 +219,8 @@ class ModelConfig(StrictModel):
         bad = [w for w in self.mlp_hidden if w < 1]
         if bad:
             raise ValueError(f"mlp_hidden widths must be >= 1, got {bad}")
+        if self.simtier_bins == 1:
+            raise ValueError("simtier_bins: 1 tier says nothing; use 0 (off) or at least 2")
         if len(set(self.id_embeddings)) != len(self.id_embeddings):
             raise ValueError(f"id_embeddings lists a value twice: {self.id_embeddings}")
         return self

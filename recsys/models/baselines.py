@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from recsys.config import ModelConfig
+from recsys.errors import ConfigError
 from recsys.features.feature_map import FeatureMap
 from recsys.models.ctr import CTRModel
 from recsys.models.inputs import ItemIdFeatures, require_item_features
@@ -18,6 +19,8 @@ from recsys.models.lr import LogisticRegression
 
 def lr(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> LogisticRegression:
     """Logistic regression on one-hot ids and attributes (content is not used)."""
+    if config.simtier_bins:
+        raise ConfigError("model.simtier_bins: lr uses no content; content similarity needs a content model")
     model = LogisticRegression(
         feature_map, user_id="user" in config.id_embeddings, item_id="item" in config.id_embeddings
     )
@@ -36,6 +39,10 @@ def din(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str,
 
 
 def _id_model(config: ModelConfig, feature_map: FeatureMap, sequence: str) -> CTRModel:
+    if config.simtier_bins:
+        raise ConfigError(
+            f"model.simtier_bins: {config.name} uses no content; content similarity needs a content model"
+        )
     ids = ItemIdFeatures(feature_map, config.embedding_dim, config.id_dropout, use_id="item" in config.id_embeddings)
     encoder = IdItemEncoder(require_item_features(ids, config.name, has_content=False), config.item_dim)
     return CTRModel.from_config(config, feature_map, encoder, sequence)

@@ -10,9 +10,15 @@ Every model (this one and :class:`recsys.models.lr.LogisticRegression`) has the 
 - ``score_candidates(side, candidates)``: logits from item representations; with a one-row
   :class:`~recsys.models.inputs.UserSide` it is the serving fast path, one user against many cached
   candidate representations, the user side computed once.
+
+With ``model.simtier_bins`` the cached item representation carries, after the item encoder's
+``D`` columns, the item's content keys (:class:`~recsys.modules.SimTier`): the head then also sees
+the candidate-to-history content similarity tiers, beside the id path.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -24,7 +30,7 @@ from recsys.features.item_table import ItemInputs
 from recsys.models.inputs import FieldEmbeddings, UserFieldEmbeddings, UserSide
 from recsys.models.item_encoders import IdBesideContentItemEncoder, IdItemEncoder, ItemReps, MultimodalItemEncoder
 from recsys.models.output import AdversarialTerms, ModelOutput
-from recsys.modules import MLP, MeanPooling, build_sequence_encoder
+from recsys.modules import MLP, MeanPooling, SimTier, build_sequence_encoder
 
 
 def _select_rows(terms: AdversarialTerms, keep: torch.Tensor) -> AdversarialTerms:
@@ -58,9 +64,11 @@ class CTRModel(nn.Module):
         user_tower: bool = False,
         user_id: bool = True,
         user_id_dropout: float = 0.0,
+        similarity: SimTier | None = None,
     ) -> None:
         super().__init__()
         self.item_encoder = item_encoder
+        self.similarity = similarity
         self.sequence = sequence
         context_fields = feature_map.by("context", "categorical")
         self.n_numeric = len(feature_map.by("context", "numeric"))
@@ -75,6 +83,8 @@ class CTRModel(nn.Module):
         self.history_mean = MeanPooling(dim) if user_tower else None
         if user_tower:
             in_dim += 2 * dim
+        if similarity is not None:
+            in_dim += similarity.out_dim
         self.head = MLP(in_dim, mlp_hidden, out_dim=1, dropout=dropout)
 
     @classmethod
@@ -84,9 +94,11 @@ class CTRModel(nn.Module):
         feature_map: FeatureMap,
         item_encoder: MultimodalItemEncoder | IdItemEncoder | IdBesideContentItemEncoder,
         sequence: str,
+        similarity: SimTier | None = None,
     ) -> CTRModel:
         """The model around ``item_encoder``, with the registered sequence encoder ``sequence``
-        (:data:`recsys.modules.SEQUENCE_ENCODERS`) and the user side and head from ``config``."""
+        (:data:`recsys.modules.SEQUENCE_ENCODERS`), the user side and head from ``config`` and, for
+        content models, the optional content-similarity features."""
         return cls(
             item_encoder,
             build_sequence_encoder(sequence, item_encoder.out_dim),
@@ -97,6 +109,7 @@ class CTRModel(nn.Module):
             user_tower=config.user_tower,
             user_id="user" in config.id_embeddings,
             user_id_dropout=config.user_id_dropout,
+            similarity=similarity,
         )
 
     @property
@@ -104,8 +117,16 @@ class CTRModel(nn.Module):
         return list(self.item_encoder.modalities)
 
     def item_representations(self, rows: torch.Tensor, items: ItemInputs) -> ItemReps:
-        """Candidate-independent item part, (N,) rows -> reps; serving caches these per catalogue."""
-        return self.item_encoder(rows, items)
+        """Candidate-independent item part, (N,) rows -> reps (N, D), or (N, D + K) with the content keys of
+        the similarity features; serving caches these per catalogue."""
+        reps = self.item_encoder(rows, items)
+        if self.similarity is None:
+            return reps
+        modalities = self.similarity.dims
+        keys = self.similarity.keys(
+            {m: items.vector(m)[rows] for m in modalities}, {m: items.mask(m)[rows] for m in modalities}
+        )
+        return replace(reps, rep=torch.cat([reps.rep, keys], dim=-1))
 
     def user_vector(self, user: torch.Tensor, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
         """(R, D) candidate-independent user vector from the user's fields (R, U) and history reps (R, L, D).
@@ -123,8 +144,10 @@ class CTRModel(nn.Module):
     def score_candidates(self, side: UserSide, candidates: torch.Tensor) -> torch.Tensor:
         """(B,) logits of candidate reps (B, D) for the user side ``side`` (B rows, or 1 row shared by every
         candidate: the serving fast path, where the user side is computed once)."""
-        b = candidates.shape[0]
-        interest = self.sequence(side.history, side.history_mask, candidates)  # (B, D)
+        b, d = candidates.shape[0], self.item_encoder.out_dim
+        full_candidates, full_history = candidates, side.history
+        candidates, history = candidates[:, :d], side.history[..., :d]  # the keys (if any) follow the D columns
+        interest = self.sequence(history, side.history_mask, candidates)  # (B, D)
         # candidate * interest: an explicit match term (an MLP learns multiplicative interactions slowly).
         parts = [
             self.user(side.user).flatten(1).expand(b, -1),
@@ -134,8 +157,10 @@ class CTRModel(nn.Module):
             candidates * interest,
         ]
         if self.user_tower is not None:
-            user_vec = self.user_vector(side.user, side.history, side.history_mask).expand(b, -1)
+            user_vec = self.user_vector(side.user, history, side.history_mask).expand(b, -1)
             parts += [user_vec, candidates * user_vec]
+        if self.similarity is not None:
+            parts.append(self.similarity(full_candidates[:, d:], full_history[..., d:], side.history_mask))
         if self.n_numeric:
             parts.append(side.numeric.expand(b, -1))
         return self.head(torch.cat(parts, dim=1)).squeeze(-1)  # (B,)

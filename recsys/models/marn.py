@@ -29,6 +29,7 @@ from recsys.models.item_encoders import (
     IdItemEncoder,
     MultimodalItemEncoder,
 )
+from recsys.modules import SimTier
 
 
 def marn(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> CTRModel:
@@ -102,4 +103,9 @@ def _content_model(
     if beside:
         assert ids is not None
         encoder = IdBesideContentItemEncoder(IdItemEncoder(ids, config.item_dim), encoder, gate=config.content_gate)
-    return CTRModel.from_config(config, feature_map, encoder, config.sequence)
+    similarity = SimTier(content, config.simtier_bins) if config.simtier_bins and content else None
+    if config.simtier_bins and similarity is None:
+        raise ConfigError(
+            f"model.simtier_bins: content similarity needs a content modality; model.modalities is {modalities}"
+        )
+    return CTRModel.from_config(config, feature_map, encoder, config.sequence, similarity)

@@ -4,6 +4,7 @@
 - adversarial: gradient reversal, ModalityDiscriminator, D0 sample weights
 - fusions:     per-item modality fusion, stacked layout x (..., M, D) + mask (..., M)
 - sequence:    behaviour-sequence encoders (mean pooling, DIN target attention, attention GRU)
+- similarity:  candidate-to-history content similarity features (SimTier)
 """
 
 from recsys.modules.adversarial import (
@@ -33,6 +34,7 @@ from recsys.modules.sequence import (
     build_sequence_encoder,
     masked_attention_weights,
 )
+from recsys.modules.similarity import SimTier
 
 __all__ = [
     "FUSIONS",
@@ -47,6 +49,7 @@ __all__ = [
     "MeanPooling",
     "ModalAttentionFusion",
     "ModalityDiscriminator",
+    "SimTier",
     "TargetAttention",
     "build_fusion",
     "build_sequence_encoder",

@@ -225,6 +225,7 @@ VARIANTS = {
     "marn-user_tower": {"user_tower": True},
     "marn-apgru": {"sequence": "apgru"},
     "marn-beside": {"id_path": "beside", "user_tower": True},
+    "marn-simtier": {"id_path": "beside", "user_tower": True, "simtier_bins": 8},
 }
 
 
@@ -409,6 +410,8 @@ def test_id_dropout_trains_the_out_of_vocabulary_rows(tiny) -> None:
         ("id_path", "sideways", "model.id_path"),
         ("user_id_dropout", 1.5, "model.user_id_dropout"),
         ("user_id_dropout", -0.1, "model.user_id_dropout"),
+        ("simtier_bins", 1, "simtier_bins"),
+        ("simtier_bins", 65, "model.simtier_bins"),
     ],
 )
 def test_new_model_switches_reject_bad_values_naming_the_field(key: str, value: object, message: str) -> None:
@@ -439,3 +442,44 @@ def test_content_gate_starts_from_the_id_only_representation(tiny) -> None:
 def test_ids_beside_content_needs_the_id_modality(tiny) -> None:
     with pytest.raises(ConfigError, match="model.id_path: 'beside' .* has no 'id'"):
         build(tiny, "marn", id_path="beside", modalities=["image", "audio"])
+
+
+def test_simtier_features_are_the_histogram_of_content_similarities(tiny) -> None:
+    """model.simtier_bins: per content modality, the share of the history in each cosine tier over [-1, 1],
+    computed from the frozen vectors, with missing modalities and padded history left out."""
+    from recsys.modules import SimTier
+
+    rng = np.random.default_rng(0)
+    sim = SimTier({"a": 4, "b": 3}, bins=4)
+    vectors = {m: torch.from_numpy(rng.normal(size=(6, d))).float() for m, d in sim.dims.items()}
+    masks = {"a": torch.tensor([True] * 6), "b": torch.tensor([True, True, False, True, True, True])}
+    keys = sim.keys(vectors, masks)  # rows 0-1: candidates, rows 2-5: one user's history (the last padded)
+    history_mask = torch.tensor([[True, True, True, False]])
+    got = sim(keys[:2], keys[2:][None], history_mask)
+    assert got.shape == (2, 8)
+    for c in range(2):
+        for j, m in enumerate(sim.dims):
+            expected = np.zeros(4)
+            if masks[m][c]:
+                valid = [h for h in (2, 3, 4) if masks[m][h]]
+                for h in valid:
+                    x, y = vectors[m][c].numpy(), vectors[m][h].numpy()
+                    cos = float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
+                    expected[min(int((cos + 1) * 2), 3)] += 1 / len(valid)
+            assert np.allclose(got[c, 4 * j : 4 * j + 4].numpy(), expected, atol=1e-6), (c, m)
+
+
+def test_simtier_reaches_the_head_and_leaves_the_id_path_alone(tiny) -> None:
+    model, cfg = build(tiny, "marn", id_path="beside", simtier_bins=8)
+    plain, _ = build(tiny, "marn", id_path="beside")
+    assert model.head.in_dim == plain.head.in_dim + 8 * len(tiny.table.dims())
+    items = ItemInputs.from_table(tiny.table)
+    rows = torch.arange(1, 9)
+    with torch.no_grad():
+        reps = model.item_representations(rows, items).rep
+    dim = model.item_encoder.out_dim
+    assert reps.shape[1] == dim + sum(tiny.table.dims().values())  # the keys follow the D columns
+    with pytest.raises(ConfigError, match="model.simtier_bins: din uses no content"):
+        build(tiny, "din", simtier_bins=8)
+    with pytest.raises(ConfigError, match="model.simtier_bins: .* needs a content modality"):
+        build(tiny, "man", modalities=["id"], simtier_bins=8)

@@ -1,0 +1,60 @@
+"""Candidate-to-history content similarity as features: SimTier (Taobao, arXiv 2407.19467).
+
+For each content modality, the cosine similarity between the candidate's frozen content vector and
+each history item's, bucketed into ``bins`` equal tiers over [-1, 1]: the share of the user's
+(valid) history in each tier. The features hold no parameters and reach the prediction head beside
+the id path, so content informs the prediction without passing through, or replacing, the id
+embeddings; with uninformative content the head learns to ignore them.
+
+Keys are the unit-normalised content vectors, concatenated over modalities ((N, K), zero where a
+modality is missing); models append them to the cached item representation so that serving
+computes them once per item like the rest.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SimTier(nn.Module):
+    """Per modality, the histogram of candidate-history cosine similarities: (B, M * bins) features."""
+
+    def __init__(self, dims: dict[str, int], bins: int) -> None:
+        super().__init__()
+        if not dims:
+            raise ValueError("SimTier needs at least one content modality")
+        if bins < 2:
+            raise ValueError(f"SimTier needs at least 2 bins, got {bins}")
+        self.dims = dict(dims)
+        self.bins = bins
+        self.key_dim = sum(self.dims.values())
+        self.out_dim = len(self.dims) * bins
+
+    def keys(self, vectors: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, K) keys from each modality's vectors (N, d_m) and presence masks (N,)."""
+        parts = [
+            nn.functional.normalize(vectors[m].float(), dim=-1) * masks[m].unsqueeze(-1).to(torch.float32)
+            for m in self.dims
+        ]
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, candidates: torch.Tensor, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """Candidate keys (B, K), history keys (R, L, K) with mask (R, L), R = B or 1 -> (B, M * bins)."""
+        out, offset = [], 0
+        b = candidates.shape[0]
+        for d in self.dims.values():
+            c = candidates[:, offset : offset + d]  # (B, d)
+            h = history[..., offset : offset + d]  # (R, L, d)
+            offset += d
+            if h.shape[0] == 1:
+                sim = c @ h[0].transpose(0, 1)  # (B, L)
+            else:
+                sim = torch.bmm(h, c.unsqueeze(-1)).squeeze(-1)  # (B, L)
+            present = (h.abs().sum(-1) > 0) & history_mask  # (R, L): history items with this modality
+            valid = present.expand(b, -1) & (c.abs().sum(-1, keepdim=True) > 0)  # (B, L)
+            tier = ((sim.clamp(-1, 1) + 1) * (self.bins / 2)).long().clamp(max=self.bins - 1)  # (B, L)
+            onehot = nn.functional.one_hot(tier, self.bins).to(sim.dtype) * valid.unsqueeze(-1)  # (B, L, T)
+            count = valid.sum(dim=1, keepdim=True).clamp(min=1).to(sim.dtype)  # (B, 1)
+            out.append(onehot.sum(dim=1) / count)
+        return torch.cat(out, dim=1)
