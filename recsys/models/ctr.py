@@ -141,9 +141,13 @@ class CTRModel(nn.Module):
         pooled = self.history_mean(history, history_mask, history[:, 0])  # (R, D)
         return self.user_tower(torch.cat([self.user(user).flatten(1), pooled], dim=1))
 
-    def score_candidates(self, side: UserSide, candidates: torch.Tensor) -> torch.Tensor:
+    def score_candidates(
+        self, side: UserSide, candidates: torch.Tensor, similarity: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B,) logits of candidate reps (B, D) for the user side ``side`` (B rows, or 1 row shared by every
-        candidate: the serving fast path, where the user side is computed once)."""
+        candidate: the serving fast path, where the user side is computed once). ``similarity``: the
+        similarity features when the caller computed them (training, from distinct items); otherwise they
+        come from the keys after the D columns."""
         b, d = candidates.shape[0], self.item_encoder.out_dim
         full_candidates, full_history = candidates, side.history
         candidates, history = candidates[:, :d], side.history[..., :d]  # the keys (if any) follow the D columns
@@ -160,7 +164,9 @@ class CTRModel(nn.Module):
             user_vec = self.user_vector(side.user, history, side.history_mask).expand(b, -1)
             parts += [user_vec, candidates * user_vec]
         if self.similarity is not None:
-            parts.append(self.similarity(full_candidates[:, d:], full_history[..., d:], side.history_mask))
+            if similarity is None:
+                similarity = self.similarity(full_candidates[:, d:], full_history[..., d:], side.history_mask)
+            parts.append(similarity)
         if self.n_numeric:
             parts.append(side.numeric.expand(b, -1))
         return self.head(torch.cat(parts, dim=1)).squeeze(-1)  # (B,)
@@ -170,10 +176,14 @@ class CTRModel(nn.Module):
         # Encode each distinct item once: history items repeat a lot within a batch.
         unique, inverse = torch.unique(rows, return_inverse=True)  # (N,), (B, 1+L)
         reps = self.item_representations(unique, items)
-        gathered = reps.rep[inverse]  # (B, 1+L, D)
+        d = self.item_encoder.out_dim
+        gathered = reps.rep[:, :d][inverse]  # (B, 1+L, D)
+        similarity = None
+        if self.similarity is not None:
+            similarity = self.similarity.from_unique(reps.rep[:, d:], inverse[:, 0], inverse[:, 1:], batch.hist_mask)
         user = self.user.drop_ids(batch.user)
         side = UserSide(user, batch.context, batch.numeric, gathered[:, 1:], batch.hist_mask)
-        logits = self.score_candidates(side, gathered[:, 0])
+        logits = self.score_candidates(side, gathered[:, 0], similarity)
         terms = _select_rows(reps.adversarial, unique != 0) if reps.adversarial is not None else None
         attention = reps.attention[inverse[:, 0]] if reps.attention is not None else None  # (B, M)
         return ModelOutput(logits=logits, adversarial=terms, modal_attention=attention)

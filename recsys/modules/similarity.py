@@ -53,8 +53,28 @@ class SimTier(nn.Module):
                 sim = torch.bmm(h, c.unsqueeze(-1)).squeeze(-1)  # (B, L)
             present = (h.abs().sum(-1) > 0) & history_mask  # (R, L): history items with this modality
             valid = present.expand(b, -1) & (c.abs().sum(-1, keepdim=True) > 0)  # (B, L)
-            tier = ((sim.clamp(-1, 1) + 1) * (self.bins / 2)).long().clamp(max=self.bins - 1)  # (B, L)
-            onehot = nn.functional.one_hot(tier, self.bins).to(sim.dtype) * valid.unsqueeze(-1)  # (B, L, T)
-            count = valid.sum(dim=1, keepdim=True).clamp(min=1).to(sim.dtype)  # (B, 1)
-            out.append(onehot.sum(dim=1) / count)
+            out.append(self._tiers(sim, valid))
         return torch.cat(out, dim=1)
+
+    def from_unique(
+        self, keys: torch.Tensor, candidate: torch.Tensor, history: torch.Tensor, history_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The same features from the keys of N distinct items (N, K) and indices into them: candidates (B,),
+        history (B, L) with mask (B, L). Training batches repeat items a lot: one (N, N) similarity matrix
+        per modality replaces B x L dot products over the full key width."""
+        out, offset = [], 0
+        for d in self.dims.values():
+            k = keys[:, offset : offset + d]  # (N, d)
+            offset += d
+            sim = (k @ k.transpose(0, 1))[candidate.unsqueeze(1), history]  # (B, L)
+            present = k.abs().sum(-1) > 0  # (N,)
+            valid = present[history] & history_mask & present[candidate].unsqueeze(1)  # (B, L)
+            out.append(self._tiers(sim, valid))
+        return torch.cat(out, dim=1)
+
+    def _tiers(self, sim: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, L) similarities and validity -> (B, bins) share of the valid history in each tier."""
+        tier = ((sim.clamp(-1, 1) + 1) * (self.bins / 2)).long().clamp(max=self.bins - 1)  # (B, L)
+        onehot = nn.functional.one_hot(tier, self.bins).to(sim.dtype) * valid.unsqueeze(-1)  # (B, L, T)
+        count = valid.sum(dim=1, keepdim=True).clamp(min=1).to(sim.dtype)  # (B, 1)
+        return onehot.sum(dim=1) / count
