@@ -187,9 +187,10 @@ class ModelConfig(StrictModel):
         0,
         ge=0,
         le=64,
-        description="Content models: candidate-to-history content similarity features (SimTier): per content "
-        "modality, the share of the user's history in each of this many cosine-similarity tiers over [-1, 1], "
-        "fed to the prediction head beside the id path. 0 = off; otherwise at least 2.",
+        description="Candidate-to-history content similarity features (SimTier): per content modality, the "
+        "share of the user's history in each of this many cosine-similarity tiers over [-1, 1] of the frozen "
+        "vectors, fed to the prediction head beside the id path (every model but lr; for dnn/din the item "
+        "representation stays id-only). 0 = off; otherwise at least 2.",
     )
     modalities: list[str] | None = Field(None, description="Modalities the model uses; null = all encoded ones.")
     id_embeddings: list[IdKind] = Field(

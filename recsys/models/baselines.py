@@ -15,6 +15,7 @@ from recsys.models.ctr import CTRModel
 from recsys.models.inputs import ItemIdFeatures, require_item_features
 from recsys.models.item_encoders import IdItemEncoder
 from recsys.models.lr import LogisticRegression
+from recsys.modules import SimTier
 
 
 def lr(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> LogisticRegression:
@@ -29,20 +30,22 @@ def lr(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, 
 
 
 def dnn(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> CTRModel:
-    """Id/attribute embeddings, the history mean-pooled, an MLP (content is not used)."""
-    return _id_model(config, feature_map, sequence="mean")
+    """Id/attribute embeddings, the history mean-pooled, an MLP (content only through ``model.simtier_bins``)."""
+    return _id_model(config, feature_map, content_dims, sequence="mean")
 
 
 def din(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> CTRModel:
-    """Id/attribute embeddings, DIN target attention over the history, an MLP (content is not used)."""
-    return _id_model(config, feature_map, sequence="din")
+    """Id/attribute embeddings, DIN target attention over the history, an MLP (content only through
+    ``model.simtier_bins``)."""
+    return _id_model(config, feature_map, content_dims, sequence="din")
 
 
-def _id_model(config: ModelConfig, feature_map: FeatureMap, sequence: str) -> CTRModel:
-    if config.simtier_bins:
-        raise ConfigError(
-            f"model.simtier_bins: {config.name} uses no content; content similarity needs a content model"
-        )
+def _id_model(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int], sequence: str) -> CTRModel:
     ids = ItemIdFeatures(feature_map, config.embedding_dim, config.id_dropout, use_id="item" in config.id_embeddings)
     encoder = IdItemEncoder(require_item_features(ids, config.name, has_content=False), config.item_dim)
-    return CTRModel.from_config(config, feature_map, encoder, sequence)
+    similarity = None
+    if config.simtier_bins:  # content only as similarity features: the item representation stays id-only
+        if not content_dims:
+            raise ConfigError("model.simtier_bins: content similarity needs encoded content; this dataset has none")
+        similarity = SimTier(dict(content_dims), config.simtier_bins)
+    return CTRModel.from_config(config, feature_map, encoder, sequence, similarity)

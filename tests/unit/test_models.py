@@ -226,6 +226,7 @@ VARIANTS = {
     "marn-apgru": {"sequence": "apgru"},
     "marn-beside": {"id_path": "beside", "user_tower": True},
     "marn-simtier": {"id_path": "beside", "user_tower": True, "simtier_bins": 8},
+    "din-simtier": {"simtier_bins": 8},
 }
 
 
@@ -479,7 +480,9 @@ def test_simtier_reaches_the_head_and_leaves_the_id_path_alone(tiny) -> None:
         reps = model.item_representations(rows, items).rep
     dim = model.item_encoder.out_dim
     assert reps.shape[1] == dim + sum(tiny.table.dims().values())  # the keys follow the D columns
-    with pytest.raises(ConfigError, match="model.simtier_bins: din uses no content"):
-        build(tiny, "din", simtier_bins=8)
+    din, _ = build(tiny, "din", simtier_bins=8)  # DIN + similarity features: its item representation stays id-only
+    assert din.item_representations(rows, items).rep.shape[1] == din.item_encoder.out_dim + reps.shape[1] - dim
+    with pytest.raises(ConfigError, match="model.simtier_bins: lr uses no content"):
+        build(tiny, "lr", simtier_bins=8)
     with pytest.raises(ConfigError, match="model.simtier_bins: .* needs a content modality"):
         build(tiny, "man", modalities=["id"], simtier_bins=8)
