@@ -412,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = _command(sub, "compare", _cmd_compare)
     compare.add_argument("--config", required=True, help="experiment YAML (model.name and train.seed are set per run)")
-    compare.add_argument("--models", required=True, help="comma list, e.g. lr,dnn,din,concat,man,man_d1,marn")
+    compare.add_argument(
+        "--models", required=True, help="comma list, e.g. lr,dnn,din,concat,man,man_d1,marn,marn_paper"
+    )
     compare.add_argument(
         "--seeds", default="3", help="a count N (seeds train.seed .. train.seed+N-1) or a comma list (default 3)"
     )

@@ -146,7 +146,7 @@ class EncodersConfig(StrictModel):
 class ModelConfig(StrictModel):
     """Model architecture. See docs/marn.md for what each part does."""
 
-    name: Literal["marn", "lr", "dnn", "din", "concat", "man", "man_d1"] = "marn"
+    name: Literal["marn", "lr", "dnn", "din", "concat", "man", "man_d1", "marn_paper"] = "marn"
     embedding_dim: int = Field(32, ge=2, le=1024, description="Id and categorical embedding width.")
     item_dim: int = Field(64, ge=2, le=1024, description="Width D of specific/shared item features.")
     mlp_hidden: list[int] = Field(default_factory=lambda: [200, 80], description="Prediction MLP widths.")

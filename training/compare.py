@@ -39,7 +39,7 @@ from recsys.config import ExperimentConfig, override
 from recsys.errors import ConfigError, RecsysError
 from recsys.evaluation import Evaluation, evaluate_checkpoint
 from recsys.features.prepared import PreparedDir
-from recsys.models import MODELS
+from recsys.models import MODELS, comparison_config
 from recsys.reports.document import write_compare_report
 from recsys.reports.peers import load_peers
 from recsys.reports.runs import RunRecord, load_record, record_dir, run_name, write_predictions, write_record
@@ -165,7 +165,7 @@ def run_one(spec: CompareSpec, config: ExperimentConfig, model: str, seed: int, 
     shutil.rmtree(Path(config.train.storage_path) / name, ignore_errors=True)  # an unfinished earlier attempt
     run_out.mkdir(parents=True)
     cfg = config.model_copy(deep=True)
-    cfg.model.name = model  # type: ignore[assignment]  # a str; validated on assignment (and by check_models)
+    cfg.model = comparison_config(cfg.model, model)  # the id-only baselines stay id-only
     cfg.train.seed = seed
     started = time.perf_counter()
     try:

@@ -10,6 +10,11 @@
 | man      | :func:`marn.man`             | ids + content, modal attention               | model.sequence  |
 | man_d1   | :func:`marn.man_d1`          | man + shared encoder against D1              | model.sequence  |
 | marn     | :func:`marn.marn`            | man + shared encoder + D0 + D1 + Ds (MARN)   | model.sequence  |
+| marn_paper | :func:`marn.marn_paper`    | marn with the paper's id path (ids in fusion)| model.sequence  |
+
+``model.id_path``, ``content_gate`` and ``simtier_bins`` apply to the content models (and
+``simtier_bins`` to dnn/din when set); ``recsys compare`` trains the id-only baselines without
+similarity features, so they stay id-only.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = [
     "UserSide",
     "baselines",
     "build_model",
+    "comparison_config",
     "marn",
 ]
 
@@ -55,10 +61,19 @@ BUILDERS: dict[str, Builder] = {
     "man": marn.man,
     "man_d1": marn.man_d1,
     "marn": marn.marn,
+    "marn_paper": marn.marn_paper,
 }
 MODELS: tuple[str, ...] = tuple(BUILDERS)
 #: The id-only models every content model is compared against.
 BASELINES: tuple[str, ...] = ("lr", "dnn", "din")
+
+
+def comparison_config(config: ModelConfig, name: str) -> ModelConfig:
+    """``config`` for model ``name`` in a comparison: the id-only baselines get no similarity features."""
+    update: dict[str, object] = {"name": name}
+    if name in BASELINES:
+        update["simtier_bins"] = 0
+    return ModelConfig.model_validate({**config.model_dump(), **update})
 
 
 def build_model(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> nn.Module:

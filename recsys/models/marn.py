@@ -7,6 +7,7 @@ docs/marn.md) and its ablation ladder.
 | man      | ids + content, modal attention, no adversarial part           |
 | man_d1   | man + shared encoder against one unweighted discriminator D1  |
 | marn     | man + shared encoder + D0 weighting + D1 + Ds (full MARN)     |
+| marn_paper | marn with the paper's id path, whatever the config says     |
 
 Every one is a :class:`~recsys.models.ctr.CTRModel` whose item encoder is a
 :class:`~recsys.models.item_encoders.MultimodalItemEncoder` (the equations are in its module), with
@@ -35,6 +36,13 @@ from recsys.modules import SimTier
 def marn(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> CTRModel:
     """Full MARN: modal attention over the specific features, the shared feature against D0-weighted D1, Ds."""
     return _content_model(config, feature_map, content_dims, "modal_attention", AdversarialParts())
+
+
+def marn_paper(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> CTRModel:
+    """MARN as the paper builds it: the ids one modality of the fusion, no content gate, no similarity features
+    (whatever ``model.id_path``, ``content_gate`` and ``simtier_bins`` say), so a comparison shows what they add."""
+    paper = config.model_copy(update={"id_path": "fusion", "content_gate": False, "simtier_bins": 0})
+    return marn(paper, feature_map, content_dims)
 
 
 def man_d1(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> CTRModel:

@@ -486,3 +486,14 @@ def test_simtier_reaches_the_head_and_leaves_the_id_path_alone(tiny) -> None:
         build(tiny, "lr", simtier_bins=8)
     with pytest.raises(ConfigError, match="model.simtier_bins: .* needs a content modality"):
         build(tiny, "man", modalities=["id"], simtier_bins=8)
+
+
+def test_comparisons_keep_baselines_id_only_and_the_paper_model_selectable(tiny) -> None:
+    from recsys.models import comparison_config
+
+    chosen = tiny.config.model.model_copy(update={"id_path": "beside", "content_gate": True, "simtier_bins": 8})
+    assert comparison_config(chosen, "din").simtier_bins == 0  # DIN in a comparison: no content at all
+    assert comparison_config(chosen, "marn").simtier_bins == 8
+    paper = build_model(comparison_config(chosen, "marn_paper"), tiny.feature_map, tiny.table.dims())
+    assert paper.similarity is None and "id" in paper.item_encoder.modalities  # ids inside the fusion
+    assert not hasattr(paper.item_encoder, "gate")
