@@ -102,3 +102,29 @@ def trained_run(small_dataset, default_dataset, tmp_path_factory: pytest.TempPat
     )
     run_cli("train", "--config", str(config), "--run-name", "tiny", timeout=900)
     return TrainedRun(root / "runs" / "tiny", config, small_dataset)
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A serving state directory of the test module's own."""
+    return tmp_path_factory.mktemp("serving-state")
+
+
+@pytest.fixture(scope="module")
+def server(trained_run, state, tmp_path_factory):
+    """`recsys serve --workers 2` on ``trained_run``'s checkpoint, one per test module (small limits, API key)."""
+    from support.server import Server
+
+    srv = Server(
+        trained_run.checkpoint,
+        state,
+        tmp_path_factory.mktemp("logs") / "serve.log",
+        "--workers",
+        "2",
+        "--max-candidates",
+        "200",
+        "--max-body-mb",
+        "1",
+    )
+    yield srv
+    srv.stop()

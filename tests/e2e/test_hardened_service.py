@@ -38,28 +38,6 @@ BIG = 10**30  # above the signed 64-bit range
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("hardened-state")
-
-
-@pytest.fixture(scope="module")
-def server(trained_run, state, tmp_path_factory):
-    srv = Server(
-        trained_run.checkpoint,
-        state,
-        tmp_path_factory.mktemp("logs") / "serve.log",
-        "--workers",
-        "2",
-        "--max-candidates",
-        "200",
-        "--max-body-mb",
-        "1",
-    )
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
 def known(trained_run) -> list[int]:
     from recsys.checkpoint import load_checkpoint
 

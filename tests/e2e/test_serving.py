@@ -25,28 +25,6 @@ KEY = {"X-API-Key": API_KEY}
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("serving-state")
-
-
-@pytest.fixture(scope="module")
-def server(trained_run, state, tmp_path_factory):
-    srv = Server(
-        trained_run.checkpoint,
-        state,
-        tmp_path_factory.mktemp("logs") / "serve.log",
-        "--workers",
-        "2",
-        "--max-candidates",
-        "200",
-        "--max-body-mb",
-        "1",
-    )
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
 def checkpoint(trained_run):
     from recsys.checkpoint import load_checkpoint
 
