@@ -248,6 +248,14 @@ class TrainConfig(StrictModel):
         2, ge=0, description="Worker-group restarts (from the latest checkpoint) before the run fails."
     )
     early_stopping_patience: int = Field(2, ge=1)
+    lr_plateau_factor: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="After each epoch that does not improve the validation AUC, the learning rate is multiplied "
+        "by this (down to 1e-6), training going on from the current weights; 1 = a constant learning rate. "
+        "FuxiCTR's reduce-on-plateau uses 0.1.",
+    )
 
 
 class ServeConfig(StrictModel):

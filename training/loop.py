@@ -51,7 +51,7 @@ from recsys.features.prepared import META_USER_ID, PreparedDir
 from recsys.metrics import compute_metrics
 from recsys.models import build_model
 from training.state import TrainState, load_train_state, rng_state, save_train_state
-from training.step import build_optimizer, train_step
+from training.step import build_optimizer, decay_on_plateau, train_step
 
 T = TypeVar("T")
 
@@ -389,6 +389,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         stats = train_epoch(worker, training, train_shard, epoch)
         metrics = validate(worker, training.model, valid)
         improved = training.state.end_epoch(epoch + 1, metrics["val_auc"])
+        if not improved and worker.config.train.lr_plateau_factor < 1.0:
+            decay_on_plateau(training.optimizer, worker.config.train)
         report = epoch_report(worker, training.state, stats, metrics, node_ids)
         training.state.history.append(report)
         checkpoint_and_report(worker, training, report, improved)

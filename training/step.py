@@ -20,6 +20,19 @@ def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(model.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
 
 
+#: The learning rate :func:`decay_on_plateau` never goes below.
+MIN_LEARNING_RATE = 1e-6
+
+
+def decay_on_plateau(optimizer: torch.optim.Optimizer, train: TrainConfig) -> float:
+    """After an epoch without a better validation AUC: every parameter group's learning rate times
+    ``train.lr_plateau_factor`` (not below :data:`MIN_LEARNING_RATE`); returns the new rate of the first group.
+    The rate lives in the optimizer's state, so a resumed run keeps it."""
+    for group in optimizer.param_groups:
+        group["lr"] = max(group["lr"] * train.lr_plateau_factor, MIN_LEARNING_RATE)
+    return float(optimizer.param_groups[0]["lr"])
+
+
 def train_step(
     model: nn.Module, batch: Batch, items: ItemInputs, optimizer: torch.optim.Optimizer, model_config: ModelConfig
 ) -> dict[str, float]:

@@ -1,16 +1,19 @@
-"""Train and test FuxiCTR's DIN on the rows that ``to_fuxictr.py`` converted; write the peer results JSON.
+"""Train and test FuxiCTR's DIN or DNN on the rows that ``to_fuxictr.py`` converted; write the peer results JSON.
 
 Run with the FuxiCTR venv's python (``bash benchmarks/peers/setup_fuxictr.sh`` makes it):
 
-    benchmarks/peers/.venv-fuxictr/bin/python benchmarks/peers/run_fuxictr_din.py \\
-        benchmarks/_work/fuxictr/builtin --seeds 0,1,2 --out benchmarks/_work/fuxictr/builtin/fuxictr_din.json
+    benchmarks/peers/.venv-fuxictr/bin/python benchmarks/peers/run_fuxictr.py --model din \\
+        benchmarks/_work/fuxictr/builtin --seeds 0,1,2      # -> benchmarks/_work/fuxictr/builtin/fuxictr_din.json
+    benchmarks/peers/.venv-fuxictr/bin/python benchmarks/peers/run_fuxictr.py --model dnn \\
+        benchmarks/_work/fuxictr/builtin --seeds 0,1,2      # -> .../fuxictr_dnn.json
 
 The PyPI package ``fuxictr`` ships the library (feature processing, data loaders, layers, the
-``BaseModel`` training loop with early stopping) but not the model zoo, so the DIN network is
-assembled here from the package's own parts, as the FuxiCTR model zoo's DIN does: one
-``FeatureEmbeddingDict`` over every field (history fields share the candidate's tables),
-``DIN_Attention`` between the candidate's (item_id, attributes) and the behaviour sequence, and an
-``MLP_Block`` over all field embeddings. Training, early stopping on validation AUC (and FuxiCTR's
+``BaseModel`` training loop with early stopping) but not the model zoo, so the networks are
+assembled here from the package's own parts, as the FuxiCTR model zoo's DIN and DNN do: one
+``FeatureEmbeddingDict`` over every field (history fields share the candidate's tables) and an
+``MLP_Block`` over all field embeddings; the behaviour sequence is pooled by ``DIN_Attention``
+against the candidate's (item_id, attributes) (DIN) or by ``MaskedAveragePooling``, FuxiCTR's
+default sequence encoder (DNN). Training, early stopping on validation AUC (and FuxiCTR's
 learning-rate reduction on plateau) and checkpointing are FuxiCTR's ``BaseModel.fit``.
 
 Sizes default to the run that wrote the prepared data (``peer.json`` -> ``ours``): embedding 32,
@@ -100,10 +103,29 @@ def metrics(user_ids, labels, probs) -> dict:
 # --------------------------------------------------------------------------- the model
 
 
+def finish(model, feature_map, hidden, activations, dropout, batch_norm, learning_rate, kwargs) -> None:
+    """The part every FuxiCTR network here ends with: the ``MLP_Block`` over all field embeddings
+    (``model.dnn``), then FuxiCTR's compile (optimizer, loss), initialisation and device placement."""
+    from fuxictr.pytorch.layers import MLP_Block
+
+    model.dnn = MLP_Block(
+        input_dim=feature_map.sum_emb_out_dim(),
+        output_dim=1,
+        hidden_units=list(hidden),
+        hidden_activations=activations,
+        output_activation=model.output_activation,
+        dropout_rates=dropout,
+        batch_norm=batch_norm,
+    )
+    model.compile(kwargs["optimizer"], kwargs["loss"], learning_rate)
+    model.reset_parameters()
+    model.model_to_device()
+
+
 def din_class():
     """FuxiCTR's DIN built from the package's layers (the PyPI package has no model zoo)."""
     import torch
-    from fuxictr.pytorch.layers import DIN_Attention, FeatureEmbeddingDict, MLP_Block
+    from fuxictr.pytorch.layers import DIN_Attention, FeatureEmbeddingDict
     from fuxictr.pytorch.models import BaseModel
 
     class DIN(BaseModel):
@@ -152,18 +174,7 @@ def din_class():
                 dropout_rate=attention_dropout,
                 use_softmax=din_use_softmax,
             )
-            self.dnn = MLP_Block(
-                input_dim=feature_map.sum_emb_out_dim(),
-                output_dim=1,
-                hidden_units=list(dnn_hidden_units),
-                hidden_activations=dnn_activations,
-                output_activation=self.output_activation,
-                dropout_rates=net_dropout,
-                batch_norm=batch_norm,
-            )
-            self.compile(kwargs["optimizer"], kwargs["loss"], learning_rate)
-            self.reset_parameters()
-            self.model_to_device()
+            finish(self, feature_map, dnn_hidden_units, dnn_activations, net_dropout, batch_norm, learning_rate, kwargs)
 
         def forward(self, inputs):
             X = self.get_inputs(inputs)
@@ -177,6 +188,57 @@ def din_class():
             return {"y_pred": self.dnn(self.embedding_layer.dict2tensor(emb, flatten_emb=True))}
 
     return DIN
+
+
+def dnn_class():
+    """FuxiCTR's DNN built from the package's layers: every field's embedding, the behaviour sequence
+    mean-pooled over its non-padding items (``MaskedAveragePooling``, FuxiCTR's default sequence
+    encoder), one ``MLP_Block`` over all of them."""
+    from fuxictr.pytorch.layers import FeatureEmbeddingDict, MaskedAveragePooling
+    from fuxictr.pytorch.models import BaseModel
+
+    class DNN(BaseModel):
+        def __init__(
+            self,
+            feature_map,
+            model_id="DNN",
+            gpu=-1,
+            dnn_hidden_units=(200, 80),
+            dnn_activations="ReLU",
+            learning_rate=1e-3,
+            embedding_dim=32,
+            net_dropout=0.0,
+            batch_norm=False,
+            din_sequence_field=("hist_item_id",),
+            embedding_regularizer=None,
+            net_regularizer=None,
+            **kwargs,
+        ):
+            super().__init__(
+                feature_map,
+                model_id=model_id,
+                gpu=gpu,
+                embedding_regularizer=embedding_regularizer,
+                net_regularizer=net_regularizer,
+                **kwargs,
+            )
+            self.sequence_fields = list(din_sequence_field)
+            self.embedding_layer = FeatureEmbeddingDict(feature_map, embedding_dim)
+            self.pooling = MaskedAveragePooling()
+            finish(self, feature_map, dnn_hidden_units, dnn_activations, net_dropout, batch_norm, learning_rate, kwargs)
+
+        def forward(self, inputs):
+            X = self.get_inputs(inputs)
+            emb = self.embedding_layer(X)
+            mask = X[self.sequence_fields[0]].long() != 0  # FuxiCTR pads with index 0
+            for field in self.sequence_fields:
+                emb[field] = self.pooling(emb[field], mask)
+            return {"y_pred": self.dnn(self.embedding_layer.dict2tensor(emb, flatten_emb=True))}
+
+    return DNN
+
+
+MODELS = {"din": din_class, "dnn": dnn_class}
 
 
 def timed(model_cls):
@@ -240,7 +302,7 @@ def build_fuxictr_data(params: dict) -> tuple[str, str, str]:
     return build_dataset(processor, **params)
 
 
-def run_seed(seed: int, params: dict, data_paths: tuple[str, str, str], test_meta) -> dict:
+def run_seed(model_name: str, seed: int, params: dict, data_paths: tuple[str, str, str], test_meta) -> dict:
     from fuxictr.features import FeatureMap
     from fuxictr.pytorch.dataloaders import RankDataLoader
     from fuxictr.pytorch.torch_utils import seed_everything
@@ -254,9 +316,9 @@ def run_seed(seed: int, params: dict, data_paths: tuple[str, str, str], test_met
     train_gen, valid_gen = RankDataLoader(
         feature_map, stage="train", train_data=train_path, valid_data=valid_path, **loader_args
     )
-    model = timed(din_class())(feature_map, **{**params, "model_id": f"DIN_seed{seed}"})
+    model = timed(MODELS[model_name]())(feature_map, **{**params, "model_id": f"{model_name.upper()}_seed{seed}"})
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logging.info("DIN parameters: %d", n_params)
+    logging.info("%s parameters: %d", model_name.upper(), n_params)
     model.fit(train_gen, validation_data=valid_gen, epochs=params["epochs"], verbose=params["verbose"])
     epochs_run = len(model.timing["epoch_s"])
     train_rows = train_gen.num_samples
@@ -295,8 +357,9 @@ def parse_ints(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("converted", type=Path, help="output directory of to_fuxictr.py")
+    ap.add_argument("--model", choices=sorted(MODELS), default="din", help="FuxiCTR network to train (default din)")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    ap.add_argument("--out", type=Path, help="results JSON (default <converted>/fuxictr_din.json)")
+    ap.add_argument("--out", type=Path, help="results JSON (default <converted>/fuxictr_<model>.json)")
     ap.add_argument("--epochs", type=int, default=20, help="max epochs; early stopping usually ends sooner")
     ap.add_argument("--patience", type=int, help="early stopping patience (default: ours)")
     ap.add_argument("--batch-size", type=int, help="default: ours")
@@ -371,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         "gpu": -1,
     }
     seeds = parse_ints(args.seeds)
-    out = (args.out or conv / "fuxictr_din.json").resolve()
+    name = f"fuxictr_{args.model}"
+    out = (args.out or conv / f"{name}.json").resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     os.makedirs(os.path.join(params["model_root"], dataset_id), exist_ok=True)  # FuxiCTR's set_logger would make it
 
@@ -388,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for seed in seeds:
         logging.info("==== seed %d ====", seed)
-        result = run_seed(seed, params, data_paths, test_meta)
+        result = run_seed(args.model, seed, params, data_paths, test_meta)
         pred = result.pop("_pred")
         if args.save_predictions:
             path = out.with_name(f"{out.stem}.seed{seed}.predictions.parquet")
@@ -399,15 +463,15 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(result)
         t = result["test"]
         print(
-            f"[fuxictr_din] seed {seed}: test AUC {t['auc']:.4f} GAUC {t['gauc']:.4f} logloss {t['logloss']:.4f} "
+            f"[{name}] seed {seed}: test AUC {t['auc']:.4f} GAUC {t['gauc']:.4f} logloss {t['logloss']:.4f} "
             f"| {result['epochs']} epochs, {result['train_samples_per_s']:.0f} train samples/s",
             flush=True,
         )
 
     command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable), *sys.argv])
     report = {
-        "model": "fuxictr_din",
-        "source": f"FuxiCTR {fuxictr.__version__} DIN (PyPI fuxictr)",
+        "model": name,
+        "source": f"FuxiCTR {fuxictr.__version__} {args.model.upper()} (PyPI fuxictr)",
         "dataset": peer["dataset"],
         "runs": runs,
         "command": command,
@@ -439,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=1))
     s = report["summary"]
     print(
-        f"[fuxictr_din] {peer['dataset']}: test AUC {s['auc']['mean']:.4f}±{s['auc']['std']:.4f} "
+        f"[{name}] {peer['dataset']}: test AUC {s['auc']['mean']:.4f}±{s['auc']['std']:.4f} "
         f"over {len(runs)} seed(s) -> {out}",
         flush=True,
     )

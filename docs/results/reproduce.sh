@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce one comparison report of docs/results/: every model x 3 seeds through `recsys compare`,
-# FuxiCTR's DIN on exactly the same rows (benchmarks/peers/), then the report with the peer row,
+# FuxiCTR's DIN and DNN on exactly the same rows (benchmarks/peers/), then the report with the peer rows,
 # copied (report, plots, results.json; no data, no predictions) into docs/results/<name>/.
 #
 #   bash docs/results/reproduce.sh builtin        # the built-in dataset (made here if missing)
@@ -8,12 +8,12 @@
 #   bash docs/results/reproduce.sh lastfm-2k-mm   # needs ../shared/data/lastfm-2k-mm
 #
 # Re-running continues where it stopped: finished runs are reused. Environment overrides:
-# MODELS (default lr,dnn,din,concat,man,man_d1,marn), SEEDS (3), WORKERS (1), EPOCHS (config's).
+# MODELS (default lr,dnn,din,concat,man,man_d1,marn_paper,marn), SEEDS (3), WORKERS (1), EPOCHS (config's).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 name=${1:?usage: reproduce.sh builtin|ml-100k-mm|lastfm-2k-mm}
-models=${MODELS:-lr,dnn,din,concat,man,man_d1,marn}
+models=${MODELS:-lr,dnn,din,concat,man,man_d1,marn_paper,marn}
 seeds=${SEEDS:-3}
 workers=${WORKERS:-1}
 py=.venv/bin/python
@@ -44,17 +44,20 @@ $recsys encode "$data" --config "$config" --no-progress
 # 1. our models (every run's prepared test split holds the same rows)
 $recsys compare "${args[@]}" || echo "reproduce.sh: some runs failed; the report lists them" >&2
 
-# 2. the peer on the same rows
+# 2. the peers on the same rows
 bash benchmarks/peers/setup_fuxictr.sh
 prepared=$(ls -d "$out"/train/*/prepared | head -n 1)
 $py benchmarks/peers/to_fuxictr.py "$prepared" --out "$peer"
 n_seeds=$(echo "$seeds" | tr ',' '\n' | wc -l)
 [ "$n_seeds" -eq 1 ] && peer_seeds=$(seq -s, 0 $((seeds - 1))) || peer_seeds=$seeds
-[ -f "$peer/fuxictr_din.json" ] || benchmarks/peers/.venv-fuxictr/bin/python benchmarks/peers/run_fuxictr_din.py "$peer" \
-  --seeds "$peer_seeds" --save-predictions
+for m in din dnn; do
+  [ -f "$peer/fuxictr_$m.json" ] || benchmarks/peers/.venv-fuxictr/bin/python benchmarks/peers/run_fuxictr.py --model "$m" \
+    "$peer" --seeds "$peer_seeds" --save-predictions
+done
 
-# 3. the report with the peer row (every run reused, evaluated again with the current evaluation code)
-$recsys compare "${args[@]}" --peer-results "$peer/fuxictr_din.json" --reevaluate --no-progress
+# 3. the report with the peer rows (every run reused, evaluated again with the current evaluation code)
+$recsys compare "${args[@]}" --peer-results "$peer/fuxictr_din.json" --peer-results "$peer/fuxictr_dnn.json" \
+  --reevaluate --no-progress
 
 dest=docs/results/$name
 rm -rf "$dest" && mkdir -p "$dest"

@@ -29,7 +29,7 @@ from recsys.features.prepare import PreparedData, prepare_data
 from recsys.features.prepared import examples_frame
 from recsys.metrics import compute_metrics
 from recsys.models import build_model
-from training.step import build_optimizer, train_step
+from training.step import build_optimizer, decay_on_plateau, train_step
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, object]]:
@@ -82,6 +82,7 @@ def run_variant(config: ExperimentConfig, prepared: PreparedData, epochs: int, t
             stale += 1
             if stale >= config.train.early_stopping_patience:
                 break
+            decay_on_plateau(optimizer, config.train)
     return {"best_epoch": best_epoch, "epochs_run": len(history), "segments": best, "history": history}
 
 

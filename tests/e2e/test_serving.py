@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import polars as pl
 import pytest
-from support.server import API_KEY, Server, perturbed_checkpoint
+from support.server import API_KEY, Server, perturbed_checkpoint, variant_checkpoint
 
 KEY = {"X-API-Key": API_KEY}
 
@@ -44,17 +44,17 @@ def score(url: str, **body) -> httpx.Response:
 # --------------------------------------------------------------------------- round trip
 
 
-def test_scores_equal_the_offline_scorer(server, checkpoint, trained_run) -> None:
+def assert_served_equals_offline(url: str, checkpoint, frame: pl.DataFrame) -> None:
+    """Each prepared row scored over HTTP (its history and context in the request) equals the offline
+    scorer's probability for it within 1e-5."""
     from recsys.evaluation import predict_frame
-    from recsys.features.prepared import PreparedDir
 
-    frame = PreparedDir.of_run(trained_run.run_dir).read_split("test").head(25)
     offline = predict_frame(checkpoint, frame).probs
     item_ids = checkpoint.item_table.item_ids
     for k, row in enumerate(frame.iter_rows(named=True)):
         history = [int(item_ids[r - 1]) for r, m in zip(row["hist"], row["hist_mask"]) if m]
         resp = score(
-            server.url,
+            url,
             user_id=row["meta_user_id"],
             candidates=[row["meta_item_id"]],
             history=history,
@@ -64,6 +64,39 @@ def test_scores_equal_the_offline_scorer(server, checkpoint, trained_run) -> Non
         body = resp.json()
         assert body["history_source"] == "request" and body["model_version"].startswith("marn-")
         assert abs(body["scores"][0]["score"] - float(offline[k])) < 1e-5, (k, body, offline[k])
+
+
+def test_scores_equal_the_offline_scorer(server, checkpoint, trained_run) -> None:
+    from recsys.features.prepared import PreparedDir
+
+    frame = PreparedDir.of_run(trained_run.run_dir).read_split("test").head(25)
+    assert_served_equals_offline(server.url, checkpoint, frame)
+
+
+def test_ids_beside_content_with_similarity_tiers_serve_the_offline_scores(trained_run, tmp_path: Path) -> None:
+    """The item representation of configs/ml-100k-mm.yaml (ids beside MARN's content, a content gate,
+    SimTier similarity features, and here a user tower too) scores over HTTP exactly as offline."""
+    from recsys.checkpoint import load_checkpoint
+    from recsys.features.prepared import PreparedDir
+
+    path = variant_checkpoint(
+        trained_run.checkpoint,
+        tmp_path / "beside",
+        id_path="beside",
+        content_gate=True,
+        simtier_bins=8,
+        user_tower=True,
+    )
+    ckpt = load_checkpoint(path)
+    assert ckpt.config.model.id_path == "beside" and ckpt.config.model.simtier_bins == 8
+    frame = PreparedDir.of_run(trained_run.run_dir).read_split("test")
+    frame = frame.filter(pl.col("hist_mask").arr.sum() >= 2).head(25)  # similarity tiers need a history
+    assert len(frame) == 25
+    srv = Server(path, tmp_path / "state", tmp_path / "serve.log")
+    try:
+        assert_served_equals_offline(srv.url, ckpt, frame)
+    finally:
+        srv.stop()
 
 
 def test_stored_history_is_used_when_the_request_has_none(server, trained_run) -> None:

@@ -79,3 +79,25 @@ def perturbed_checkpoint(src: Path, dst: Path, scale: float = 0.01) -> Path:
         for p in ckpt.model.parameters():
             p.add_(scale * torch.randn_like(p))
     return save_checkpoint(dst, ckpt.model, ckpt.config, ckpt.feature_map, ckpt.item_table)
+
+
+def variant_checkpoint(src: Path, dst: Path, seed: int = 0, **model: object) -> Path:
+    """A checkpoint on ``src``'s data (feature map, item table) of another model configuration
+    (``model`` overrides the ``model`` section), with weights drawn at random from ``seed``: what a
+    training run of that model would write, for tests that compare scoring paths, not accuracy.
+    A content gate (``model.content_gate``) is set to 0.5 so the content part moves the scores."""
+    import torch
+
+    from recsys.checkpoint import load_checkpoint, save_checkpoint
+    from recsys.models import build_model
+
+    ckpt = load_checkpoint(src)
+    config = ckpt.config.model_copy(update={"model": ckpt.config.model.model_copy(update=model)})
+    config = type(config).model_validate(config.model_dump())  # the overrides pass the strict config's checks
+    torch.manual_seed(seed)
+    built = build_model(config.model, ckpt.feature_map, ckpt.item_table.dims())
+    with torch.no_grad():
+        for name, p in built.named_parameters():
+            if name.endswith("gate"):
+                p.fill_(0.5)
+    return save_checkpoint(dst, built.eval(), config, ckpt.feature_map, ckpt.item_table)
