@@ -108,8 +108,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.server import serve
 
     # Overrides of the checkpoint config's serve section, by ServeConfig field name (None: not given).
-    fields = ("host", "port", "workers", "state_dir", "api_key_file", "max_candidates", "max_body_mb")
+    fields = ("host", "port", "workers", "state_dir", "api_key_file", "max_candidates", "max_body_mb", "scorer")
     return serve(args.checkpoint, {name: getattr(args, name) for name in fields}, data_dir=args.data)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from serving.model import export_scorer
+
+    path, worst = export_scorer(args.checkpoint)
+    print(f"wrote {path} (ONNX; checked against the eager model: largest difference {worst:.1e})")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -245,6 +253,12 @@ ABOUT: dict[str, tuple[str, str | None]] = {
     "demo": (
         "the main job on the built-in dataset: make data, validate, encode, train, evaluate",
         "Run the main job end to end on the built-in dataset, writing everything under --out.",
+    ),
+    "export": (
+        "compile a checkpoint's scorer to ONNX (scorer.onnx in the checkpoint; serve.scorer onnx uses it)",
+        "Export the per-request part of the checkpoint's model (user side, attention, head; history padded to "
+        "features.max_history) to ONNX, write scorer.onnx and scorer.json (hashes) into the checkpoint "
+        "directory and check that ONNX Runtime scores canary requests as the eager model does (within 1e-5).",
     ),
     "evaluate": (
         "evaluate a checkpoint: AUC/GAUC/logloss/calibration per segment, oracle, modal attention",
@@ -392,7 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", action=_RefuseApiKeyOnCommandLine, help=argparse.SUPPRESS)
     serve.add_argument("--max-candidates", type=int, help="largest candidate list (default serve.max_candidates)")
     serve.add_argument("--max-body-mb", type=float, help="largest request body in MiB (default serve.max_body_mb)")
+    serve.add_argument(
+        "--scorer", help="eager (the PyTorch model) or onnx (compiled, ONNX Runtime); default serve.scorer"
+    )
     serve.set_defaults(func=_cmd_serve)
+
+    export = _command(sub, "export", _cmd_export)
+    export.add_argument("checkpoint", help="checkpoint directory (e.g. runs/<run>/best)")
 
     demo = _command(sub, "demo", _cmd_demo)
     demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")

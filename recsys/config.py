@@ -276,6 +276,10 @@ class ServeConfig(StrictModel):
     allowed_hosts: list[str] | None = None
     state_dir: str = "serving-state"  # registered items, user state, the active model (SQLite)
     torch_threads: int = Field(1, ge=1, le=64)  # per worker: latency is best with one thread per worker
+    # What scores a request's user side, attention and head: "onnx" compiles them with ONNX Runtime (checked
+    # against the eager model when a model loads; from `recsys export`'s scorer.onnx in the checkpoint, or
+    # exported at load time); "eager" runs the PyTorch model. A model the exporter cannot handle is scored eagerly.
+    scorer: Literal["eager", "onnx"] = "eager"
     # Item registration decodes client media: bounded in size and in concurrency per worker.
     max_image_pixels: int = Field(25_000_000, ge=1)  # width x height; larger images get 413
     max_audio_seconds: float = Field(600.0, gt=0, allow_inf_nan=False)  # longer audio gets 413

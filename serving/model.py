@@ -6,7 +6,8 @@ for the whole catalogue when the model loads, and once per item registered later
 become tensors through the training code (``recsys.features``): the request encoders
 (``encode_request_user`` / ``encode_request_context``, the layout and vocabularies of training's
 column encoders), ``recent_history`` and ``build_item_table``; scores come from the model's own fast
-path (``score_candidates``).
+path (``score_candidates``), or from that path compiled with ONNX Runtime (``serve.scorer: onnx``,
+:mod:`serving.compiled`), checked against it when the model loads.
 
 The cache is a :class:`Catalogue` snapshot that is replaced, never mutated in place, so a
 request that started on one snapshot finishes on it while items are being added.
@@ -14,6 +15,7 @@ request that started on one snapshot finishes on it while items are being added.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,8 +33,18 @@ from recsys.features.feature_map import OOV, FeatureMap
 from recsys.features.item_table import ItemInputs, build_item_table
 from recsys.features.sequences import recent_history
 from recsys.models import ScoringModel, UserSide
+from serving.compiled import (
+    TOLERANCE,
+    CompiledScorer,
+    ScorerError,
+    canary_requests,
+    compile_scorer,
+    write_artefact,
+)
 from serving.content import ContentEncoders
 from serving.store import StoredItem
+
+log = logging.getLogger("recsys.serving")
 
 #: Items whose representations are computed in one forward pass at load time.
 CHUNK = 8192
@@ -109,6 +121,7 @@ class ServedModel:
     version: str
     catalogue: Catalogue
     registered: dict[int, ItemInfo] = field(default_factory=dict)
+    compiled: CompiledScorer | None = None  # serve.scorer onnx, checked against the eager model; None: eager
     _write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ---------------------------------------------------------------- building
@@ -119,11 +132,15 @@ class ServedModel:
         registered: Sequence[StoredItem] = (),
         vectors: dict | None = None,
         serving_config: ExperimentConfig | None = None,
+        scorer: str = "eager",
     ) -> ServedModel:
         """Load, check and warm a checkpoint. Raises CheckpointError / ServingError with the reason.
 
         With ``serving_config`` (the config being served), a checkpoint whose features or
         encoders differ is refused: requests and registered items must keep their meaning.
+        ``scorer`` ("eager" or "onnx", ``serve.scorer``): with "onnx" the per-request part is compiled
+        (:func:`serving.compiled.compile_scorer`) and serves only if it scores the canaries as the eager
+        model does; a corrupt or stale exported artefact is refused (422, field "scorer").
         """
         checkpoint = load_checkpoint(path)  # hashes verified, weights_only, config rebuilt
         if serving_config is not None:
@@ -154,7 +171,34 @@ class ServedModel:
         if registered:
             served.add_items(list(registered), vectors or {})
         served.canary()
+        if scorer == "onnx":
+            served.compile()
         return served
+
+    def compile(self) -> float:
+        """Compile the per-request part and keep it if it agrees with the eager model within TOLERANCE on every
+        canary request (the largest difference is returned); a bad artefact raises a 422 ServingError, a model
+        that cannot be compiled stays eager (one log line)."""
+        try:
+            compiled = compile_scorer(self.checkpoint, self.catalogue.reps.shape[1])
+        except ScorerError as exc:
+            raise ServingError(422, "scorer", str(exc)) from None
+        if compiled is None:
+            return float("nan")
+        user, context, cat = self.user_features(-1, {}), self.context_features({}), self.catalogue
+        worst = 0.0
+        for history, candidates in canary_requests(list(cat.row_of), self.feature_map.max_history):
+            eager = self._score_with(None, user, context, history, candidates, cat)
+            fast = self._score_with(compiled, user, context, history, candidates, cat)
+            worst = max(worst, float(np.abs(fast - eager).max()))
+        if worst <= TOLERANCE:
+            self.compiled = compiled
+            return worst
+        message = f"compiled scorer ({compiled.origin}) differs from the eager model by {worst:.2e} > {TOLERANCE:g}"
+        if compiled.origin == "exported at load time":
+            log.warning("serve.scorer onnx: %s; scoring with the eager model", message)
+            return worst
+        raise ServingError(422, "scorer", message)
 
     def canary(self) -> None:
         """Score a few items for a user without and with history; refuse non-finite or out-of-range output."""
@@ -265,18 +309,35 @@ class ServedModel:
         catalogue: Catalogue | None = None,
     ) -> np.ndarray:
         """Click probabilities of ``candidates`` (item ids) for one user, history oldest first."""
-        cat = catalogue or self.catalogue
-        cand_rows = torch.from_numpy(cat.rows(candidates, "candidates"))
+        return self._score_with(self.compiled, user, context, history, candidates, catalogue or self.catalogue)
+
+    @property
+    def scorer_name(self) -> str:
+        """What scores requests: "onnx" (the compiled scorer) or "eager" (the model itself)."""
+        return self.compiled.name if self.compiled is not None else "eager"
+
+    def _score_with(
+        self,
+        compiled: CompiledScorer | None,
+        user: np.ndarray,
+        context: tuple[np.ndarray, np.ndarray],
+        history: list[int],
+        candidates: list[int],
+        cat: Catalogue,
+    ) -> np.ndarray:
+        """:meth:`score` with ``compiled`` (None: the eager model)."""
+        cand_rows = cat.rows(candidates, "candidates")
         recent = recent_history(history, self.feature_map.max_history)
+        hist_rows = cat.rows(recent, "history") if recent else np.zeros(0, np.int64)
+        if compiled is not None:
+            reps = cat.reps.numpy()
+            return compiled(user, context, reps[hist_rows], reps[cand_rows])
         # Only the real history positions: padding has weight exactly 0 in every sequence encoder
         # (and carries the GRU state through), so a short history costs less and scores the same.
         # One padded position stands for an empty history.
-        length = max(len(recent), 1)
-        hist_rows = np.zeros(length, np.int64)
-        hist_mask = np.zeros(length, bool)
-        if recent:
-            hist_rows[:] = cat.rows(recent, "history")
-            hist_mask[:] = True
+        if not len(hist_rows):
+            hist_rows = np.zeros(1, np.int64)
+        hist_mask = np.full(len(hist_rows), bool(recent))
         categorical, numeric = context
         with torch.inference_mode():
             side = UserSide.one_user(
@@ -286,8 +347,18 @@ class ServedModel:
                 cat.reps[torch.from_numpy(hist_rows)],  # (L, D)
                 torch.from_numpy(hist_mask),
             )
-            logits = self.model.score_candidates(side, cat.reps[cand_rows])  # candidates (B, D)
+            logits = self.model.score_candidates(side, cat.reps[torch.from_numpy(cand_rows)])  # candidates (B, D)
             return torch.sigmoid(logits).numpy()
+
+
+def export_scorer(checkpoint_dir: str | Path) -> tuple[Path, float]:
+    """`recsys export`: write the checkpoint's compiled scorer (``scorer.onnx``, ``scorer.json``) and load it back
+    as the service would; its path and the largest difference from the eager model on the canary requests."""
+    served = ServedModel.load(checkpoint_dir)
+    path = write_artefact(served.checkpoint, served.catalogue.reps.shape[1])
+    worst = served.compile()  # reads the artefact back: ServingError when it does not score as the model does
+    assert served.compiled is not None
+    return path, worst
 
 
 @dataclass

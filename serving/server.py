@@ -11,6 +11,7 @@ from typing import Any
 
 from recsys.checkpoint import load_checkpoint
 from recsys.errors import ConfigError
+from serving.compiled import read_artefact
 from serving.model import model_version
 from serving.net import check_port
 from serving.settings import ServeSettings
@@ -33,6 +34,8 @@ def prepare_state(
     checkpoint_dir = Path(checkpoint_dir).resolve()
     checkpoint = load_checkpoint(checkpoint_dir)  # CheckpointError names the file and the reason
     settings = ServeSettings.resolve(checkpoint_dir, checkpoint.config.serve, overrides or {})
+    if settings.scorer == "onnx":
+        read_artefact(checkpoint)  # a corrupt or stale scorer.onnx: ScorerError naming it, before any worker starts
     state_dir = settings.state_path
     try:
         state_dir.mkdir(parents=True, exist_ok=True)

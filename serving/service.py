@@ -75,16 +75,17 @@ class ScoringService:
         versions = store.versions()
         path = versions.model_path or str(settings.checkpoint)
         items = store.items_since(0)
-        model = ServedModel.load(path, items, store.vectors_of(i.item_id for i in items))
+        model = ServedModel.load(path, items, store.vectors_of(i.item_id for i in items), scorer=settings.scorer)
         service = cls(settings, store, model, max((i.seq for i in items), default=0), versions.model_generation)
         service.model_path = path
         log.info(
-            "worker %d serving %s from %s (%d catalogue items, %d registered)",
+            "worker %d serving %s from %s (%d catalogue items, %d registered; %s scorer)",
             service.pid,
             model.version,
             path,
             model.catalogue.n - 1,
             len(items),
+            model.scorer_name,
         )
         return service
 
@@ -131,7 +132,11 @@ class ScoringService:
             current = self.model
             items = self.store.items_since(0)
             new = ServedModel.load(
-                path, items, self.store.vectors_of(i.item_id for i in items), serving_config=current.checkpoint.config
+                path,
+                items,
+                self.store.vectors_of(i.item_id for i in items),
+                serving_config=current.checkpoint.config,
+                scorer=self.settings.scorer,
             )
             loaded_seq = max((i.seq for i in items), default=0)
             if generation is None:

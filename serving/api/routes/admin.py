@@ -52,6 +52,7 @@ async def model_info(service: ServiceDep) -> dict[str, Any]:
         "model_version": model.version,
         "checkpoint": service.model_path,
         "model": model.checkpoint.config.model.name,
+        "scorer": model.scorer_name,
         "catalogue_items": model.catalogue.n - 1,
         "registered_items": len(model.registered),
         "pid": service.pid,
