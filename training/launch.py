@@ -35,15 +35,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recsys import console
 from recsys.config import ExperimentConfig
 from recsys.errors import ConfigError, RecsysError
 from recsys.features.prepared import TRAIN_COLUMNS, VALID_COLUMNS, PreparedDir
+from training import progress
 
 if TYPE_CHECKING:
     import ray.data
     import ray.train
 
 RUN_INFO = "run.json"
+LOG_FILE = "recsys.log"  # Ray's and the libraries' output of the run (recsys.console)
 
 #: Splits up to this fraction of the cluster's object-store memory (train and valid together) are
 #: materialised once per run instead of re-read from Parquet every epoch.
@@ -103,12 +106,19 @@ def check_inputs(config: ExperimentConfig, data_dir: Path, cache_dir: Path | Non
 def init_ray(address: str | None, workers: int) -> None:
     """Connect to a cluster at ``address``, or start a local Ray sized for ``workers``."""
     import ray
+    import ray.data
+
+    from training.ray_output import WORKER_RUNTIME_ENV, route_worker_output
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     if not ray.is_initialized():
+        console.adopt_library_loggers()  # Ray's driver-side loggers: to the log file (training.ray_output)
+        # Workers' output reaches the driver (log_to_driver) and goes to the log file, progress
+        # events to the console (route_worker_output); WORKER_RUNTIME_ENV quiets the workers.
+        common: dict[str, Any] = {"log_to_driver": True, "runtime_env": WORKER_RUNTIME_ENV}
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, **common)
         else:
             # Logical CPUs above the physical count: training workers hold one CPU each for the whole
             # run, and Ray Data's read tasks must still find a CPU to stream the shards.
@@ -118,7 +128,9 @@ def init_ray(address: str | None, workers: int) -> None:
                 num_cpus=max(os.cpu_count() or 1, workers + 2),
                 include_dashboard=False,
                 object_store_memory=512 * 1024**2,
+                **common,
             )
+        route_worker_output(progress.consume)
     configure_data_context()
 
 
@@ -212,6 +224,7 @@ def run_training(
     loop_options: Mapping[str, Any] | None = None,
     materialize: bool | None = None,
     prepared: PreparedDir | None = None,
+    show_progress: bool = True,
 ) -> TrainResult:
     """Train ``config.model`` with Ray Train; see the module docstring.
 
@@ -221,7 +234,11 @@ def run_training(
     ``loop_options``: how the training loop runs (:class:`training.loop.LoopOptions`: threads per
     worker, prefetching, progress lines, a per-step callback). ``materialize``: keep the
     train/valid splits in Ray's object store for the whole run (True), stream them from Parquet
-    every epoch (False), or decide by their size (None, the default).
+    every epoch (False), or decide by their size (None, the default). ``show_progress``: a progress
+    bar per epoch and one line per validated epoch on the console (:mod:`training.progress`).
+
+    Ray's and the libraries' output goes to ``<run>/recsys.log`` unless the command already keeps a
+    log file (:func:`recsys.console.attach_log_file`).
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -248,6 +265,7 @@ def run_training(
 
     init_ray(address, workers)
     run_dir.mkdir(parents=True, exist_ok=True)
+    console.attach_log_file(run_dir / LOG_FILE)
     (run_dir / RUN_INFO).write_text(
         json.dumps(
             {
@@ -266,11 +284,6 @@ def run_training(
     else:
         prepared_dir = PreparedDir.of_run(run_dir).path
         counts = prepare_features(config, data_dir, cache_dir, prepared_dir)
-    print(
-        f"[recsys] prepared features: {counts['train']} train / {counts['valid']} valid / {counts['test']} test rows "
-        f"-> {prepared_dir}",
-        flush=True,
-    )
     if counts["valid"] == 0:
         raise TrainError("the validation split is empty: early stopping and model selection need it (data.split)")
 
@@ -278,8 +291,9 @@ def run_training(
     datasets, how = training_datasets(prepared_dir, materialize)
     sizes = ", ".join(f"{k} {'?' if v is None else v} MB" for k, v in how["decoded_mb"].items())
     print(
-        f"[recsys] splits ({sizes} decoded): "
-        + ("materialised in the object store once" if how["materialized"] else "streamed from Parquet every epoch")
+        f"features: {counts['train']:,} train / {counts['valid']:,} valid / {counts['test']:,} test rows in "
+        f"{prepared_dir}; train/valid ({sizes} decoded) "
+        + ("materialised in the object store" if how["materialized"] else "streamed from Parquet every epoch")
         + f" ({time.perf_counter() - t:.1f} s)",
         flush=True,
     )
@@ -307,8 +321,10 @@ def run_training(
             failure_config=ray.train.FailureConfig(max_failures=config.train.max_failures),
         ),
     )
+    steps = progress.steps_per_epoch(counts["train"], workers, config.train.batch_size)
     try:
-        result = trainer.fit()
+        with progress.TrainProgress(steps, enabled=show_progress):
+            result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors in several exception types
         raise TrainError(f"training run '{run_name}' failed: {type(exc).__name__}: {exc}") from exc
     if result.error is not None:

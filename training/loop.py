@@ -13,7 +13,8 @@ The loop in numbered steps (:func:`train_loop_per_worker`): 1. :func:`set_up`, 2
 Options (``run_training(loop_options=...)``, see :class:`LoopOptions`): ``threads_per_worker``
 (torch intra-op threads per worker, default 1: one per CPU a worker reserves),
 ``prefetch_batches`` (Ray Data chunks prepared ahead in a background thread, default 1; see
-:func:`epoch_batches`), ``log_every`` (steps between progress lines) and ``step_callback`` (a
+:func:`epoch_batches`), ``progress_every_s`` (seconds between rank 0's progress events,
+:mod:`training.progress`) and ``step_callback`` (a
 picklable ``callback(rank, global_step)`` called after every optimizer step; the e2e tests inject
 a worker crash with it).
 Every epoch's report carries ``samples_per_s`` and where rank 0's epoch went: ``epoch_s``,
@@ -50,6 +51,7 @@ from recsys.features.predict import predict
 from recsys.features.prepared import META_USER_ID, PreparedDir
 from recsys.metrics import compute_metrics
 from recsys.models import build_model
+from training import progress
 from training.state import TrainState, load_train_state, rng_state, save_train_state
 from training.step import build_optimizer, decay_on_plateau, train_step
 
@@ -65,7 +67,7 @@ class LoopOptions:
 
     threads_per_worker: int = 1
     prefetch_batches: int = 1
-    log_every: int = 50
+    progress_every_s: float = 1.0
     step_callback: StepCallback | None = None
 
     @classmethod
@@ -75,7 +77,9 @@ class LoopOptions:
         unknown = sorted(set(options) - set(names))
         if unknown:
             raise ConfigError(f"loop options: unknown {unknown}; valid names: {', '.join(names)}")
-        numbers = {k: int(v) for k, v in options.items() if k != "step_callback"}
+        numbers: dict[str, Any] = {
+            k: (float(v) if k == "progress_every_s" else int(v)) for k, v in options.items() if k != "step_callback"
+        }
         return cls(**numbers, step_callback=options.get("step_callback"))
 
 
@@ -270,7 +274,7 @@ def restore(model: nn.Module, optimizer: torch.optim.Optimizer, rank: int) -> Tr
         model.load_state_dict(weights)
         state = load_train_state(Path(ckpt_dir), optimizer, rank)
     if rank == 0:
-        print(f"[recsys] resumed from {checkpoint.path}: epoch {state.epoch}, step {state.global_step}", flush=True)
+        progress.emit("resumed", path=str(checkpoint.path), epoch=state.epoch, step=state.global_step)
     return state
 
 
@@ -282,6 +286,9 @@ def train_epoch(worker: Worker, training: Training, shard: Any, epoch: int) -> E
     config, options, state = worker.config, worker.options, training.state
     training.ddp_model.train()
     stats = EpochStats()
+    if worker.rank == 0:
+        progress.emit("epoch", epoch=epoch + 1, epochs=config.train.epochs)
+    last_event = stats.start
     batches = epoch_batches(
         shard,
         worker.batch_size,
@@ -297,12 +304,14 @@ def train_epoch(worker: Worker, training: Training, shard: Any, epoch: int) -> E
         stats.n_batches += 1
         if options.step_callback is not None:
             options.step_callback(worker.rank, state.global_step)
-        if worker.rank == 0 and state.global_step % options.log_every == 0:
-            rate = stats.seen * worker.world / (time.perf_counter() - stats.start)
-            print(
-                f"[recsys] epoch {epoch + 1}/{config.train.epochs} step {state.global_step} "
-                f"samples/s {rate:,.0f} loss {stats.loss_sum / stats.n_batches:.4f}",
-                flush=True,
+        if worker.rank == 0 and time.perf_counter() - last_event >= options.progress_every_s:
+            last_event = time.perf_counter()
+            progress.emit(
+                "step",
+                epoch=epoch + 1,
+                done=stats.n_batches,
+                samples_per_s=stats.seen * worker.world / (last_event - stats.start),
+                loss=stats.loss_sum / stats.n_batches,
             )
     batches.close()  # the finished iterator's buffers are not kept through validation
     stats.finish()
@@ -353,11 +362,11 @@ def checkpoint_and_report(worker: Worker, training: Training, report: dict[str, 
     if worker.rank != 0:
         ray.train.report(report)
         return
-    print(
-        f"[recsys] epoch {report['epoch']} done: val AUC {report['val_auc']:.4f} GAUC {report['val_gauc']:.4f} "
-        f"logloss {report['val_logloss']:.4f}, {report['samples_per_s']:,.0f} samples/s"
-        + (" (best)" if improved else ""),
-        flush=True,
+    progress.emit(
+        "validated",
+        epochs=worker.config.train.epochs,
+        best=improved,
+        **{k: report[k] for k in ("epoch", "train_loss", "val_auc", "val_gauc", "val_logloss", "samples_per_s")},
     )
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_dir = save_checkpoint(
@@ -396,8 +405,5 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         checkpoint_and_report(worker, training, report, improved)
         if training.state.epochs_without_improvement >= patience:
             if worker.rank == 0:
-                print(
-                    f"[recsys] early stop: no val AUC gain for {training.state.epochs_without_improvement} epoch(s)",
-                    flush=True,
-                )
+                progress.emit("early_stop", epochs_without_improvement=training.state.epochs_without_improvement)
             break
