@@ -251,6 +251,7 @@ class PlainProgress:
         for item in self.iterable or ():
             yield item
             self.update(1)
+        self.close()  # as tqdm: the bar ends with its iterable
 
     def __enter__(self) -> PlainProgress:
         return self

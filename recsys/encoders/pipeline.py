@@ -355,7 +355,7 @@ def _warn_unusable(modality: str, missing: list[int], unreadable: dict[int, str]
 def _encode_modality(
     modality: str, encoder: ItemEncoder, plan: _Plan, cache_path: Path, batch_size: int, progress: bool
 ) -> ModalityReport:
-    from tqdm.auto import tqdm
+    from recsys.console import progress as progress_bar
 
     start = time.perf_counter()
     cached: CacheRows = {}
@@ -385,7 +385,7 @@ def _encode_modality(
         todo.sort(key=lambda e: len(e.source))  # similar lengths per batch: less padding to compute
 
     n_encoded = 0
-    with tqdm(total=len(todo), desc=f"encode {modality}", unit="item", disable=not progress or not todo) as bar:
+    with progress_bar(total=len(todo), desc=f"encode {modality}", unit="item", disable=not progress or not todo) as bar:
         for first in range(0, len(todo), batch_size):
             chunk = todo[first : first + batch_size]
             decoded, ok = [], []

@@ -63,6 +63,9 @@ def test_plain_progress_prints_lines_not_carriage_return_frames() -> None:
     assert "\r" not in out.getvalue()
     assert len(lines) == 10  # 9 periodic (interval 0) + one final line; none at 100% before close
     assert lines[-1].startswith("encode image: 100% 10/10 item [") and lines[-1].endswith("done")
+    looped = io.StringIO()
+    assert list(console.PlainProgress(range(3), desc="media", unit="item", file=looped, interval=3600)) == [0, 1, 2]
+    assert looped.getvalue().startswith("media: 100% 3/3 item [")  # the iterable's end closes it
     quiet = io.StringIO()
     with console.PlainProgress(total=10, desc="x", file=quiet, interval=3600) as slow:
         slow.update(5)

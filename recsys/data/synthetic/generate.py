@@ -20,8 +20,8 @@ import numpy as np
 import polars as pl
 import soundfile as sf
 from sklearn.metrics import roc_auc_score
-from tqdm import tqdm
 
+from recsys import console
 from recsys.data.dataset import INTERACTIONS_FILE, ITEMS_FILE, SPLITS, USERS_FILE
 from recsys.data.synthetic import attributes as A
 from recsys.data.synthetic.media import SAMPLE_RATE, render_audio, render_image, render_title
@@ -260,7 +260,7 @@ def _write_media(
     image_paths: list[str | None] = []
     audio_paths: list[str | None] = []
     a = items.attrs
-    for i in tqdm(range(items.n), desc="writing images+audio", unit="item", disable=not progress):
+    for i in console.progress(range(items.n), desc="writing images+audio", unit="item", disable=not progress):
         item_id = int(items.item_id[i])
         title_rng, image_rng, audio_rng = (np.random.default_rng([seed, 4, item_id, m]) for m in range(3))
         titles.append(
