@@ -7,16 +7,21 @@ Heavy libraries (torch, transformers, ray) are imported inside the handlers so t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
-from recsys import __version__
+from recsys import __version__, console
 from recsys.errors import RecsysError
+
+if TYPE_CHECKING:
+    from recsys.evaluation import Evaluation
+    from recsys.tracking import TrackedRun
+
+#: Rows of the modal-attention-by-category table the demo prints (all of them are in test_metrics.json).
+DEMO_ATTENTION_ROWS = 5
 
 log = logging.getLogger("recsys")
 
@@ -80,20 +85,43 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _test_summary(model: str, evaluation: Evaluation) -> str:
+    """One line: the test metrics of a checkpoint (and the oracle's AUC when the data knows it)."""
+    m, o = evaluation.segments["all"], evaluation.oracle.get("all")
+    return f"{model} test AUC {m['auc']:.4f}, GAUC {m['gauc']:.4f}, logloss {m['logloss']:.4f}" + (
+        f" (oracle AUC {o['auc']:.4f})" if o else ""
+    )
+
+
+def _tracked_line(run: TrackedRun | None) -> str | None:
+    return f"mlflow run {run.run_id} in {run.tracker.uri} (experiment {run.tracker.experiment})" if run else None
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from recsys.config import load_config
-    from training.launch import run_training
+    from recsys.tracking import Tracker
+    from training.tracked import train_and_test
 
     config = load_config(args.config)
     if args.storage:
         config.train.storage_path = args.storage
-    result = run_training(config, run_name=args.run_name, resume=args.resume, **_run_options(args))
-    best = result.best_metrics
+    tested = train_and_test(
+        config,
+        Tracker.from_config(config, args.tracking_uri),
+        run_name=args.run_name,
+        resume=args.resume,
+        **_run_options(args),
+    )
+    result, best = tested.train, tested.train.best_metrics
     print(
         f"best checkpoint: {result.best_checkpoint} (epoch {best['epoch']}, val AUC {best['val_auc']:.4f}, "
         f"GAUC {best['val_gauc']:.4f}, logloss {best['val_logloss']:.4f})"
     )
     print(f"latest checkpoint: {result.latest_checkpoint}")
+    print(f"test: {_test_summary(config.model.name, tested.test)} -> {result.run_dir / 'test_metrics.json'}")
+    for line in (_tracked_line(tested.tracked), f"log: {console.log_file()}" if console.log_file() else None):
+        if line:
+            print(line)
     return 0
 
 
@@ -128,9 +156,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from recsys.data.synthetic import make_default_dataset
     from recsys.data.validate import validate_dataset
     from recsys.encoders.pipeline import encode_items
-    from recsys.evaluation import evaluate_checkpoint, format_evaluation
-    from recsys.features.prepared import PreparedDir
-    from training.launch import run_training
+    from recsys.evaluation import format_evaluation
+    from recsys.tracking import Tracker
+    from training.tracked import train_and_test
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -139,6 +167,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     config.train.storage_path = str(out / "runs")
     if args.workers is not None:  # 0 is an error, never "the config's value"
         override(config.train, "workers", args.workers, "--workers")
+    tracker = Tracker.from_config(config, args.tracking_uri)
+    log = console.attach_log_file(out / "demo.log")
+    if log:
+        print(f"log: {log} (Ray's and the libraries' output; --verbose shows it here)", flush=True)
     print(f"[1/5] dataset -> {data_dir}", flush=True)
     summary = make_default_dataset(data_dir, seed=args.seed, size=args.size, progress=not args.no_progress)
     print(
@@ -156,29 +188,41 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     run_name = f"{config.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"[4/5] train {config.model.name} with {config.train.workers} Ray workers (run {run_name})", flush=True)
-    result = run_training(config, data_dir=data_dir, cache_dir=cache_dir, run_name=run_name)
-    print("[5/5] evaluate the best checkpoint on the test split", flush=True)
-    evaluation = evaluate_checkpoint(result.best_checkpoint, PreparedDir(result.prepared_dir))
-    (result.run_dir / "test_metrics.json").write_text(json.dumps(evaluation.to_json(), indent=1))
-    print(format_evaluation(evaluation))
-    m, o = evaluation.segments["all"], evaluation.oracle.get("all")
-    print(
-        f"\nsummary: {config.model.name} test AUC {m['auc']:.4f}, GAUC {m['gauc']:.4f}, logloss {m['logloss']:.4f}"
-        + (f" (oracle AUC {o['auc']:.4f})" if o else "")
+    tested = train_and_test(
+        config,
+        tracker,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        run_name=run_name,
+        show_progress=not args.no_progress,
     )
-    print(f"checkpoint: {result.best_checkpoint}")
+    print("[5/5] evaluate the best checkpoint on the test split", flush=True)
+    print(format_evaluation(tested.test, attention_rows=DEMO_ATTENTION_ROWS))
+    print(f"\nsummary: {_test_summary(config.model.name, tested.test)}")
+    print(f"checkpoint: {tested.train.best_checkpoint}")
+    tracked = _tracked_line(tested.tracked)
+    if tracked:
+        print(f"tracked: {tracked}")
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from recsys.evaluation import evaluate_checkpoint, format_evaluation
+    from recsys.tracking import log_checkpoint_evaluation
 
-    evaluation = evaluate_checkpoint(args.checkpoint, data_dir=args.data, split=args.split)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{args.split}"
+    console.attach_log_file(out / "recsys.log")
+    evaluation = evaluate_checkpoint(args.checkpoint, data_dir=args.data, split=args.split)
     path = evaluation.write(out)
     print(format_evaluation(evaluation))
     print(f"\nwrote {path}")
+    tracked = log_checkpoint_evaluation(Path(args.checkpoint), evaluation.to_json(), path, args.tracking_uri)
+    print(
+        f"logged to {_tracked_line(tracked)}"
+        if tracked
+        else "not logged to MLflow: the run of this checkpoint was not tracked"
+    )
     return 0
 
 
@@ -196,6 +240,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import shlex
 
     from recsys.config import load_config
+    from recsys.tracking import Tracker
     from training.compare import CompareSpec, run_compare
 
     config = load_config(args.config)
@@ -214,8 +259,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         n_boot=args.bootstrap,
         command="recsys " + shlex.join(sys.argv[1:]),
         reevaluate=args.reevaluate,
+        min_rows=args.min_rows,
     )
-    result = run_compare(spec, progress=not args.no_progress)
+    console.attach_log_file(out / "compare.log")
+    result = run_compare(spec, progress=not args.no_progress, tracker=Tracker.from_config(config, args.tracking_uri))
     failed = [r.name for r in result.records if r.status != "ok"]
     print(f"report: {result.report_md} and {result.report_html}; every run: {result.results_json}")
     if failed:
@@ -312,6 +359,13 @@ def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
     _add_no_progress(parser)
 
 
+def _add_tracking(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (overrides tracking.uri; default: MLFLOW_TRACKING_URI, else ./mlruns)",
+    )
+
+
 def _add_inputs(parser: argparse.ArgumentParser) -> None:
     """Where the dataset and its encoder cache are, overriding the config."""
     parser.add_argument("--data", help="dataset directory (overrides data.path)")
@@ -348,7 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"recsys {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="stream Ray's and the libraries' logs on the console too (they always go to the run's log file)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     config = sub.add_parser("config", help="inspect experiment configs")
@@ -382,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run --run-name from its latest checkpoint")
     _add_inputs(train)
     train.add_argument("--storage", help="checkpoint storage path (overrides train.storage_path)")
+    _add_tracking(train)
 
     serve = sub.add_parser(
         "serve",
@@ -419,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", default="configs/default.yaml", help="experiment YAML (default configs/default.yaml)")
     demo.add_argument("--workers", type=int, help="Ray Train workers (default: train.workers of the config)")
     _add_dataset_options(demo)
+    _add_tracking(demo)
 
     evaluate = _command(sub, "evaluate", _cmd_evaluate)
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. <run>/best)")
@@ -429,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--split", choices=["train", "valid", "test"], default="test", help="split (default test)")
     evaluate.add_argument("--out", help="output directory for metrics.json (default <checkpoint>/../eval-<split>)")
+    evaluate.add_argument(
+        "--tracking-uri", help="MLflow store of the checkpoint's run (default: the one recorded in <run>/mlflow.json)"
+    )
 
     compare = _command(sub, "compare", _cmd_compare)
     compare.add_argument("--config", required=True, help="experiment YAML (model.name and train.seed are set per run)")
@@ -452,7 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples of the paired test (default 1000)"
     )
+    compare.add_argument(
+        "--min-rows",
+        type=int,
+        default=30,
+        help="segments with fewer test rows show their count but no metrics in the report (default 30)",
+    )
     _add_no_progress(compare)
+    _add_tracking(compare)
     compare.add_argument(
         "--reevaluate",
         action="store_true",
@@ -462,26 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: TextIO | None = None,
-    line: str | None = None,
-) -> None:
-    """``warnings.showwarning`` for the command line: the message alone, without source location."""
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `recsys` console command. Returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    warnings.showwarning = _show_warning
+    console.setup(verbose=args.verbose)
     try:
         return args.func(args)
     except RecsysError as exc:
@@ -490,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        console.reset()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Typed, strict experiment configuration.
 
-An experiment is one YAML file with six sections: ``data``, ``features``, ``encoders``,
-``model``, ``train`` and ``serve``. Every section is a pydantic model that forbids unknown
+An experiment is one YAML file with seven sections: ``data``, ``features``, ``encoders``,
+``model``, ``train``, ``serve`` and ``tracking``. Every section is a pydantic model that forbids unknown
 keys, so a typo never silently falls back to a default. :func:`load_config` turns pydantic's
 errors into one :class:`~recsys.errors.ConfigError` that names the file, the line, the key
 path and, for an unknown key, the closest valid key.
@@ -286,6 +286,19 @@ class ServeConfig(StrictModel):
     max_concurrent_decodes: int = Field(2, ge=1, le=64)  # media decodes at once per worker; others wait
 
 
+class TrackingConfig(StrictModel):
+    """Experiment tracking with MLflow (recsys/tracking.py): where `recsys train/compare/evaluate` log runs."""
+
+    enabled: bool = Field(True, description="Log runs to MLflow; false = no tracking.")
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (e.g. http://mlflow.internal:5000 or sqlite:///path/mlflow.db); "
+        "null = the MLFLOW_TRACKING_URI environment variable, else a local store in ./mlruns "
+        "(sqlite:///mlruns/mlflow.db, artifacts in mlruns/artifacts). `--tracking-uri` overrides.",
+    )
+    experiment: str = Field("recsys", min_length=1, description="MLflow experiment the runs are logged to.")
+
+
 class ExperimentConfig(StrictModel):
     """One experiment: everything a command needs to know, in one file."""
 
@@ -295,6 +308,7 @@ class ExperimentConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     serve: ServeConfig = ServeConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
 
 # --------------------------------------------------------------------------- loading

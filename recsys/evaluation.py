@@ -258,8 +258,9 @@ def _num(value: float | None, width: int, digits: int = 4) -> str:
     )
 
 
-def format_evaluation(evaluation: Evaluation) -> str:
-    """A console table: one row per segment (model and, when known, the oracle), then modal attention."""
+def format_evaluation(evaluation: Evaluation, attention_rows: int = 20) -> str:
+    """A console table: one row per segment (model and, when known, the oracle), then modal attention
+    (overall and for the first ``attention_rows`` values of the item category)."""
     oracle = evaluation.oracle
     head = f"{'segment':<18}{'rows':>7}{'AUC':>8}{'GAUC':>8}{'logloss':>9}{'pred CTR':>10}{'CTR':>8}{'ratio':>7}"
     lines = [
@@ -287,7 +288,10 @@ def format_evaluation(evaluation: Evaluation) -> str:
         ]
         by = att.get("by_category")
         if by:
-            for value, entry in list(by["values"].items())[:20]:
+            values = list(by["values"].items())
+            for value, entry in values[:attention_rows]:
                 label = f"{by['field']}={value}"[:23]
                 lines.append(f"{label:<24}{entry['n']:>7}" + "".join(_num(entry["weights"][m], 9, 3) for m in mods))
+            if len(values) > attention_rows:
+                lines.append(f"({len(values) - attention_rows} more {by['field']} values in metrics.json)")
     return "\n".join(lines)

@@ -21,6 +21,11 @@ Resumable: running the same command again reuses every run that already finished
 stopped; a different config in the same directory is refused; ``--reevaluate`` scores the finished
 runs again from their best checkpoints (after a change to the evaluation). External rows come from
 ``--peer-results`` files (format in :mod:`recsys.reports.peers`).
+
+Tracking (``run_compare(tracker=...)``, :mod:`recsys.tracking`): one MLflow parent run for the
+comparison (its id in ``<out>/mlflow.json``, reused when the comparison resumes) with a child run per
+model × seed trained here (:func:`training.tracked.train_and_test`); the report's mean test metrics
+and files are logged to the parent at the end.
 """
 
 from __future__ import annotations
@@ -33,8 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from recsys import console
 from recsys.config import ExperimentConfig, override
 from recsys.errors import ConfigError, RecsysError
 from recsys.evaluation import Evaluation, evaluate_checkpoint
@@ -43,7 +47,10 @@ from recsys.models import MODELS, comparison_config
 from recsys.reports.document import write_compare_report
 from recsys.reports.peers import load_peers
 from recsys.reports.runs import RunRecord, load_record, record_dir, run_name, write_predictions, write_record
+from recsys.reports.summary import MIN_ROWS
+from recsys.tracking import TrackedRun, Tracker
 from training.launch import TrainResult, check_inputs, run_training
+from training.tracked import train_and_test
 
 #: ``run_training``'s signature as compare calls it (tests pass a stand-in without Ray).
 TrainFn = Callable[..., TrainResult]
@@ -66,6 +73,7 @@ class CompareSpec:
     n_boot: int = 1000
     command: str = ""  # the command line, quoted in the report
     reevaluate: bool = False  # re-score finished runs' best checkpoints (evaluation changed; no retraining)
+    min_rows: int = MIN_ROWS  # the report shows segments with fewer test rows without metrics
 
 
 @dataclass
@@ -157,8 +165,17 @@ def _save_evaluation(run_out: Path, record: RunRecord, evaluation: Evaluation) -
     return record
 
 
-def run_one(spec: CompareSpec, config: ExperimentConfig, model: str, seed: int, train_fn: TrainFn) -> RunRecord:
-    """Train and evaluate one model × seed; any exception becomes a failed record."""
+def run_one(
+    spec: CompareSpec,
+    config: ExperimentConfig,
+    model: str,
+    seed: int,
+    train_fn: TrainFn,
+    tracker: Tracker | None = None,
+    parent: TrackedRun | None = None,
+) -> RunRecord:
+    """Train and evaluate one model × seed (tracked as a child of ``parent``); any exception becomes a
+    failed record."""
     name = run_name(model, seed)
     run_out = record_dir(spec.out_dir, name)
     shutil.rmtree(run_out, ignore_errors=True)
@@ -167,22 +184,32 @@ def run_one(spec: CompareSpec, config: ExperimentConfig, model: str, seed: int, 
     cfg = config.model_copy(deep=True)
     cfg.model = comparison_config(cfg.model, model)  # the id-only baselines stay id-only
     cfg.train.seed = seed
+    settings = cfg.model_dump(mode="json")
+    settings.pop("tracking", None)
     started = time.perf_counter()
     try:
-        result = train_fn(
+        tested = train_and_test(
             cfg,
+            tracker,
+            parent=parent,
+            train_fn=train_fn,
             data_dir=spec.data_dir,
             cache_dir=spec.cache_dir,
             address=spec.address,
             workers=spec.workers,
             run_name=name,
         )
-        evaluation = evaluate_checkpoint(result.best_checkpoint, PreparedDir(result.prepared_dir))
     except Exception as exc:
         record = RunRecord(
-            model, seed, "failed", error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started
+            model,
+            seed,
+            "failed",
+            error=f"{type(exc).__name__}: {exc}",
+            seconds=time.perf_counter() - started,
+            config=settings,
         )
     else:
+        result = tested.train
         record = RunRecord(
             model,
             seed,
@@ -193,8 +220,9 @@ def run_one(spec: CompareSpec, config: ExperimentConfig, model: str, seed: int, 
             best_epoch=result.best_metrics.get("epoch"),
             history=list(result.history),
             train_samples_per_s=_mean_speed(result.history),
+            config=settings,
         )
-        _save_evaluation(run_out, record, evaluation)
+        _save_evaluation(run_out, record, tested.test)
     write_record(run_out, record)
     return record
 
@@ -206,6 +234,9 @@ def reevaluate_run(spec: CompareSpec, record: RunRecord) -> RunRecord:
     run_out = record_dir(spec.out_dir, record.name)
     evaluation = evaluate_checkpoint(Path(record.checkpoint), PreparedDir.of_run(record.run_dir))
     write_record(run_out, _save_evaluation(run_out, record, evaluation))
+    tracked = TrackedRun.load(Path(record.run_dir))
+    if tracked is not None:
+        tracked.log_evaluation(evaluation.to_json(), "test")
     return record
 
 
@@ -217,10 +248,40 @@ def _outcome(record: RunRecord) -> str:
     return f"FAILED: {lines[0][:200] if lines else ''}"
 
 
-def run_compare(spec: CompareSpec, train_fn: TrainFn | None = None, progress: bool = True) -> CompareResult:
+def _parent_run(spec: CompareSpec, tracker: Tracker) -> TrackedRun:
+    """The comparison's MLflow run: the one recorded in ``<out>/mlflow.json`` (a resumed comparison), or a new one."""
+    saved = TrackedRun.load(spec.out_dir)
+    if saved is not None and saved.tracker == tracker:
+        saved.reopen()
+        return saved
+    parent = tracker.start(f"compare {spec.out_dir.name}", tags={"recsys.command": "compare"})
+    parent.log_params({"models": ",".join(spec.models), "seeds": ",".join(map(str, spec.seeds))})
+    parent.save(spec.out_dir)
+    return parent
+
+
+def _log_report(parent: TrackedRun, result: CompareResult) -> None:
+    """The report's tables on the parent run: mean test metrics per model as metrics, the report files as artifacts."""
+    summary = json.loads(result.results_json.read_text(encoding="utf-8"))["summary"]
+    metrics = {
+        f"{model}_test_{metric}": stat["mean"]
+        for model, row in summary.items()
+        for metric, stat in row["segments"].get("all", {}).items()
+        if stat.get("mean") is not None
+    }
+    parent.log_metrics(metrics)
+    for name in ("report.md", "report.html", "results.json"):
+        parent.log_artifacts(result.out_dir / name, "report")
+    parent.log_artifacts(result.out_dir / "plots", "report/plots")
+
+
+def run_compare(
+    spec: CompareSpec, train_fn: TrainFn | None = None, progress: bool = True, tracker: Tracker | None = None
+) -> CompareResult:
     """Run (or resume) every model × seed of ``spec`` and write the report; see the module docstring.
 
-    ``train_fn`` defaults to :func:`training.launch.run_training` (tests inject their own).
+    ``train_fn`` defaults to :func:`training.launch.run_training` (tests inject their own). With a
+    ``tracker``: one MLflow parent run for the comparison, a child per model × seed trained here.
     """
     check_models(spec.models)
     if not spec.seeds or len(set(spec.seeds)) != len(spec.seeds):
@@ -229,12 +290,16 @@ def run_compare(spec: CompareSpec, train_fn: TrainFn | None = None, progress: bo
         raise ConfigError(f"--workers: must be >= 1, got {spec.workers}")
     if spec.n_boot < 1:
         raise ConfigError(f"--bootstrap: must be >= 1 resample, got {spec.n_boot}")
+    if spec.min_rows < 1:
+        raise ConfigError(f"--min-rows: must be >= 1 row, got {spec.min_rows}")
     peers = load_peers(spec.peer_files)  # a malformed peer file fails before hours of training
     config = spec.config.model_copy(deep=True)
     config.train.storage_path = str((spec.out_dir / "train").resolve())
     if spec.epochs is not None:
         override(config.train, "epochs", spec.epochs, "--epochs")
     _claim_out_dir(spec, config)
+    if spec.workers is not None:  # after the claim: compare.json records --workers beside the config
+        override(config.train, "workers", spec.workers, "--workers")  # results.json: what the runs used
     own_ray = train_fn is None
     if own_ray:  # what every run needs (a valid dataset, encoded items) fails once, before any training
         check_inputs(
@@ -244,9 +309,10 @@ def run_compare(spec: CompareSpec, train_fn: TrainFn | None = None, progress: bo
     ray_was_up = _ray_initialized() if own_ray else True
 
     records: list[RunRecord] = []
+    parent = _parent_run(spec, tracker) if tracker is not None else None
     # Seed by seed: an interrupted comparison already holds every model at the first seeds.
     jobs = [(m, s) for s in spec.seeds for m in spec.models]
-    bar = tqdm(jobs, desc="compare", unit="run", disable=not progress, dynamic_ncols=True)
+    bar = console.progress(jobs, desc="compare", unit="run", disable=not progress)
     try:
         for model, seed in bar:
             bar.set_postfix_str(run_name(model, seed))
@@ -254,7 +320,7 @@ def run_compare(spec: CompareSpec, train_fn: TrainFn | None = None, progress: bo
             reused = record is not None
             if record is not None and spec.reevaluate:
                 record = reevaluate_run(spec, record)
-            record = record or run_one(spec, config, model, seed, train)
+            record = record or run_one(spec, config, model, seed, train, tracker, parent)
             records.append(record)
             how = (
                 (" (reused, re-evaluated)" if spec.reevaluate else " (reused)")
@@ -270,7 +336,11 @@ def run_compare(spec: CompareSpec, train_fn: TrainFn | None = None, progress: bo
             ray.shutdown()
     records.sort(key=lambda r: (spec.models.index(r.model), spec.seeds.index(r.seed)))  # the report: by model
     md, page, results = write_compare_report(spec, config, records, peers)
-    return CompareResult(spec.out_dir, records, md, page, results)
+    result = CompareResult(spec.out_dir, records, md, page, results)
+    if parent is not None:
+        _log_report(parent, result)
+        parent.finish(ok=all(r.status == "ok" for r in records))
+    return result
 
 
 def _ray_initialized() -> bool:

@@ -26,12 +26,15 @@ from recsys.reports.summary import (
     ModelSummary,
     Stat,
     best_baseline,
+    epoch_cap,
     gains,
     mean_attention,
+    not_converged,
     summarize_oracle,
     summarize_peer,
     summarize_runs,
     test_evaluations,
+    too_small,
 )
 
 
@@ -44,6 +47,7 @@ class ComparisonSpec(Protocol):
     data_dir: Path | None
     n_boot: int
     command: str  # the command line, quoted in the report
+    min_rows: int  # segments with fewer test rows show their count, no metrics
 
 
 METRIC_TITLES = {
@@ -54,8 +58,13 @@ METRIC_TITLES = {
 }
 
 
-def _cell(stats: dict[str, Stat], metric: str, digits: int = 4) -> str:
-    return stats[metric].format(digits) if metric in stats else "-"
+def _cell(stats: dict[str, Stat], metric: str, digits: int = 4, rows: int | None = None) -> str:
+    """A metric's mean ± std; for a segment whose metrics are withheld (too few rows) its row count."""
+    if metric not in stats:
+        return "-"
+    if stats[metric].n == 0 and rows is not None:
+        return f"({rows} rows)"
+    return stats[metric].format(digits)
 
 
 def _p(value: float) -> str:
@@ -126,30 +135,39 @@ def _verdict(gain_list: list[Gain], base: str | None, summaries: dict[str, Model
     return f"Best baseline: {base}. " + "; ".join(lines) + "."
 
 
-def _segment_tables(rows: list[ModelSummary]) -> list[Table]:
+def _segment_tables(rows: list[ModelSummary], min_rows: int) -> list[Table]:
     segments = list(dict.fromkeys(seg for s in rows if s.kind != "peer" for seg in s.segments))
+
+    def cell(s: ModelSummary, seg: str, metric: str) -> str:
+        n = s.rows.get(seg)
+        small = n if n is not None and n < min_rows else None
+        return _cell(s.segments.get(seg, {}), metric, 3 if metric == "ratio" else 4, small)
+
     return [
         Table(
             ["model", *segments],
-            [
-                [s.model, *[_cell(s.segments.get(seg, {}), metric, 3 if metric == "ratio" else 4) for seg in segments]]
-                for s in rows
-                if s.segments
-            ],
+            [[s.model, *[cell(s, seg, metric) for seg in segments]] for s in rows if s.segments],
             caption=METRIC_TITLES[metric],
         )
         for metric in METRICS
     ]
 
 
-def _segment_sizes(records: list[RunRecord]) -> Table | None:
+def _segment_sizes(records: list[RunRecord], min_rows: int) -> Table | None:
     tests = test_evaluations(records)
     if not tests:
         return None
     segments = tests[0]["segments"]
     return Table(
         ["segment", "test rows", "observed CTR"],
-        [[name, str(int(m["n"])), f"{m['mean_label']:.4f}"] for name, m in segments.items()],
+        [
+            [
+                name,
+                str(int(m["n"])) + (f" (< {min_rows}: no metrics)" if too_small(m, min_rows) else ""),
+                f"{m['mean_label']:.4f}",
+            ]
+            for name, m in segments.items()
+        ],
     )
 
 
@@ -216,8 +234,9 @@ def _plot_blocks(records: list[RunRecord], predictions: dict[str, list[pl.DataFr
     return blocks or [Paragraph("No run finished: nothing to plot.")]
 
 
-def _runs_table(records: list[RunRecord]) -> Table:
+def _runs_table(records: list[RunRecord], epochs: int) -> Table:
     rows = []
+    capped = set(not_converged(records, epochs))
     for r in records:
         best_val = max((h.get("val_auc", float("nan")) for h in r.history), default=float("nan"))
         test_auc = r.test["segments"]["all"]["auc"] if r.status == "ok" and r.test is not None else None
@@ -226,7 +245,7 @@ def _runs_table(records: list[RunRecord]) -> Table:
             [
                 r.name,
                 r.status,
-                str(r.best_epoch or "-"),
+                str(r.best_epoch or "-") + (f" of {epoch_cap(r, epochs)}: not converged" if r.name in capped else ""),
                 "-" if math.isnan(best_val) else f"{best_val:.4f}",
                 "-" if test_auc is None else f"{test_auc:.4f}",
                 f"{r.train_samples_per_s:,.0f}" if r.train_samples_per_s else "-",
@@ -248,12 +267,13 @@ def write_compare_report(
     """Write report.md, report.html, plots/ and results.json into ``spec.out_dir``."""
     out = spec.out_dir
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    summaries = summarize_runs(records) | {p.model: summarize_peer(p) for p in peers}
+    summaries = summarize_runs(records, spec.min_rows) | {p.model: summarize_peer(p) for p in peers}
     predictions = load_predictions(out, records)
     predictions |= {p.model: frames for p in peers if (frames := load_peer_predictions(p))}
     base = best_baseline(summaries)
     gain_list = gains(summaries, predictions, n_boot=spec.n_boot)
-    oracle = summarize_oracle(records)
+    oracle = summarize_oracle(records, spec.min_rows)
+    capped = not_converged(records, config.train.epochs)
     rows = list(summaries.values()) + ([oracle] if oracle else [])
     n_ok = sum(r.status == "ok" for r in records)
     n_users = next((g.test.n_users for g in gain_list if g.test), None)
@@ -280,19 +300,30 @@ def write_compare_report(
             "the ± std the seed-to-seed spread."
         ),
         Heading("Per segment"),
+        Paragraph(
+            f"Segments with fewer than {spec.min_rows} test rows show their row count instead of metrics "
+            "(an AUC of a handful of rows says nothing)."
+        ),
     )
-    sizes = _segment_sizes(records)
+    sizes = _segment_sizes(records, spec.min_rows)
     if sizes:
         doc.add(sizes)
     doc.add(
-        *_segment_tables(rows),
+        *_segment_tables(rows, spec.min_rows),
         Heading("Modal attention"),
         *_attention_blocks(records, out),
         Heading("Plots"),
         *_plot_blocks(records, predictions, out),
         Heading("Runs"),
-        _runs_table(records),
+        _runs_table(records, config.train.epochs),
     )
+    if capped:
+        doc.add(
+            Paragraph(
+                f"{len(capped)} of {len(records)} run(s) had their best validation AUC at the last epoch allowed "
+                f"(not converged: {', '.join(capped)}); more epochs may change their numbers."
+            )
+        )
     if peers:
         doc.add(
             Heading("Peers"),
@@ -306,7 +337,9 @@ def write_compare_report(
         "data_dir": shown_path(spec.data_dir or config.data.path),
         "models": spec.models,
         "seeds": spec.seeds,
-        "config": config.model_dump(mode="json"),
+        "config": config.model_dump(mode="json"),  # as the runs used it (--epochs, --workers applied)
+        "min_rows": spec.min_rows,
+        "not_converged": capped,
         "runs": [asdict(r) for r in records],
         "peers": [asdict(p) for p in peers],
         "summary": {
@@ -317,6 +350,7 @@ def write_compare_report(
                 "errors": s.errors,
                 "samples_per_s": asdict(s.samples_per_s),
                 "segments": {seg: {m: asdict(st) for m, st in ms.items()} for seg, ms in s.segments.items()},
+                "rows": s.rows,
             }
             for s in rows
         },

@@ -40,6 +40,7 @@ class RunRecord:
     history: list[dict[str, Any]] = field(default_factory=list)
     train_samples_per_s: float | None = None
     test: dict[str, Any] | None = None  # recsys.evaluation.Evaluation.to_json()
+    config: dict[str, Any] | None = None  # the experiment config the run was trained with (tracking left out)
 
     @property
     def name(self) -> str:

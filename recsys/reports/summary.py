@@ -23,6 +23,8 @@ from recsys.reports.runs import RunRecord
 from recsys.stats import PairedTest, paired_bootstrap_auc
 
 METRICS = ("auc", "gauc", "logloss", "ratio")
+#: Segments with fewer test rows show their count but no metrics (an AUC of a handful of rows is noise).
+MIN_ROWS = 30
 
 
 @dataclass
@@ -57,6 +59,7 @@ class ModelSummary:
     segments: dict[str, dict[str, Stat]] = field(default_factory=dict)
     samples_per_s: Stat = field(default_factory=lambda: Stat.of([]))
     errors: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)  # test rows per segment (the fewest over runs)
 
 
 @dataclass
@@ -76,9 +79,32 @@ def kind_of(model: str) -> str:
     return "baseline" if model in BASELINES else "ours"
 
 
-def _segment_stats(tests: list[dict[str, Any]]) -> dict[str, dict[str, Stat]]:
+def too_small(segment: dict[str, Any], min_rows: int) -> bool:
+    """Whether a segment's metrics are withheld: it records fewer than ``min_rows`` rows (``n``)."""
+    n = segment.get("n")
+    return n is not None and n < min_rows
+
+
+def segment_rows(tests: list[dict[str, Any]]) -> dict[str, int]:
+    """Rows per segment over several evaluations' segments (the fewest; segments without ``n`` left out)."""
+    rows: dict[str, int] = {}
+    for t in tests:
+        for name, values in t.items():
+            if values.get("n") is not None:
+                rows[name] = min(rows.get(name, int(values["n"])), int(values["n"]))
+    return rows
+
+
+def _segment_stats(tests: list[dict[str, Any]], min_rows: int = MIN_ROWS) -> dict[str, dict[str, Stat]]:
+    """Mean ± std per segment and metric; a segment below ``min_rows`` rows gets empty stats (shown as its count)."""
     names = list(dict.fromkeys(name for t in tests for name in t))
-    return {name: {m: Stat.of([t[name].get(m) for t in tests if name in t]) for m in METRICS} for name in names}
+    return {
+        name: {
+            m: Stat.of([t[name].get(m) for t in tests if name in t and not too_small(t[name], min_rows)])
+            for m in METRICS
+        }
+        for name in names
+    }
 
 
 def test_evaluations(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
@@ -86,8 +112,8 @@ def test_evaluations(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     return [r.test for r in records if r.status == "ok" and r.test is not None]
 
 
-def summarize_runs(records: Sequence[RunRecord]) -> dict[str, ModelSummary]:
-    """One summary per model of ``records``, in order."""
+def summarize_runs(records: Sequence[RunRecord], min_rows: int = MIN_ROWS) -> dict[str, ModelSummary]:
+    """One summary per model of ``records``, in order (segments below ``min_rows`` test rows: no metrics)."""
     out: dict[str, ModelSummary] = {}
     for rec in records:
         s = out.setdefault(rec.model, ModelSummary(rec.model, kind_of(rec.model), 0, 0))
@@ -98,17 +124,35 @@ def summarize_runs(records: Sequence[RunRecord]) -> dict[str, ModelSummary]:
             s.errors.append(f"seed {rec.seed}: {rec.error}")
     for model, s in out.items():
         ok = [r for r in records if r.model == model and r.status == "ok"]
-        s.segments = _segment_stats([test["segments"] for test in test_evaluations(ok)])
+        tests = [test["segments"] for test in test_evaluations(ok)]
+        s.segments = _segment_stats(tests, min_rows)
+        s.rows = segment_rows(tests)
         s.samples_per_s = Stat.of([r.train_samples_per_s for r in ok])
     return out
 
 
-def summarize_oracle(records: Sequence[RunRecord]) -> ModelSummary | None:
+def summarize_oracle(records: Sequence[RunRecord], min_rows: int = MIN_ROWS) -> ModelSummary | None:
     """The oracle (true click probabilities) on the test split: the same for every run."""
     oracles = [test["oracle"] for test in test_evaluations(records) if test.get("oracle")]
     if not oracles:
         return None
-    return ModelSummary("oracle", "oracle", 1, 1, _segment_stats([oracles[0]]))
+    return ModelSummary(
+        "oracle", "oracle", 1, 1, _segment_stats([oracles[0]], min_rows), rows=segment_rows([oracles[0]])
+    )
+
+
+def epoch_cap(record: RunRecord, default: int) -> int:
+    """The most epochs ``record``'s run could train: its config's ``train.epochs`` (``default`` without one)."""
+    return int(((record.config or {}).get("train") or {}).get("epochs") or default)
+
+
+def not_converged(records: Sequence[RunRecord], default_cap: int) -> list[str]:
+    """Finished runs whose best epoch is the epoch cap: validation AUC still rose when training stopped."""
+    return [
+        r.name
+        for r in records
+        if r.status == "ok" and r.best_epoch is not None and r.best_epoch >= epoch_cap(r, default_cap)
+    ]
 
 
 def summarize_peer(peer: Peer) -> ModelSummary:

@@ -70,6 +70,25 @@ def test_compare_writes_the_report_with_every_model_and_seed(compared) -> None:
         assert all(0 <= m["auc"] <= 1 for m in run["test"]["segments"].values() if m["auc"] is not None)
     assert "compare: 100%" in proc.stderr  # the progress bar across runs
     assert "report:" in proc.stdout
+    assert "\r" not in proc.stderr  # not a terminal: plain progress lines, no carriage-return frames
+
+
+def test_compare_is_tracked_as_a_parent_run_with_a_child_per_run(compared) -> None:
+    from recsys.tracking import TrackedRun
+
+    _, out, _ = compared
+    parent = TrackedRun.load(out)
+    client = parent.client
+    experiment = client.get_run(parent.run_id).info.experiment_id
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.run_id}'")
+    assert sorted(r.info.run_name for r in children) == sorted(RUNS)
+    assert all(
+        r.info.status == "FINISHED" and len(client.get_metric_history(r.info.run_id, "val_auc")) == 1 for r in children
+    )
+    assert {f.path for f in client.list_artifacts(parent.run_id, "report")} >= {
+        "report/report.md",
+        "report/results.json",
+    }
 
 
 def test_evaluate_a_compare_checkpoint(compared) -> None:
@@ -86,6 +105,12 @@ def test_evaluate_a_compare_checkpoint(compared) -> None:
     assert "modal attention" in proc.stdout
     recorded = json.loads((out / "runs" / "marn-seed0" / "result.json").read_text())["test"]["segments"]["all"]
     assert metrics["segments"]["all"]["auc"] == pytest.approx(recorded["auc"])  # compare evaluated the same way
+    from recsys.tracking import TrackedRun
+
+    tracked = TrackedRun.load(checkpoint.parent)  # the child run compare logged: evaluate logs to it
+    assert tracked is not None and f"logged to mlflow run {tracked.run_id}" in proc.stdout
+    assert len(tracked.client.get_metric_history(tracked.run_id, "test_auc")) == 2  # compare's, then evaluate's
+    assert [f.path for f in tracked.client.list_artifacts(tracked.run_id, "eval-test")] == ["eval-test/metrics.json"]
 
 
 def test_rerun_resumes_and_the_same_seed_reproduces_the_metrics(compared) -> None:

@@ -123,6 +123,40 @@ def test_two_node_cluster_runs_workers_on_both_nodes(baseline_run) -> None:
     assert "samples/s" in proc.stdout + proc.stderr  # progress lines
 
 
+def test_train_prints_each_epoch_once_and_keeps_ray_output_in_the_log_file(baseline_run) -> None:
+    run_dir, proc = baseline_run
+    out = proc.stdout + proc.stderr
+    assert out.count("epoch 1/2:") == 1 and out.count("epoch 2/2:") == 1  # once each (Ray Train wrote them twice)
+    assert "[recsys:progress]" not in out and "RayTrainWorker" not in out and "Ray Train Controller" not in out
+    assert "test: marn test AUC" in proc.stdout
+    log = (run_dir / "recsys.log").read_text()
+    assert "RayTrainWorker" in log and "Started training worker group" in log  # Ray's output, on file
+    assert "Failed to query Ray Train Controller actor state" not in log  # dropped at its logger (ray_output.py)
+
+
+def test_train_is_tracked_in_mlflow(baseline_run) -> None:
+    """`recsys train` logs the resolved config, one metric value per epoch, the test metrics and artifacts."""
+    from recsys.tracking import TrackedRun
+
+    run_dir, proc = baseline_run
+    tracked = TrackedRun.load(run_dir)
+    assert tracked is not None and tracked.run_id in proc.stdout
+    run = tracked.client.get_run(tracked.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "base"
+    params = run.data.params
+    assert params["model.name"] == "marn" and params["train.epochs"] == "2" and params["train.workers"] == "2"
+    assert params["train.placement_strategy"] == "STRICT_SPREAD"
+    epochs = history(run_dir)
+    for key in ("val_auc", "train_loss", "samples_per_s"):
+        logged = tracked.client.get_metric_history(tracked.run_id, key)
+        assert [(m.step, m.value) for m in logged] == [(e["epoch"], pytest.approx(e[key])) for e in epochs], key
+    test = json.loads((run_dir / "test_metrics.json").read_text())["segments"]
+    assert run.data.metrics["test_auc"] == pytest.approx(test["all"]["auc"])
+    assert run.data.metrics["test_cold_items_auc"] == pytest.approx(test["cold_items"]["auc"])
+    files = {f.path for d in ("checkpoint", "report") for f in tracked.client.list_artifacts(tracked.run_id, d)}
+    assert {"checkpoint/model.pt", "checkpoint/config.yaml", "report/test_metrics.json", "report/run.json"} <= files
+
+
 def test_killed_worker_is_restarted_and_the_run_matches(
     baseline_run, cluster, small_data, default_dataset, tmp_path
 ) -> None:

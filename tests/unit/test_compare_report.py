@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +17,9 @@ from support.tiny_dataset import train_without_ray, write_tiny_dataset
 from recsys.config import ExperimentConfig, load_config
 from recsys.errors import ConfigError, RecsysError
 from recsys.reports.peers import load_peers
+from recsys.reports.runs import RunRecord
+from recsys.reports.summary import not_converged
+from recsys.tracking import TrackedRun, Tracker
 from training.compare import CompareSpec, run_compare
 
 
@@ -23,17 +27,18 @@ class FakeTrain:
     """run_training's signature; fails for the (model, seed) pairs in ``fail``; counts calls."""
 
     def __init__(self, fail: set[tuple[str, int]] = frozenset()) -> None:
-        self.fail, self.calls = fail, []
+        self.fail, self.calls, self.workers = fail, [], []
 
     def __call__(self, config, *, data_dir, cache_dir, address, workers, run_name):
         self.calls.append(run_name)
+        self.workers.append(workers)
         if (config.model.name, config.train.seed) in self.fail:
             raise RuntimeError("injected failure for the test")
         return train_without_ray(config, Path(data_dir or config.data.path), Path(config.train.storage_path) / run_name)
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory: pytest.TempPathFactory):
+def compared(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str):
     root = tmp_path_factory.mktemp("compare")
     config = load_config(write_tiny_dataset(root))
     peer = root / "peer.json"
@@ -70,7 +75,8 @@ def compared(tmp_path_factory: pytest.TempPathFactory):
         command="recsys compare --models din,marn --seeds 2",
     )
     fake = FakeTrain(fail={("din", 1)})
-    return spec, run_compare(spec, train_fn=fake, progress=False), fake
+    tracker = Tracker(mlflow_store, "compare-unit")
+    return spec, run_compare(spec, train_fn=fake, progress=False, tracker=tracker), fake
 
 
 def test_report_lists_every_model_and_seed_and_the_failed_run(compared) -> None:
@@ -210,3 +216,86 @@ def test_bad_run_options_are_refused_before_anything_is_written(
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         run_compare(spec, train_fn=FakeTrain(), progress=False)
     assert not (tmp_path / "report").exists()
+
+
+def test_compare_is_one_mlflow_parent_run_with_a_child_per_model_and_seed(compared) -> None:
+    spec, result, _ = compared
+    parent = TrackedRun.load(spec.out_dir)
+    client = parent.client
+    children = {
+        r.info.run_name: r
+        for r in client.search_runs(
+            [client.get_run(parent.run_id).info.experiment_id],
+            f"tags.mlflow.parentRunId = '{parent.run_id}'",
+        )
+    }
+    assert sorted(children) == ["din-seed0", "din-seed1", "marn-seed0", "marn-seed1"]
+    assert children["din-seed1"].info.status == "FAILED"
+    assert "injected failure" in children["din-seed1"].data.tags["recsys.error"]
+    marn = children["marn-seed1"]
+    assert marn.info.status == "FINISHED"
+    assert marn.data.params["model.name"] == "marn" and marn.data.params["train.seed"] == "1"
+    assert [(m.step, m.value) for m in client.get_metric_history(marn.info.run_id, "val_auc")] == [
+        (1, pytest.approx(result.records[3].history[0]["val_auc"]))
+    ]
+    assert marn.data.metrics["test_auc"] == pytest.approx(result.records[3].test["segments"]["all"]["auc"])
+    assert "test_cold_items_auc" in marn.data.metrics and "test_oracle_auc" in marn.data.metrics
+    files = {f.path for f in client.list_artifacts(marn.info.run_id, "checkpoint")}
+    assert "checkpoint/model.pt" in files
+    assert TrackedRun.load(Path(result.records[3].run_dir)).run_id == marn.info.run_id  # recorded in the run dir
+    top = client.get_run(parent.run_id)
+    assert top.data.params["models"] == "din,marn"
+    assert top.data.metrics["marn_test_auc"] == pytest.approx(
+        json.loads(result.results_json.read_text())["summary"]["marn"]["segments"]["all"]["auc"]["mean"]
+    )
+    assert {f.path for f in client.list_artifacts(parent.run_id, "report")} >= {
+        "report/report.md",
+        "report/results.json",
+        "report/plots",
+    }
+
+
+def test_runs_whose_best_epoch_is_the_cap_are_flagged_not_converged(compared) -> None:
+    spec, result, _ = compared
+    results = json.loads(result.results_json.read_text())
+    # the stand-in trains one epoch with train.epochs 1: every finished run stopped at the cap
+    finished = [f"{r['model']}-seed{r['seed']}" for r in results["runs"] if r["status"] == "ok"]
+    assert len(finished) >= 3 and results["not_converged"] == finished
+    md = result.report_md.read_text()
+    assert "| marn-seed1 | ok | 1 of 1: not converged |" in md and f"{len(finished)} of 4 run(s)" in md
+    train = {"train": {"epochs": 5}}
+    records = [
+        RunRecord("din", 0, "ok", best_epoch=5, config=train),
+        RunRecord("din", 1, "ok", best_epoch=3, config=train),
+        RunRecord("marn", 0, "ok", best_epoch=4),  # no recorded config: the comparison's cap (4)
+        RunRecord("marn", 1, "failed"),
+    ]
+    assert not_converged(records, default_cap=4) == ["din-seed0", "marn-seed0"]
+
+
+def test_segments_below_min_rows_show_their_count_and_no_metrics(compared, tmp_path) -> None:
+    spec, result, _ = compared
+    sizes = result.records[0].test["segments"]
+    small, n_small = min(((name, int(m["n"])) for name, m in sizes.items()), key=lambda x: x[1])
+    assert n_small < sizes["all"]["n"]
+    shutil.copytree(spec.out_dir, tmp_path / "report")
+    again = CompareSpec(spec.config, spec.models, spec.seeds, tmp_path / "report", n_boot=50, min_rows=n_small + 1)
+    redone = run_compare(again, train_fn=FakeTrain(), progress=False)  # every run reused: the report only
+    summary = json.loads(redone.results_json.read_text())["summary"]["marn"]
+    assert summary["segments"][small]["auc"]["n"] == 0 and summary["rows"][small] == n_small
+    assert summary["segments"]["all"]["auc"]["n"] == 2
+    md = redone.report_md.read_text()
+    assert f"({n_small} rows)" in md and f"{n_small} (< {n_small + 1}: no metrics)" in md
+    assert f"({n_small} rows)" not in result.report_md.read_text()  # the default (30) kept its metrics
+
+
+def test_results_json_records_the_workers_the_runs_used(tmp_path) -> None:
+    config = load_config(write_tiny_dataset(tmp_path))
+    config.train.workers = 2
+    fake = FakeTrain()
+    result = run_compare(
+        CompareSpec(config, ["din"], [0], tmp_path / "report", workers=1, n_boot=20), train_fn=fake, progress=False
+    )
+    results = json.loads(result.results_json.read_text())
+    assert fake.workers == [1]
+    assert results["config"]["train"]["workers"] == 1 and results["runs"][0]["config"]["train"]["workers"] == 1

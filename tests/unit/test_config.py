@@ -78,7 +78,7 @@ def test_config_show_prints_resolved_defaults(tmp_path: Path, capsys: pytest.Cap
     path = write(tmp_path, "train:\n  epochs: 7\nencoders:\n  audio: {kind: logmel}\n")
     assert main(["config", "show", str(path)]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
-    assert set(shown) == {"data", "features", "encoders", "model", "train", "serve"}
+    assert set(shown) == {"data", "features", "encoders", "model", "train", "serve", "tracking"}
     assert shown["train"]["epochs"] == 7
     assert shown["train"]["batch_size"] == ExperimentConfig().train.batch_size  # a default, filled in
     assert shown["encoders"]["audio"]["kind"] == "logmel"
