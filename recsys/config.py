@@ -183,6 +183,12 @@ class ModelConfig(StrictModel):
         description="With id_path 'beside': scale the content representation by a learned scalar that starts "
         "at 0, so training starts from the id-only model and lets content in as far as it lowers the loss.",
     )
+    cold_content_gate: bool = Field(
+        False,
+        description="With content_gate: items whose id is out of vocabulary (unseen in training, or dropped by "
+        "id_dropout while training) get their own content gate, starting at 1, so cold items are scored from "
+        "content from the first step while known items let content in only as far as it helps.",
+    )
     simtier_bins: int = Field(
         0,
         ge=0,
@@ -220,6 +226,8 @@ class ModelConfig(StrictModel):
         bad = [w for w in self.mlp_hidden if w < 1]
         if bad:
             raise ValueError(f"mlp_hidden widths must be >= 1, got {bad}")
+        if self.cold_content_gate and not self.content_gate:
+            raise ValueError("cold_content_gate: a cold-item gate needs content_gate: true")
         if self.simtier_bins == 1:
             raise ValueError("simtier_bins: 1 tier says nothing; use 0 (off) or at least 2")
         if len(set(self.id_embeddings)) != len(self.id_embeddings):

@@ -111,14 +111,20 @@ class ItemIdFeatures(nn.Module):
         self.id_dropout = id_dropout
         self.out_dim = dim * (len(cat_fields) + len(self.list_names))
 
-    def forward(self, rows: torch.Tensor, items: ItemInputs) -> torch.Tensor:
-        """(N,) item rows -> (N, out_dim)."""
+    def item_ids(self, rows: torch.Tensor, items: ItemInputs) -> torch.Tensor:
+        """(N,) item rows -> their id indices, a share ``id_dropout`` of them set to OOV in training."""
+        ids = items.id_index[rows]  # (N,)
+        if self.training and self.id_dropout > 0:
+            drop = torch.rand(ids.shape, device=ids.device) < self.id_dropout
+            ids = torch.where(drop & (rows != 0), torch.full_like(ids, OOV), ids)
+        return ids
+
+    def forward(self, rows: torch.Tensor, items: ItemInputs, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,) item rows -> (N, out_dim). ``ids``: the rows' id indices when the caller drew them
+        (:meth:`item_ids`, to know which rows are OOV); drawn here otherwise."""
         index = items.categorical[rows]  # (N, C)
         if self.use_id:
-            ids = items.id_index[rows]  # (N,)
-            if self.training and self.id_dropout > 0:
-                drop = torch.rand(ids.shape, device=ids.device) < self.id_dropout
-                ids = torch.where(drop & (rows != 0), torch.full_like(ids, OOV), ids)
+            ids = self.item_ids(rows, items) if ids is None else ids
             index = torch.cat([ids[:, None], index], dim=1)  # (N, C+1)
         parts = [self.categorical(index).flatten(1)]  # (N, C'*E), C' = C (+1 with the id); called even when
         # C' is 0, so its (unused) table still joins the graph: DDP needs every parameter used each step

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from recsys.features.feature_map import OOV
 from recsys.features.item_table import ItemInputs
 from recsys.models.inputs import ItemIdFeatures
 from recsys.models.output import AdversarialTerms
@@ -169,8 +170,9 @@ class IdItemEncoder(nn.Module):
         self.out_dim = dim
         self.modalities = ["id"]
 
-    def forward(self, rows: torch.Tensor, items: ItemInputs) -> ItemReps:
-        return ItemReps(self.proj(self.id_features(rows, items)))  # (N, D)
+    def forward(self, rows: torch.Tensor, items: ItemInputs, ids: torch.Tensor | None = None) -> ItemReps:
+        """(N,) rows -> reps (N, D); ``ids`` as :meth:`ItemIdFeatures.forward` takes them."""
+        return ItemReps(self.proj(self.id_features(rows, items, ids)))  # (N, D)
 
 
 class IdBesideContentItemEncoder(nn.Module):
@@ -187,22 +189,40 @@ class IdBesideContentItemEncoder(nn.Module):
     its modal-attention shares.
     """
 
-    def __init__(self, ids: IdItemEncoder, content: MultimodalItemEncoder, gate: bool = False) -> None:
+    def __init__(
+        self, ids: IdItemEncoder, content: MultimodalItemEncoder, gate: bool = False, cold_gate: bool = False
+    ) -> None:
         super().__init__()
         if "id" in content.modalities:
             raise ValueError("the content encoder of ids-beside-content must not have the id modality")
+        if cold_gate and not gate:
+            raise ValueError("a cold-item gate needs the content gate")
         self.ids = ids
         self.content = content
         # With ``gate``: the content part is scaled by a learned scalar that starts at 0 (ReZero), so
         # training starts from the id-only model and lets content in as far as it lowers the loss.
         self.gate = nn.Parameter(torch.zeros(1)) if gate else None
+        # With ``cold_gate``: items whose id is out of vocabulary (unseen in training, or dropped by
+        # id dropout while training) have their own scalar, starting at 1: for them content is the item,
+        # from the first step, and the id dropout rows teach the content part to stand alone.
+        self.cold_gate = nn.Parameter(torch.ones(1)) if cold_gate else None
         self.out_dim = ids.out_dim + content.out_dim
         self.modalities = ["id", *content.modalities]
 
+    def _gate(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """(N, 1) per-row content gate for rows with id indices ``ids`` (N,), or None without one."""
+        if self.gate is None:
+            return None
+        if self.cold_gate is None:
+            return self.gate.expand(ids.shape[0], 1)
+        return torch.where((ids == OOV).unsqueeze(1), self.cold_gate, self.gate)
+
     def forward(self, rows: torch.Tensor, items: ItemInputs) -> ItemReps:
-        id_rep = self.ids(rows, items).rep  # (N, D)
+        ids = self.ids.id_features.item_ids(rows, items)  # drawn once: the gate sees which rows are OOV
+        id_rep = self.ids(rows, items, ids).rep  # (N, D)
         content = self.content(rows, items)  # rep (N, D)
-        content_rep = content.rep if self.gate is None else self.gate * content.rep
+        gate = self._gate(ids)
+        content_rep = content.rep if gate is None else gate * content.rep
         attention = None
         if content.attention is not None:
             id_mass = id_rep.abs().sum(dim=-1, keepdim=True).detach()  # (N, 1)

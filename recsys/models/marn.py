@@ -41,7 +41,9 @@ def marn(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str
 def marn_paper(config: ModelConfig, feature_map: FeatureMap, content_dims: Mapping[str, int]) -> CTRModel:
     """MARN as the paper builds it: the ids one modality of the fusion, no content gate, no similarity features
     (whatever ``model.id_path``, ``content_gate`` and ``simtier_bins`` say), so a comparison shows what they add."""
-    paper = config.model_copy(update={"id_path": "fusion", "content_gate": False, "simtier_bins": 0})
+    paper = config.model_copy(
+        update={"id_path": "fusion", "content_gate": False, "cold_content_gate": False, "simtier_bins": 0}
+    )
     return marn(paper, feature_map, content_dims)
 
 
@@ -110,7 +112,9 @@ def _content_model(
         raise ConfigError(f"model ({config.name}, modalities {modalities}, id_path {config.id_path}): {exc}") from None
     if beside:
         assert ids is not None
-        encoder = IdBesideContentItemEncoder(IdItemEncoder(ids, config.item_dim), encoder, gate=config.content_gate)
+        encoder = IdBesideContentItemEncoder(
+            IdItemEncoder(ids, config.item_dim), encoder, gate=config.content_gate, cold_gate=config.cold_content_gate
+        )
     similarity = SimTier(content, config.simtier_bins) if config.simtier_bins and content else None
     if config.simtier_bins and similarity is None:
         raise ConfigError(

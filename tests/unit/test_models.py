@@ -440,6 +440,31 @@ def test_content_gate_starts_from_the_id_only_representation(tiny) -> None:
     assert model.item_encoder.gate.grad is not None and model.item_encoder.gate.grad.abs() > 0
 
 
+def test_cold_content_gate_scores_out_of_vocabulary_items_from_content(tiny) -> None:
+    """model.cold_content_gate: items whose id is OOV (cold; in training also the id-dropout rows) have
+    their own gate, starting at 1, so they are scored from content from the first step while known items
+    start id-only; the id-dropout rows train the content part even while the known items' gate is 0."""
+    model, cfg = build(tiny, "marn", id_path="beside", content_gate=True, cold_content_gate=True, id_dropout=0.5)
+    dim = tiny.config.model.item_dim
+    items = ItemInputs.from_table(tiny.table)
+    rows = torch.arange(1, tiny.table.n_items + 1)
+    cold = items.id_index[rows] == OOV
+    assert cold.any() and (~cold).any()
+    model.eval()
+    with torch.no_grad():
+        content = model.item_representations(rows, items).rep[:, dim:]
+    assert (content[~cold] == 0).all() and (content[cold].abs().sum(dim=1) > 0).all()
+    model.train()
+    batch = next(tiny.examples.split("train").batches(64))
+    loss, _ = total_loss(model(batch, items), batch.label, cfg)
+    loss.backward()
+    encoder = model.item_encoder
+    assert encoder.cold_gate.grad is not None and encoder.cold_gate.grad.abs() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.content.parameters())
+    with pytest.raises(ConfigError, match="cold_content_gate: a cold-item gate needs content_gate"):
+        parse_config({"model": {"cold_content_gate": True}})
+
+
 def test_ids_beside_content_needs_the_id_modality(tiny) -> None:
     with pytest.raises(ConfigError, match="model.id_path: 'beside' .* has no 'id'"):
         build(tiny, "marn", id_path="beside", modalities=["image", "audio"])
