@@ -102,8 +102,7 @@ def main() -> None:
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="profile-scorer-"))
     checkpoint = make_checkpoint(tmp, args.items)
-    overrides = {"state_dir": str(tmp / "state")} | ({"scorer": args.scorer} if args.scorer != "eager" else {})
-    settings = prepare_state(checkpoint, overrides)
+    settings = prepare_state(checkpoint, {"state_dir": str(tmp / "state"), "scorer": args.scorer})
     settings.access_log = True  # as `recsys serve` runs (its log lines go to stderr)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "prometheus")
     (tmp / "prometheus").mkdir()
@@ -119,7 +118,7 @@ def main() -> None:
     def req(i: int) -> ScoreRequest:
         return requests[i % len(requests)]
 
-    scorer = getattr(model, "scorer_name", "eager")
+    scorer = model.scorer_name
     cells: dict[str, Callable[[int], object]] = {
         "parse JSON (pydantic_core.from_json)": lambda i: parse_json(raws[i % len(raws)]),
         "validate ScoreRequest": lambda i: ScoreRequest.model_validate(parsed[i % len(parsed)]),

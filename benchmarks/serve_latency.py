@@ -3,14 +3,17 @@
 For 10, 100 and 1000 candidates at concurrency 1, 8 and 32: p50/p99 latency and requests/s of
 ``POST /v1/score`` on a real `recsys serve` (uvicorn, ``--workers``), measured by a load
 generator in a separate process (a minimal keep-alive HTTP/1.1 client on asyncio, so that the
-client costs as little CPU as possible on the same machine). Next to it: the in-process scorer
-(``ScoringService.score``, no HTTP) and a bare FastAPI echo route under the same uvicorn settings.
+client costs as little CPU as possible on the same machine), for each scorer (``serve.scorer``:
+eager and onnx, two servers, each cell measured for both back to back). Next to it: the in-process
+scorer (``ScoringService.score``, no HTTP; the scorers alternate request by request, so load from
+elsewhere hits both alike), a bare FastAPI echo route under the same uvicorn settings, the host's CPU
+and its load averages, and the targets of issue #21 as ratios of this run's figures.
 
 The checkpoint is a MARN model at configs/default.yaml sizes over a synthetic catalogue
 (``--items``, random content vectors of the default encoders' widths): latency does not depend
 on training. Run:
 
-    .venv/bin/python benchmarks/serve_latency.py [--items 5000] [--workers 2] [--seconds 5]
+    .venv/bin/python benchmarks/serve_latency.py [--items 5000] [--workers 2] [--seconds 5] [--scorers eager,onnx]
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 CANDIDATES = (10, 100, 1000)
+SCORERS = ("eager", "onnx")
 CONCURRENCY = (1, 8, 32)
 
 ECHO_APP = """
@@ -68,7 +72,13 @@ def make_checkpoint(out: Path, n_items: int) -> Path:
 
 
 def start_server(
-    checkpoint: Path, port: int, workers: int, state_dir: Path, log_path: Path, env: dict[str, str]
+    checkpoint: Path,
+    port: int,
+    workers: int,
+    state_dir: Path,
+    log_path: Path,
+    env: dict[str, str],
+    scorer: str = "eager",
 ) -> subprocess.Popen:
     """`recsys serve` on 127.0.0.1:``port`` in its own process group (stop it with :func:`stop_server`)."""
     return subprocess.Popen(
@@ -85,6 +95,8 @@ def start_server(
             str(workers),
             "--state-dir",
             str(state_dir),
+            "--scorer",
+            scorer,
         ],
         cwd=ROOT,
         env=env,
@@ -227,29 +239,48 @@ def pct(sorted_values: list[float], q: float) -> float:
 # --------------------------------------------------------------------------- in-process scorer
 
 
-def in_process(checkpoint: Path, state_dir: Path, item_ids: list[int], reps: int) -> dict[int, dict]:
+def in_process(checkpoint: Path, state_dir: Path, item_ids: list[int], reps: int, scorers: list[str]) -> dict:
+    """p50/p99 ms of ``ScoringService.score`` per scorer and candidate count; the scorers alternate request by
+    request on the same bodies."""
     import torch
 
     from serving.server import prepare_state
     from serving.service import ScoringService
 
     torch.set_num_threads(1)
-    settings = prepare_state(checkpoint, {"state_dir": str(state_dir)})
-    service = ScoringService.start(settings)
+    services = {
+        name: ScoringService.start(prepare_state(checkpoint, {"state_dir": str(state_dir / name), "scorer": name}))
+        for name in scorers
+    }
+    for name, service in services.items():
+        assert service.model.scorer_name == name, (name, service.model.scorer_name)
     rng = random.Random(1)
-    out = {}
+    out: dict[str, dict[int, dict]] = {name: {} for name in scorers}
     for n in CANDIDATES:
-        times = []
-        for i in range(reps + 20):
+        times: dict[str, list[float]] = {name: [] for name in scorers}
+        for i in range((reps if n < 1000 else reps // 2) + 20):
             body = json.loads(request_body(item_ids, n, rng))
-            start = time.perf_counter()
-            service.score(body["user_id"], body["candidates"], body["history"], body["context"], None)
-            if i >= 20:
-                times.append((time.perf_counter() - start) * 1000)
-        times.sort()
-        out[n] = {"p50_ms": pct(times, 50), "p99_ms": pct(times, 99)}
-    service.store.close()
+            for name, service in services.items():
+                start = time.perf_counter()
+                service.score(body["user_id"], body["candidates"], body["history"], body["context"], None)
+                if i >= 20:
+                    times[name].append((time.perf_counter() - start) * 1000)
+        for name in scorers:
+            ordered = sorted(times[name])
+            out[name][n] = {"p50_ms": pct(ordered, 50), "p99_ms": pct(ordered, 99)}
+    for service in services.values():
+        service.store.close()
     return out
+
+
+def host_info() -> dict[str, str]:
+    """The CPU model (lscpu), the core count and the load averages now (1, 5, 15 min)."""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")
+    except OSError:
+        model = "?"
+    return {"cpu": model, "cpus": str(os.cpu_count()), "load": " / ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
 # --------------------------------------------------------------------------- main
@@ -260,21 +291,31 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=5000, help="catalogue size")
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers of both servers")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers of every server")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (after 0.5 s warm-up)")
+    parser.add_argument("--scorers", default=",".join(SCORERS), help="serve.scorer values, side by side")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    scorers = args.scorers.split(",")
 
+    host_before = host_info()
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     checkpoint = make_checkpoint(tmp, args.items)
     item_ids = list(range(1, args.items + 1))
-    print(f"checkpoint {checkpoint} ({args.items} items), {args.workers} worker(s), {os.cpu_count()} CPUs", flush=True)
-    inproc = in_process(checkpoint, tmp / "state-inproc", item_ids, reps=200)
+    print(f"checkpoint {checkpoint} ({args.items} items), {args.workers} worker(s); host {host_before}", flush=True)
+    inproc = in_process(checkpoint, tmp / "state-inproc", item_ids, 200, scorers)
+    print(f"in process: {inproc}", flush=True)
 
     env = {**os.environ, "PYTHONPATH": f"{tmp}:{ROOT}"}
     (tmp / "echo_app.py").write_text(ECHO_APP)
-    port, echo_port = free_port(), free_port()
-    service = start_server(checkpoint, port, args.workers, tmp / "state", tmp / "serve.log", env)
+    ports = {name: free_port() for name in scorers}
+    servers = {
+        name: start_server(
+            checkpoint, ports[name], args.workers, tmp / f"state-{name}", tmp / f"serve-{name}.log", env, name
+        )
+        for name in scorers
+    }
+    echo_port = free_port()
     echo = subprocess.Popen(  # the same uvicorn settings as `recsys serve` (serving/server.py)
         [
             sys.executable,
@@ -291,24 +332,27 @@ def main() -> None:
     )
     rows = []
     try:
-        wait_ready(f"http://127.0.0.1:{port}", service)
+        for name in scorers:
+            wait_ready(f"http://127.0.0.1:{ports[name]}", servers[name])
         wait_ready(f"http://127.0.0.1:{echo_port}", echo, "/docs")
         rng = random.Random(0)
         for n in CANDIDATES:
             bodies = [request_body(item_ids, n, rng) for _ in range(64)]
             for c in CONCURRENCY:
-                r = load_test(port, "/v1/score", bodies, c, args.seconds)
-                rows.append(
-                    {
-                        "what": "POST /v1/score",
-                        "candidates": n,
-                        "concurrency": c,
-                        **r,
-                        "in_process_p50_ms": inproc[n]["p50_ms"],
-                        "in_process_p99_ms": inproc[n]["p99_ms"],
-                    }
-                )
-                print(rows[-1], flush=True)
+                for name in scorers:
+                    r = load_test(ports[name], "/v1/score", bodies, c, args.seconds)
+                    rows.append(
+                        {
+                            "what": f"POST /v1/score ({name})",
+                            "scorer": name,
+                            "candidates": n,
+                            "concurrency": c,
+                            **r,
+                            "in_process_p50_ms": inproc[name][n]["p50_ms"],
+                            "in_process_p99_ms": inproc[name][n]["p99_ms"],
+                        }
+                    )
+                    print(rows[-1], flush=True)
         bodies = [request_body(item_ids, 100, rng) for _ in range(64)]
         for c in CONCURRENCY:
             rows.append(
@@ -321,10 +365,13 @@ def main() -> None:
             )
             print(rows[-1], flush=True)
     finally:
-        for proc in (service, echo):
+        for proc in (*servers.values(), echo):
             stop_server(proc)
+    host_after = host_info()
 
-    print("\n| route | candidates | concurrency | p50 ms | p99 ms | req/s | errors | in-process p50 / p99 ms |")
+    print(f"\nhost: {host_before['cpu']}, {host_before['cpus']} CPUs; load average (1/5/15 min) ")
+    print(f"{host_before['load']} before, {host_after['load']} after\n")
+    print("| route | candidates | concurrency | p50 ms | p99 ms | req/s | errors | in-process p50 / p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         inp = f"{r['in_process_p50_ms']:.2f} / {r['in_process_p99_ms']:.2f}" if "in_process_p50_ms" in r else "—"
@@ -332,8 +379,36 @@ def main() -> None:
             f"| {r['what']} | {r['candidates']} | {r['concurrency']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
             f"{r['rps']:.0f} | {r['errors']} | {inp} |"
         )
+    print()
+    for line in target_lines(rows, inproc, args.workers):
+        print(line)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        report = {"args": vars(args), "host": [host_before, host_after], "in_process": inproc, "rows": rows}
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+def target_lines(rows: list[dict], inproc: dict, workers: int) -> list[str]:
+    """Issue #21's targets as ratios of this run's figures, one line each."""
+    lines = []
+    if "eager" in inproc and "onnx" in inproc:
+        for n in (100, 1000):
+            ratio = inproc["eager"][n]["p50_ms"] / inproc["onnx"][n]["p50_ms"]
+            lines.append(f"- in process, {n} candidates: onnx {ratio:.2f}x faster than eager at p50 (target >= 2)")
+    for r in rows:
+        if "scorer" not in r or r["candidates"] != 100:
+            continue
+        if r["concurrency"] == 1:
+            extra = r["p50_ms"] - r["in_process_p50_ms"]
+            lines.append(
+                f"- {r['scorer']}, 100 candidates, c=1: HTTP p50 - in-process p50 = {extra:.2f} ms (target <= 1)"
+            )
+        if r["concurrency"] == 8:
+            bound = workers / (r["in_process_p50_ms"] / 1000)
+            lines.append(
+                f"- {r['scorer']}, 100 candidates, c=8: {r['rps']:.0f} req/s = {r['rps'] / bound:.2f} x "
+                f"workers / in-process p50 ({bound:.0f}) (target >= 0.8)"
+            )
+    return lines
 
 
 if __name__ == "__main__":

@@ -59,6 +59,10 @@ class ScorerError(RecsysError):
     """A compiled scorer that must not serve: its artefact is corrupt or stale, or it disagrees with the model."""
 
 
+#: Activations that act on each value alone (PReLU's slope is per unit, so it is not one of them).
+ELEMENTWISE = (nn.Sigmoid, nn.ReLU, nn.Tanh, nn.GELU, nn.LeakyReLU, nn.Dropout)
+
+
 class FoldedAttentionScorer(nn.Module):
     """DIN's activation unit (:class:`~recsys.modules.sequence.AttentionScorer`, its weights) for one user's
     history shared by every candidate, with the first layer as one product of the candidates:
@@ -86,8 +90,13 @@ class FoldedAttentionScorer(nn.Module):
         weight = (w_p.unsqueeze(0) * h.unsqueeze(1) + (w_t - w_d).unsqueeze(0)).reshape(length * hidden, width)
         bias = F.linear(h, w_h + w_d, first.bias).reshape(length * hidden)
         out = F.linear(target, weight, bias)  # (B, L * H)
+        # Elementwise activations before the reshape: ONNX Runtime then fuses them into the product.
+        k = 0
+        while k < len(rest) and isinstance(rest[k], ELEMENTWISE):
+            out = rest[k](out)
+            k += 1
         b = target.shape[0]
-        return rest(out.reshape(b * length, hidden)).reshape(b, length)
+        return rest[k:](out.reshape(b * length, hidden)).reshape(b, length)
 
 
 class ScoringGraph(nn.Module):
