@@ -12,10 +12,12 @@ from support.tiny import make_tiny
 
 from recsys.checkpoint import save_checkpoint
 from recsys.config import ServeConfig
+from recsys.errors import ConfigError
 from recsys.models import build_model
 from recsys.modules.sequence import AttentionScorer
 from serving.compiled import ARTEFACT, ARTEFACT_META, FoldedAttentionScorer
 from serving.model import ServedModel, ServingError, export_scorer
+from serving.settings import ServeSettings
 
 #: configs/default.yaml's model (MARN, DIN attention, user tower), configs/ml-100k-mm.yaml's (ids beside
 #: content, content gate, SimTier 20 bins), MARN's attention GRU, and the baselines.
@@ -113,8 +115,8 @@ def test_an_artefact_of_other_weights_is_refused(tmp_path: Path) -> None:
         ServedModel.load(path, scorer="onnx")
 
 
-def test_serve_scorer_is_checked_by_the_strict_config() -> None:
+def test_serve_scorer_is_checked_by_the_strict_config(tmp_path: Path) -> None:
     assert ServeConfig().scorer == "eager"
-    assert ServeConfig.model_validate({"scorer": "onnx"}).scorer == "onnx"
-    with pytest.raises(ValueError, match="scorer"):
-        ServeConfig.model_validate({"scorer": "tensorrt"})
+    assert ServeSettings.resolve(tmp_path, ServeConfig(), {"scorer": "onnx"}).scorer == "onnx"
+    with pytest.raises(ConfigError, match=r"^serve\.scorer: .*'eager' or 'onnx'"):
+        ServeSettings.resolve(tmp_path, ServeConfig(), {"scorer": "tensorrt"})
