@@ -198,7 +198,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     print("[5/5] evaluate the best checkpoint on the test split", flush=True)
     print(format_evaluation(tested.test, attention_rows=DEMO_ATTENTION_ROWS))
-    print(f"\nsummary: {_test_summary(config.model.name, tested.test)}")
+    print(f"summary: {_test_summary(config.model.name, tested.test)}")
     print(f"checkpoint: {tested.train.best_checkpoint}")
     tracked = _tracked_line(tested.tracked)
     if tracked:

@@ -29,7 +29,7 @@ T = TypeVar("T")
 OWN_LOGGERS = ("recsys", "training", "serving")
 #: Libraries that install console handlers of their own on import; :func:`adopt_library_loggers`
 #: sends their records through the root logger instead (to the log file).
-LIBRARY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
+LIBRARY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "transformers", "mlflow", "alembic")
 PROGRESS_SECONDS_ENV = "RECSYS_PROGRESS_SECONDS"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONSOLE_FORMAT = "%(levelname)s %(name)s: %(message)s"

@@ -78,6 +78,7 @@ class TrainProgress:
         self.steps, self.enabled = steps, enabled
         self.bar: Any = None
         self.lines: list[str] = []  # the epoch lines shown, in order
+        self._seen: set[tuple[str, object]] = set()
 
     def __enter__(self) -> TrainProgress:
         global _active
@@ -101,8 +102,17 @@ class TrainProgress:
         print(text, flush=True)
 
     def handle(self, event: dict[str, Any]) -> None:
-        """Update the display with one event."""
+        """Update the display with one event; an event seen before is ignored.
+
+        Several Ray nodes on one machine share a log directory and each streams every worker line:
+        the driver then receives each line once per node.
+        """
         kind = event["event"]
+        if kind != "step":
+            key = (kind, event.get("epoch"))
+            if key in self._seen:
+                return
+            self._seen.add(key)
         if kind == "epoch":
             self._close_bar()
             self.bar = progress(

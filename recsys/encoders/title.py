@@ -69,6 +69,9 @@ class TitleEncoder(ItemEncoder[str]):
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        from recsys.console import adopt_library_loggers
+
+        adopt_library_loggers(["transformers"])  # its own stderr handler: to the command's log file instead
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # no "Loading weights" bar inside our own progress output
         try:

@@ -34,7 +34,11 @@ def test_library_records_go_to_the_log_file_ours_to_the_console(routed) -> None:
     logging.getLogger("recsys.encoders").warning("one of ours")
     assert console.attach_log_file(path) == path
     assert console.attach_log_file(path.with_name("other.log")) == path  # one file per command
-    logging.getLogger("transformers").warning("a library speaks")
+    library = logging.getLogger("transformers")
+    library.addHandler(logging.StreamHandler(stream))  # as transformers does on import: its own console handler
+    library.propagate = False
+    console.adopt_library_loggers()
+    library.warning("a library speaks")
     text = path.read_text()
     assert "Starting execution of Dataset x" in text and "a library speaks" in text and "one of ours" in text
     shown = stream.getvalue()
@@ -93,6 +97,7 @@ def test_worker_output_goes_to_the_log_and_progress_events_to_the_display(routed
                         progress.PREFIX + '{"event": "epoch", "epoch": 1, "epochs": 2}',
                         progress.PREFIX + '{"event": "step", "epoch": 1, "done": 2, "samples_per_s": 9.0, "loss": 0.6}',
                         progress.PREFIX + json.dumps({"event": "validated", **event}),
+                        progress.PREFIX + json.dumps({"event": "validated", **event}),  # from a second node
                     ],
                 }
             )
