@@ -123,12 +123,20 @@ class Tracker:
             return str(found.experiment_id)
         return str(client.create_experiment(self.experiment, artifact_location=_local_artifacts(self.uri)))
 
-    def start(self, name: str, parent: TrackedRun | None = None, tags: Mapping[str, str] | None = None) -> TrackedRun:
-        """A new run named ``name`` (a child of ``parent`` when given), status RUNNING."""
+    def start(
+        self,
+        name: str,
+        parent: TrackedRun | None = None,
+        tags: Mapping[str, str] | None = None,
+        start_time: float | None = None,
+    ) -> TrackedRun:
+        """A new run named ``name`` (a child of ``parent`` when given), status RUNNING; ``start_time``:
+        unix seconds (default now)."""
         client = self.client()
         all_tags = dict(tags or {}) | ({PARENT_TAG: parent.run_id} if parent else {})
+        ms = int(1000 * start_time) if start_time is not None else None
         try:
-            run = client.create_run(self.experiment_id(client), run_name=name, tags=all_tags)
+            run = client.create_run(self.experiment_id(client), start_time=ms, run_name=name, tags=all_tags)
         except Exception as exc:
             raise TrackingError(f"tracking: cannot create a run in {self.uri}: {exc}") from exc
         return TrackedRun(self, run.info.run_id, client)

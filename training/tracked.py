@@ -10,6 +10,7 @@ artifacts. ``recsys compare`` logs its runs with the same :func:`log_training`, 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,24 +56,22 @@ def train_and_test(
 ) -> TestedRun:
     """Train (``options``: :func:`training.launch.run_training`'s), test the best checkpoint, track both.
 
-    With a ``tracker`` the MLflow run is created before training (a child of ``parent`` when given)
-    and ends FAILED, with the error as the ``recsys.error`` tag, when training or testing raises.
+    With a ``tracker`` the finished run is logged as one MLflow run (a child of ``parent`` when given;
+    its start time the training's). A run that fails is not logged: nothing is created in the store
+    for a refused or broken run (a comparison lists its failed runs in its report).
     """
-    name = options.get("run_name") or config.model.name
-    tracked = tracker.start(name, parent=parent, tags={"recsys.command": "train"}) if tracker else None
-    try:
-        result = train_fn(config, **options)
-        if tracked is not None:
-            tracked.set_tags({"mlflow.runName": result.run_dir.name, "recsys.run_dir": str(result.run_dir)})
-        evaluation = evaluate_checkpoint(result.best_checkpoint, PreparedDir(result.prepared_dir))
-        (result.run_dir / TEST_METRICS).write_text(json.dumps(evaluation.to_json(), indent=1))
-        if tracked is not None:
+    started = time.time()
+    result = train_fn(config, **options)
+    evaluation = evaluate_checkpoint(result.best_checkpoint, PreparedDir(result.prepared_dir))
+    (result.run_dir / TEST_METRICS).write_text(json.dumps(evaluation.to_json(), indent=1))
+    tracked = None
+    if tracker is not None:
+        tags = {"recsys.command": "train", "recsys.run_dir": str(result.run_dir)}
+        tracked = tracker.start(result.run_dir.name, parent=parent, tags=tags, start_time=started)
+        try:
             log_training(tracked, config, result, evaluation.to_json())
-    except BaseException as exc:
-        if tracked is not None:
-            tracked.set_tags({"recsys.error": f"{type(exc).__name__}: {exc}"[:5000]})
+        except BaseException:
             tracked.finish(ok=False)
-        raise
-    if tracked is not None:
+            raise
         tracked.finish()
     return TestedRun(result, evaluation, tracked)
