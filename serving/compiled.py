@@ -81,8 +81,10 @@ class FoldedAttentionScorer(nn.Module):
         """(1, L, D) history and (B, D) targets -> (B, L) relevance logits."""
         if history.shape[0] != 1:
             return self.scorer(history, target)
-        first, rest = self.scorer.mlp.layers[0], self.scorer.mlp.layers[1:]
-        assert isinstance(first, nn.Linear)
+        layers = self.scorer.mlp.layers
+        assert isinstance(layers, nn.Sequential)
+        first, rest = layers[0], layers[1:]
+        assert isinstance(first, nn.Linear) and isinstance(rest, nn.Sequential)
         w_h, w_t, w_d, w_p = first.weight.split(history.shape[-1], dim=1)  # (H, D) each
         h = history[0]  # (L, D)
         length, width = h.shape
