@@ -196,7 +196,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         run_name=run_name,
         show_progress=not args.no_progress,
     )
-    print("[5/5] evaluate the best checkpoint on the test split", flush=True)
+    print("[5/5] the best checkpoint on the test split", flush=True)
     print(format_evaluation(tested.test, attention_rows=DEMO_ATTENTION_ROWS))
     print(f"summary: {_test_summary(config.model.name, tested.test)}")
     print(f"checkpoint: {tested.train.best_checkpoint}")
@@ -212,9 +212,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from recsys.tracking import log_checkpoint_evaluation
 
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{args.split}"
-    console.attach_log_file(out / "recsys.log")
     evaluation = evaluate_checkpoint(args.checkpoint, data_dir=args.data, split=args.split)
     path = evaluation.write(out)
+    console.attach_log_file(out / "recsys.log")  # once the directory is there (what was logged so far, too)
     print(format_evaluation(evaluation))
     print(f"\nwrote {path}")
     tracked = log_checkpoint_evaluation(Path(args.checkpoint), evaluation.to_json(), path, args.tracking_uri)

@@ -59,21 +59,30 @@ class _LogFile(logging.Handler):
         self._pending: list[logging.LogRecord] = []
 
     def attach(self, path: Path) -> Path:
-        """Write to ``path`` (appending) from now on, beginning with the records kept so far."""
-        if self._file is not None:
-            return self.path or path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file, self.path = path.open("a", encoding="utf-8"), path
-        pending, self._pending = self._pending, []
-        for record in pending:
-            self.emit(record)
-        return path
+        """Write to ``path`` (appending) from now on, beginning with the records kept so far.
+
+        The file is opened once its directory exists: attaching creates no directory (a command
+        refused before it writes anything leaves nothing behind).
+        """
+        if self.path is None:
+            self.path = path
+            self._open()
+        return self.path
+
+    def _open(self) -> bool:
+        if self._file is None and self.path is not None and self.path.parent.is_dir():
+            self._file = self.path.open("a", encoding="utf-8")
+            pending, self._pending = self._pending, []
+            for record in pending:
+                self.emit(record)
+        return self._file is not None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._file is None:
+        if self._file is None and not self._open():
             self._pending.append(record)
             del self._pending[:-PENDING_LIMIT]
             return
+        assert self._file is not None
         try:
             self._file.write(self.format(record) + "\n")
             self._file.flush()
@@ -153,7 +162,8 @@ def adopt_library_loggers(names: Iterable[str] = LIBRARY_LOGGERS) -> None:
 
 
 def attach_log_file(path: str | Path) -> Path | None:
-    """Keep this command's log in ``path`` (a first call wins: one file per command).
+    """Keep this command's log in ``path`` (a first call wins: one file per command; written once its
+    directory exists).
 
     Returns the log file in use, or None when :func:`setup` was not called (e.g. a library user
     who configures logging themselves).

@@ -34,6 +34,9 @@ def test_library_records_go_to_the_log_file_ours_to_the_console(routed) -> None:
     logging.getLogger("recsys.encoders").warning("one of ours")
     assert console.attach_log_file(path) == path
     assert console.attach_log_file(path.with_name("other.log")) == path  # one file per command
+    logging.getLogger("ray").info("kept until the directory exists")
+    assert not path.parent.exists()  # attaching creates no directory
+    path.parent.mkdir()
     library = logging.getLogger("transformers")
     library.addHandler(logging.StreamHandler(stream))  # as transformers does on import: its own console handler
     library.propagate = False
@@ -41,12 +44,14 @@ def test_library_records_go_to_the_log_file_ours_to_the_console(routed) -> None:
     library.warning("a library speaks")
     text = path.read_text()
     assert "Starting execution of Dataset x" in text and "a library speaks" in text and "one of ours" in text
+    assert "kept until the directory exists" in text
     shown = stream.getvalue()
     assert "one of ours" in shown and "Starting execution" not in shown and "a library speaks" not in shown
 
 
 def test_library_warnings_go_to_the_file_and_ours_to_the_console(routed, capsys) -> None:
     _, path = routed
+    path.parent.mkdir()
     console.attach_log_file(path)
     warnings.showwarning("deprecated thing", DeprecationWarning, "/x/site-packages/ray/data/y.py", 3)
     warnings.showwarning("2 image file(s) not found", UserWarning, str(Path(console.__file__)), 10)
@@ -80,6 +85,7 @@ def test_worker_output_goes_to_the_log_and_progress_events_to_the_display(routed
     from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
     _, path = routed
+    path.parent.mkdir()
     console.attach_log_file(path)
     saved = list(dispatcher.handlers)
     try:
