@@ -148,9 +148,10 @@ def example_inputs(feature_map: FeatureMap, width: int, max_history: int) -> tup
     )
 
 
-def export_onnx(model: ScoringModel, feature_map: FeatureMap, width: int) -> bytes:
-    """The ONNX graph of ``model``'s per-request part (history padded to ``feature_map.max_history``)."""
-    graph = inference_graph(model)
+def export_onnx(model: ScoringModel, feature_map: FeatureMap, width: int, fold: bool = True) -> bytes:
+    """The ONNX graph of ``model``'s per-request part (history padded to ``feature_map.max_history``), in its
+    inference form (``fold``) or as trained."""
+    graph = inference_graph(model) if fold else ScoringGraph(model).eval()
     with tempfile.TemporaryDirectory(prefix="recsys-export-") as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape checks that hold for these static shapes
         torch.onnx.export(
