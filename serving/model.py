@@ -110,6 +110,7 @@ class ItemInfo:
     source: str  # "catalogue" (in the checkpoint) or "registered" (through the API)
     modalities: list[str]
     cold: bool  # its id was not seen in training: scored from content and attributes
+    shares: tuple[float, ...] | None = None  # registered items: modality shares (ServedModel.modality_shares)
 
 
 @dataclass
@@ -253,9 +254,10 @@ class ServedModel:
             )
         new_table = build_item_table(frame, fm, per_modality, fitted=table.stats)
         with torch.inference_mode():
-            reps = self.model.item_representations(
+            computed = self.model.item_representations(
                 torch.arange(1, len(items) + 1), ItemInputs.from_table(new_table)
-            ).rep
+            )
+        reps, shares = computed.rep, computed.attention
         if not torch.isfinite(reps).all():
             raise ServingError(422, "item", "non-finite item representation", [it.item_id for it in items][:20])
         with self._write_lock:
@@ -271,7 +273,11 @@ class ServedModel:
                 row_of[it.item_id] = n + k
                 present = [m for m in new_table.modalities if new_table.masks[m][k + 1]]
                 self.registered[it.item_id] = ItemInfo(
-                    it.item_id, "registered", present, bool(new_table.id_index[k + 1] == OOV)
+                    it.item_id,
+                    "registered",
+                    present,
+                    bool(new_table.id_index[k + 1] == OOV),
+                    None if shares is None else tuple(shares[k].tolist()),
                 )
             self.catalogue = Catalogue(buffer, row_of, n + len(items))
 
@@ -285,6 +291,30 @@ class ServedModel:
         return ItemInfo(
             item_id, "catalogue", [m for m in table.modalities if table.masks[m][row]], bool(table.id_index[row] == OOV)
         )
+
+    @property
+    def share_names(self) -> list[str]:
+        """The modalities of :meth:`modality_shares`, in order ([] for a model without modal attention)."""
+        return list(getattr(self.model, "modalities", []))
+
+    def modality_shares(self, item_ids: list[int]) -> list[dict[str, float]] | None:
+        """Each item's share of its representation per modality under modal attention (``|a_m s_m|`` normalised,
+        as ``recsys evaluate`` reports them; 0 for an absent modality), computed by the model's item encoder
+        from the item table; None for a model without modal attention. Unknown ids: 422 naming them."""
+        names, table = self.share_names, self.checkpoint.item_table
+        self.catalogue.rows(item_ids, "candidates")
+        rows = [0 if i in self.registered else table._row_of[i] for i in item_ids]
+        with torch.inference_mode():
+            computed = self.model.item_representations(torch.tensor(rows), ItemInputs.from_table(table)).attention
+        if computed is None or computed.shape[1] != len(names):
+            return None
+        out = []
+        for item_id, values in zip(item_ids, computed.tolist()):
+            info = self.registered.get(item_id)
+            if info is not None:
+                values = list(info.shares or [0.0] * len(names))
+            out.append({m: round(v, 6) for m, v in zip(names, values)})
+        return out
 
     # ---------------------------------------------------------------- request features
     def user_features(self, user_id: int, attributes: dict) -> np.ndarray:

@@ -6,13 +6,15 @@ directory so that ``GET /metrics`` on any worker reports the counts of all of th
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import random
 import time
-import uuid
 from typing import Any
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 log = logging.getLogger("recsys.serving.access")
@@ -61,12 +63,27 @@ def render_metrics() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
+def timestamp(created: float) -> str:
+    """``created`` (seconds since the epoch) as the log lines' UTC time, to the millisecond."""
+    return _second(int(created)) + f".{int((created % 1) * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+def _json_line(out: dict[str, Any]) -> str:
+    """One log line: compact JSON (orjson; anything it cannot encode as its ``str``)."""
+    return orjson.dumps(out, default=str).decode()
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, pid, and the message (a dict message is merged in)."""
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,
@@ -77,7 +94,7 @@ class JsonFormatter(logging.Formatter):
             out["message"] = record.getMessage()
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return _json_line(out)
 
 
 class _JsonHandler(logging.StreamHandler):
@@ -97,6 +114,54 @@ def configure_logging(level: int = logging.INFO) -> None:
     logger.setLevel(level)
 
 
+class AccessLog:
+    """The access log: one JSON line per request (what :class:`JsonFormatter` writes for a dict message), cheap.
+
+    A line through ``logging`` costs a LogRecord, the caller's frame lookup, the formatter and a ``json.dumps``:
+    25 us of CPU per request warm and several times that between two model runs, which evict its code from the
+    caches (benchmarks/RESULTS.md). When the ``recsys`` logger writes through the service's own handler
+    (:func:`configure_logging`), the line is built here with orjson and written to that handler's stream under
+    its lock (one write and one flush, as the handler does); with any other logging setup it goes through
+    ``logging`` as before. Either way the logger's level applies.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.handler = _only_json_handler(log)
+
+    def write(self, fields: dict[str, Any]) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        handler = self.handler
+        if handler is None:
+            log.info(fields)
+            return
+        now = time.time()
+        line = _json_line({"ts": timestamp(now), "level": "info", "logger": log.name, "pid": self.pid, **fields})
+        handler.acquire()
+        try:
+            stream = handler.stream
+            stream.write(line + handler.terminator)
+            stream.flush()
+        except Exception:  # as logging does: a broken log stream never fails a request
+            handler.handleError(logging.makeLogRecord({"msg": fields, "name": log.name}))
+        finally:
+            handler.release()
+
+
+def _only_json_handler(logger: logging.Logger) -> _JsonHandler | None:
+    """The service's handler when it is the only one a record of ``logger`` reaches (no filters, level open)."""
+    handlers: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        handlers += current.handlers
+        current = current.parent if current.propagate else None
+    handler = handlers[0] if len(handlers) == 1 else None
+    if not isinstance(handler, _JsonHandler) or logger.filters or handler.filters or handler.level > logging.INFO:
+        return None
+    return handler
+
+
 def _json_error(status: int, message: str) -> tuple[dict, bytes]:
     body = json.dumps({"detail": {"field": "body", "message": message}}).encode()
     start = {
@@ -113,16 +178,19 @@ class ObservabilityMiddleware:
     def __init__(self, app: Any, max_body_bytes: int, access_log: bool = True) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.access_log = access_log
+        self.access_log = AccessLog() if access_log else None
         self.pid = str(os.getpid()).encode()
+        # Metric children bound once per (route, method, status): labels() validates and locks on every call.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._ids = random.Random(os.urandom(16))  # request ids without a system call per request
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = (
-            next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), None) or uuid.uuid4().hex[:16]
+        request_id = next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), None) or (
+            f"{self._ids.getrandbits(64):016x}"
         )
         status = 500
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
@@ -184,13 +252,20 @@ class ObservabilityMiddleware:
     def _record(self, scope: dict, status: int, started: float, request_id: str) -> None:
         seconds = time.perf_counter() - started
         route = getattr(scope.get("route"), "path", None) or "unmatched"
-        REQUESTS.labels(route=route, method=scope["method"], status=str(status)).inc()
-        LATENCY.labels(route=route).observe(seconds)
-        if self.access_log:
-            log.info(
+        method = scope["method"]
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = REQUESTS.labels(route=route, method=method, status=str(status)), LATENCY.labels(route=route)
+            if len(self._children) < 10_000:  # routes x methods x statuses: bounded unless scanned for
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+        if self.access_log is not None:
+            self.access_log.write(
                 {
                     "event": "request",
-                    "method": scope["method"],
+                    "method": method,
                     "path": scope["path"],
                     "route": route,
                     "status": status,

@@ -47,11 +47,20 @@ class ScoreRequest(Strict):
     top_k: Annotated[int, StrictType()] | None = Field(
         None, ge=1, description="return only the k best candidates, best first"
     )
+    explain: Annotated[bool, StrictType()] = Field(
+        False, description="also return each item's modality shares under modal attention and whether it is cold"
+    )
+
+
+#: An item's share of its representation per modality under modal attention (|a_m s_m| normalised, summing to 1).
+MODALITY_SHARES = "modality -> share of the item representation under modal attention; null: the model has none"
 
 
 class ScoredItem(BaseModel):
     item_id: int
     score: float = Field(description="click probability")
+    cold: bool | None = Field(None, description="with explain: id unseen in training, scored from content")
+    modality_shares: dict[str, float] | None = Field(None, description=f"with explain: {MODALITY_SHARES}")
 
 
 class ScoreResponse(BaseModel):
@@ -72,6 +81,11 @@ class ItemRequest(Strict):
     audio_base64: str | None = Field(None, description="audio file bytes, base64")
 
 
+class ItemMedia(BaseModel):
+    image: str | None = Field(None, description="URL of the item's image (GET), null: none")
+    audio: str | None = Field(None, description="URL of the item's audio (GET), null: none")
+
+
 class ItemResponse(BaseModel):
     item_id: int
     source: str = Field(description="catalogue (in the checkpoint) or registered (through the API)")
@@ -80,6 +94,30 @@ class ItemResponse(BaseModel):
     model_version: str
     title: str | None = None
     attributes: dict | None = None
+    media: ItemMedia | None = None
+    modality_shares: dict[str, float] | None = Field(None, description=MODALITY_SHARES)
+
+
+class ItemSummary(BaseModel):
+    item_id: int
+    source: str = Field(description="catalogue (in the checkpoint) or registered (through the API)")
+    modalities: list[str]
+    cold: bool
+
+
+class ItemList(BaseModel):
+    items: list[ItemSummary] = Field(description="scorable items by id")
+    next_after: int | None = Field(description="pass as after for the next page; null: this is the last page")
+
+
+class UserSummary(BaseModel):
+    user_id: int
+    history_length: int
+
+
+class UserList(BaseModel):
+    users: list[UserSummary] = Field(description="users with stored state, by id")
+    next_after: int | None = Field(description="pass as after for the next page; null: this is the last page")
 
 
 class UserRequest(Strict):

@@ -46,6 +46,8 @@ def prepare_state(
         ) from None
     store.set_active_model(str(checkpoint_dir), model_version(checkpoint))
     data = Path(data_dir or checkpoint.config.data.path)
+    if (data / "items.parquet").is_file():
+        settings.data_dir = data.resolve()  # the catalogue's titles and media (GET /v1/items/{id}/media/{kind})
     if (data / "interactions.parquet").is_file():
         added = store.seed_users(initial_user_states(data, checkpoint.feature_map))
         log.info("user state: %d users (%d new from %s)", store.count_users(), added, data)

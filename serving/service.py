@@ -18,15 +18,17 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from recsys.errors import RecsysError
 from recsys.features.sequences import recent_history
 from serving.content import ContentError, ItemContent, MediaLimits
-from serving.model import ItemInfo, ServedModel, ServingError
+from serving.media import CatalogueMedia, media_type
+from serving.model import Catalogue, ItemInfo, ServedModel, ServingError
 from serving.settings import ServeSettings
-from serving.store import Store, UserState
+from serving.store import Store, StoredItem, UserState
 
 log = logging.getLogger("recsys.serving")
 
@@ -67,6 +69,8 @@ class ScoringService:
         self._background: threading.Thread | None = None
         self._failed_generations: set[int] = set()
         self.pid = os.getpid()
+        self.media = CatalogueMedia(settings.data_dir)  # the catalogue's titles and media files
+        self._sorted_ids: tuple[Catalogue, np.ndarray] | None = None  # GET /v1/items pages, per catalogue snapshot
 
     @classmethod
     def start(cls, settings: ServeSettings) -> ScoringService:
@@ -235,7 +239,54 @@ class ScoringService:
             raise ServingError(404, "item_id", f"unknown item id {item_id}", [item_id])
         stored = self.store.get_item(item_id)
         extra = {"title": stored.title, "attributes": stored.attributes} if stored else {}
+        if stored is None and (entry := self.media.entry(item_id)) is not None:
+            extra["title"] = entry.title
+        extra["media"] = {
+            kind: f"/v1/items/{item_id}/media/{kind}" if self._media_source(item_id, kind, stored) is not None else None
+            for kind in ("image", "audio")
+        }
+        shares = self.model.modality_shares([item_id])
+        extra["modality_shares"] = shares[0] if shares else None
         return info, extra
+
+    def item_media(self, item_id: int, kind: str) -> tuple[bytes, str]:
+        """An item's image or audio file (registered: as uploaded; catalogue: from the dataset) and its media type;
+        404 naming the item id for an unknown item, or the kind for an item without that medium."""
+        self.sync()
+        if self.model.item_info(item_id) is None:
+            raise ServingError(404, "item_id", f"unknown item id {item_id}", [item_id])
+        source = self._media_source(item_id, kind, self.store.get_item(item_id))
+        try:
+            data = source.read_bytes() if isinstance(source, Path) else source
+        except OSError:  # removed or unreadable since it was checked
+            data = None
+        if data is None:
+            raise ServingError(404, "kind", f"item {item_id} has no {kind}", [item_id])
+        return data, media_type(data)
+
+    def _media_source(self, item_id: int, kind: str, stored: StoredItem | None) -> bytes | Path | None:
+        """A registered item's uploaded bytes, else the catalogue item's dataset file (when it exists)."""
+        if stored is not None:
+            return stored.image if kind == "image" else stored.audio
+        path = self.media.file(item_id, kind)
+        return path if path is not None and path.is_file() else None
+
+    def list_users(self, after: int | None, limit: int) -> list[tuple[int, int]]:
+        """(user id, history length) of the first ``limit`` stored users with an id above ``after``, by id."""
+        return self.store.users_after(after, limit)
+
+    def list_items(self, after: int | None, limit: int) -> list[ItemInfo]:
+        """The first ``limit`` scorable items (catalogue and registered) with an id above ``after``, by id."""
+        self.sync()
+        model = self.model
+        cached = self._sorted_ids
+        if cached is None or cached[0] is not model.catalogue:
+            catalogue = model.catalogue
+            cached = self._sorted_ids = (catalogue, np.sort(np.fromiter(catalogue.row_of, np.int64)))
+        ids = cached[1]
+        start = 0 if after is None else int(np.searchsorted(ids, after, side="right"))
+        infos = [model.item_info(int(i)) for i in ids[start : start + limit]]
+        return [info for info in infos if info is not None]
 
     # ---------------------------------------------------------------- users
     def user(self, user_id: int) -> UserState:

@@ -35,6 +35,8 @@ class ServeSettings(ServeConfig):
 
     checkpoint: Path
     access_log: bool = True
+    #: The dataset the catalogue items' titles and media are read from (``--data`` or ``data.path``); None: none.
+    data_dir: Path | None = None
 
     @classmethod
     def resolve(cls, checkpoint: Path, config: ServeConfig, overrides: Mapping[str, object]) -> ServeSettings:

@@ -271,5 +271,13 @@ class Store:
             )
             return conn.total_changes - before
 
+    def users_after(self, after: int | None, limit: int) -> list[tuple[int, int]]:
+        """(user id, history length) of the first ``limit`` users with an id above ``after``, by id."""
+        rows = self._conn.execute(
+            "SELECT user_id, history FROM users WHERE ?1 IS NULL OR user_id > ?1 ORDER BY user_id LIMIT ?2",
+            (after, limit),
+        ).fetchall()
+        return [(int(r[0]), len(json.loads(r[1]))) for r in rows]
+
     def count_users(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM users").fetchone()[0])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Path, Request, Security
+from fastapi import Depends, Path, Query, Request, Security
 from fastapi.security import APIKeyHeader
 
 from serving.model import ServingError
@@ -65,3 +65,7 @@ async def require_key(
 #: A user or item id in a path: a 64-bit signed integer.
 UserIdPath = Annotated[int, Path(ge=ID_MIN, le=ID_MAX, description="the user id")]
 ItemIdPath = Annotated[int, Path(ge=ID_MIN, le=ID_MAX, description="the item id")]
+
+#: A page of a listing: how many entries (at most 1000), and the id the previous page ended with (``next_after``).
+PageLimit = Annotated[int, Query(ge=1, le=1000, description="how many entries, at most 1000")]
+AfterId = Annotated[int | None, Query(ge=ID_MIN, le=ID_MAX, description="list ids above this one (a next_after)")]

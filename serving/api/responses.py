@@ -35,3 +35,10 @@ def json_response(payload: dict[str, Any], status: int = 200) -> Response:
     ``ensure_ascii`` JSON: any Python string renders, including one that is not valid Unicode.
     """
     return Response(json.dumps(payload), status_code=status, media_type="application/json")
+
+
+def page_response(name: str, entries: list[dict[str, Any]], limit: int) -> Response:
+    """One page of a listing by id: ``{name: entries, "next_after": id}``, the last entry's id (the first field)
+    when the page is full (there may be more), else null."""
+    next_after = next(iter(entries[-1].values())) if entries and len(entries) == limit else None
+    return json_response({name: entries, "next_after": next_after})

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from serving.api.routes import admin, items, operations, scoring, users
+from serving.api.routes import admin, items, operations, scoring, ui, users
 
-ROUTERS = (operations.router, scoring.router, items.router, users.router, admin.router)
+ROUTERS = (operations.router, scoring.router, items.router, users.router, admin.router, ui.router)

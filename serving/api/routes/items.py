@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -14,11 +14,12 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from serving.api.bodies import MULTIPART, StrictBodyRoute, media_type, parse_json
-from serving.api.deps import ItemIdPath, ServiceDep, SettingsDep, require_key
-from serving.api.responses import BODY_ERRORS, error_responses, json_response
+from serving.api.deps import AfterId, ItemIdPath, PageLimit, ServiceDep, SettingsDep, require_key
+from serving.api.responses import BODY_ERRORS, error_responses, json_response, page_response
 from serving.content import ItemContent
+from serving.media import MEDIA_TYPES, OCTET_STREAM
 from serving.model import ItemInfo, ServingError
-from serving.schemas import ItemRequest, ItemResponse
+from serving.schemas import ItemList, ItemRequest, ItemResponse
 
 router = APIRouter(tags=["items"], route_class=StrictBodyRoute)
 
@@ -47,15 +48,10 @@ ITEM_BODY = {
 }
 
 
-def _item_body(info: ItemInfo, version: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "item_id": info.item_id,
-        "source": info.source,
-        "modalities": info.modalities,
-        "cold": info.cold,
-        "model_version": version,
-        **extra,
-    }
+def _item_body(info: ItemInfo, version: str | None, **extra: Any) -> dict[str, Any]:
+    """What the item routes say about an item (``version`` None: without the model version, as in a listing)."""
+    body = {"item_id": info.item_id, "source": info.source, "modalities": info.modalities, "cold": info.cold}
+    return body if version is None else {**body, "model_version": version, **extra}
 
 
 @router.post(
@@ -82,6 +78,38 @@ async def put_item(request: Request, service: ServiceDep, settings: SettingsDep)
 async def get_item(item_id: ItemIdPath, service: ServiceDep) -> Response:
     info, extra = service.item(item_id)
     return json_response(_item_body(info, service.model.version, **extra))
+
+
+@router.get(
+    "/v1/items",
+    response_model=ItemList,
+    responses=error_responses(422),
+    summary="Scorable items (catalogue and registered) by id, a page at a time",
+)
+async def list_items(service: ServiceDep, limit: PageLimit = 100, after: AfterId = None) -> Response:
+    items = service.list_items(after, limit)
+    return page_response("items", [_item_body(info, None) for info in items], limit)
+
+
+@router.get(
+    "/v1/items/{item_id}/media/{kind}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The file as registered or as named by the dataset; its media type from its first bytes "
+            "(application/octet-stream when it is not an image or audio)",
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in MEDIA_TYPES},
+        },
+        **error_responses(404, 422),
+    },
+    summary="An item's image or audio file",
+)
+async def get_media(item_id: ItemIdPath, kind: Literal["image", "audio"], service: ServiceDep) -> Response:
+    data, kind_type = await run_in_threadpool(service.item_media, item_id, kind)
+    headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox", "Cache-Control": "no-cache"}
+    if kind_type == OCTET_STREAM:
+        headers["Content-Disposition"] = f'attachment; filename="item-{item_id}-{kind}"'
+    return Response(data, media_type=kind_type, headers=headers)
 
 
 def _b64(value: str | None, field: str) -> bytes | None:

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from serving.api.bodies import StrictBodyRoute
-from serving.api.deps import ServiceDep, UserIdPath, require_key
-from serving.api.responses import BODY_ERRORS, error_responses, json_response
-from serving.schemas import EventsRequest, UserRequest, UserResponse
+from serving.api.deps import AfterId, PageLimit, ServiceDep, UserIdPath, require_key
+from serving.api.responses import BODY_ERRORS, error_responses, json_response, page_response
+from serving.schemas import EventsRequest, UserList, UserRequest, UserResponse
 from serving.store import UserState
 
 router = APIRouter(tags=["users"], route_class=StrictBodyRoute)
@@ -19,6 +19,17 @@ router = APIRouter(tags=["users"], route_class=StrictBodyRoute)
 def _user_body(state: UserState) -> Response:
     payload: dict[str, Any] = {"user_id": state.user_id, "history": state.history, "attributes": state.attributes}
     return json_response(payload)
+
+
+@router.get(
+    "/v1/users",
+    response_model=UserList,
+    responses=error_responses(422),
+    summary="Users with stored state, by id, a page at a time",
+)
+async def list_users(service: ServiceDep, limit: PageLimit = 100, after: AfterId = None) -> Response:
+    users = [{"user_id": user_id, "history_length": length} for user_id, length in service.list_users(after, limit)]
+    return page_response("users", users, limit)
 
 
 @router.get(
