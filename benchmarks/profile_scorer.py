@@ -6,12 +6,16 @@ Three views of one request of ``--candidates`` candidates with a 30-item history
 1. cells: median ms of each step a request takes (JSON parsing, body validation, store sync, history
    lookup, feature encoding, catalogue rows, the model, response building), each timed on its own;
 2. ops: ``torch.profiler``'s table of the model's ops (self CPU time) over 100 requests;
-3. app: the whole FastAPI app (middleware, routing, validation, route, response) driven in process
-   through ASGI (no socket), interleaved with the bare ``ScoringService.score``: what the app adds.
+3. app: the FastAPI app driven in process through ASGI (no socket), layer by layer: the whole app, its
+   router alone (routing, body, validation, route, response: no middleware), the bare
+   ``ScoringService.score``, and the service's middlewares each around a no-op ASGI app. Every request of
+   every cell runs between the others', as in a serving worker, where each model run evicts the app's code
+   and data from the caches; the figures are the calling thread's CPU time (``time.thread_time``), which
+   load from other processes does not stretch. Differences give what each layer adds.
 
 Run:
 
-    .venv/bin/python benchmarks/profile_scorer.py [--candidates 100] [--scorer eager|onnx]
+    .venv/bin/python benchmarks/profile_scorer.py [--candidates 100] [--scorer eager|onnx] [--only-app]
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=5000, help="catalogue size")
     parser.add_argument("--scorer", default="eager", help="serve.scorer of the profiled service")
     parser.add_argument("--reps", type=int, default=300, help="timed calls per cell")
+    parser.add_argument("--only-app", action="store_true", help="only the app's layers (view 3)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -140,43 +145,80 @@ def main() -> None:
             {"scores": [{"item_id": k, "score": p} for k, p in zip(result.item_ids, result.scores.tolist())]}
         ),
     }
-    for fn in cells.values():  # warm-up
-        for i in range(10):
-            fn(i)
-    print(f"cells, {args.candidates} candidates, median of {args.reps} calls:")
-    for name, fn in cells.items():
-        print(f"  {median_ms(fn, args.reps):8.3f} ms  {name}")
+    if not args.only_app:
+        for fn in cells.values():  # warm-up
+            for i in range(10):
+                fn(i)
+        print(f"cells, {args.candidates} candidates, median of {args.reps} calls:")
+        for name, fn in cells.items():
+            print(f"  {median_ms(fn, args.reps):8.3f} ms  {name}")
 
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        for i in range(100):
-            service.score(req(i).user_id, req(i).candidates, req(i).history, req(i).context, None)
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for i in range(100):
+                service.score(req(i).user_id, req(i).candidates, req(i).history, req(i).context, None)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     service.store.close()
+    sys.stderr = (tmp / "stderr.log").open("w")  # the access log, as `recsys serve` writes it to its log file
+    layers = app_layers(settings, raws, requests, args.reps)
+    sys.stderr = sys.__stderr__
+    print(f"the app through ASGI, {args.candidates} candidates, {args.scorer} scorer: median CPU ms per request")
+    for name, ms in layers.items():
+        print(f"  {ms:8.3f} ms  {name}")
+    whole, router, score = layers[WHOLE], layers[ROUTER], layers[SCORE]
+    print(f"  {whole - score:8.3f} ms  = what the app adds to ScoringService.score")
+    print(f"  {whole - router:8.3f} ms  = the middleware stack (whole app - router)")
+    print(f"  {router - score:8.3f} ms  = routing, body, validation, route, response (router - ScoringService.score)")
+
+
+WHOLE, ROUTER, SCORE = "whole app", "its router alone (no middleware)", "ScoringService.score"
+
+
+def app_layers(settings: Any, raws: list[bytes], requests: list[Any], reps: int) -> dict[str, float]:
+    """Median CPU ms per request of each layer of the app (see the module doc), cells interleaved request by
+    request."""
+    from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from serving.app import create_app
+    from serving.observability import ObservabilityMiddleware
 
     app = create_app(settings)
+    stack = AsyncExitStackMiddleware(app.router)
 
-    async def compare() -> tuple[float, float]:
+    async def router(scope: dict, receive: Any, send: Any) -> None:
+        scope["app"] = app  # what FastAPI's own __call__ sets before the middlewares
+        await stack(scope, receive, send)
+
+    async def noop(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    apps: dict[str, Any] = {
+        WHOLE: app,
+        ROUTER: router,
+        "ObservabilityMiddleware around a no-op app, access log on": ObservabilityMiddleware(noop, 1 << 20, True),
+        "ObservabilityMiddleware around a no-op app, access log off": ObservabilityMiddleware(noop, 1 << 20, False),
+        "TrustedHostMiddleware around a no-op app": TrustedHostMiddleware(noop, allowed_hosts=settings.trusted_hosts),
+        "the no-op app (the harness)": noop,
+    }
+
+    async def run() -> dict[str, float]:
         async with app.router.lifespan_context(app):
-            svc: ScoringService = app.state.service
-            app_t, direct_t = [], []
-            for i in range(args.reps + 20):
-                start = time.perf_counter()
-                assert await asgi_post(app, "/v1/score", raws[i % len(raws)]) == 200
-                middle = time.perf_counter()
-                r = req(i)
-                svc.score(r.user_id, r.candidates, r.history, r.context, None)
-                if i >= 20:
-                    app_t.append(middle - start)
-                    direct_t.append(time.perf_counter() - middle)
-            return statistics.median(app_t) * 1000, statistics.median(direct_t) * 1000
+            service = app.state.service
+            cpu: dict[str, list[float]] = {name: [] for name in [*apps, SCORE]}
+            for i in range(reps + 30):
+                raw, r = raws[i % len(raws)], requests[i % len(requests)]
+                for name, target in apps.items():
+                    start = time.thread_time()
+                    assert await asgi_post(target, "/v1/score", raw) == 200, name
+                    cpu[name].append(time.thread_time() - start)
+                start = time.thread_time()
+                service.score(r.user_id, r.candidates, r.history, r.context, None)
+                cpu[SCORE].append(time.thread_time() - start)
+            return {name: statistics.median(v[30:]) * 1000 for name, v in cpu.items()}
 
-    app_ms, direct_ms = asyncio.run(compare())
-    print(
-        f"whole app through ASGI (no socket) p50 {app_ms:.3f} ms; ScoringService.score p50 {direct_ms:.3f} ms; "
-        f"the app adds {app_ms - direct_ms:.3f} ms"
-    )
+    return asyncio.run(run())
 
 
 if __name__ == "__main__":

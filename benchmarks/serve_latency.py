@@ -195,18 +195,18 @@ async def _client(
 def _load(
     host: str, port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float, queue: mp.Queue
 ) -> None:
-    async def run() -> tuple[list[float], list[str], float, int]:
+    async def run() -> tuple[list[float], list[str], float, int, float]:
         warm: list[float] = []
         await asyncio.gather(
             *(_client(host, port, path, bodies, time.perf_counter() + 0.5, warm, []) for _ in range(concurrency))
         )
         lat: list[float] = []
         errors: list[str] = []
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(
             *(_client(host, port, path, bodies, start + seconds, lat, errors) for _ in range(concurrency))
         )
-        return lat, errors, time.perf_counter() - start, len(warm)
+        return lat, errors, time.perf_counter() - start, len(warm), time.process_time() - start_cpu
 
     queue.put(asyncio.run(run()))
 
@@ -214,14 +214,15 @@ def _load(
 def load_test(
     port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float, server_group: int | None = None
 ) -> dict:
-    """Latency and throughput of ``concurrency`` keep-alive clients for ``seconds``; with ``server_group`` (the
-    server's process group) also the server's CPU ms per request (warm-up included on both sides)."""
+    """Latency and throughput of ``concurrency`` keep-alive clients for ``seconds``, and the load generator's own CPU
+    ms per request (it shares the cores with the server); with ``server_group`` (the server's process group) also
+    the server's CPU ms per request (warm-up included on both sides)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_load, args=("127.0.0.1", port, path, bodies, concurrency, seconds, queue))
     cpu_before = group_cpu_seconds(server_group) if server_group is not None else 0.0
     proc.start()
-    lat, errors, elapsed, warm = queue.get(timeout=seconds + 120)
+    lat, errors, elapsed, warm, client_cpu = queue.get(timeout=seconds + 120)
     proc.join()
     lat_ms = sorted(x * 1000 for x in lat)
     out = {
@@ -230,6 +231,7 @@ def load_test(
         "rps": len(lat) / elapsed,
         "p50_ms": pct(lat_ms, 50),
         "p99_ms": pct(lat_ms, 99),
+        "client_cpu_ms": client_cpu * 1000 / max(len(lat), 1),
     }
     if server_group is not None:
         out["server_cpu_ms"] = (group_cpu_seconds(server_group) - cpu_before) * 1000 / max(len(lat) + warm, 1)
@@ -401,15 +403,16 @@ def main() -> None:
     print(f"{host_before['load']} before, {host_after['load']} after\n")
     print(
         "| route | candidates | concurrency | p50 ms | p99 ms | req/s | errors | server CPU ms/req | "
-        "in-process p50 / p99 ms | in-process CPU ms (p50) |"
+        "client CPU ms/req | in-process p50 / p99 ms | in-process CPU ms (p50) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
         inp = f"{r['in_process_p50_ms']:.2f} / {r['in_process_p99_ms']:.2f}" if "in_process_p50_ms" in r else "—"
         inp_cpu = f"{r['in_process_cpu_ms']:.2f}" if "in_process_cpu_ms" in r else "—"
         print(
             f"| {r['what']} | {r['candidates']} | {r['concurrency']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-            f"{r['rps']:.0f} | {r['errors']} | {r['server_cpu_ms']:.2f} | {inp} | {inp_cpu} |"
+            f"{r['rps']:.0f} | {r['errors']} | {r['server_cpu_ms']:.2f} | {r['client_cpu_ms']:.2f} | "
+            f"{inp} | {inp_cpu} |"
         )
     print()
     for line in target_lines(rows, inproc, args.workers):
@@ -442,9 +445,13 @@ def target_lines(rows: list[dict], inproc: dict, workers: int) -> list[str]:
             )
         if r["concurrency"] == 8:
             bound = workers / (r["in_process_p50_ms"] / 1000)
+            cores = int(os.cpu_count() or 1)
+            ceiling = cores / ((r["server_cpu_ms"] + r["client_cpu_ms"]) / 1000)
             lines.append(
                 f"- {r['scorer']}, 100 candidates, c=8: {r['rps']:.0f} req/s = {r['rps'] / bound:.2f} x "
-                f"workers / in-process p50 ({bound:.0f}) (target >= 0.8)"
+                f"workers / in-process p50 ({bound:.0f}) (target >= 0.8); the {cores} cores at this run's server + "
+                f"load-generator CPU per request ({r['server_cpu_ms']:.2f} + {r['client_cpu_ms']:.2f} ms) allow "
+                f"{ceiling:.0f} req/s = {ceiling / bound:.2f} x"
             )
     return lines
 
