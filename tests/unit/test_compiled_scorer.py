@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 import torch
 from support.tiny import make_tiny
 
+import serving.model
 from recsys.checkpoint import save_checkpoint
 from recsys.config import ServeConfig
 from recsys.errors import ConfigError
@@ -120,3 +123,22 @@ def test_serve_scorer_is_checked_by_the_strict_config(tmp_path: Path) -> None:
     assert ServeSettings.resolve(tmp_path, ServeConfig(), {"scorer": "onnx"}).scorer == "onnx"
     with pytest.raises(ConfigError, match=r"^serve\.scorer: .*'eager' or 'onnx'"):
         ServeSettings.resolve(tmp_path, ServeConfig(), {"scorer": "tensorrt"})
+
+
+def test_without_onnx_runtime_or_agreement_the_model_is_scored_eagerly_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The eager fallback: ONNX Runtime not importable on this host, or a load-time export that does not score
+    the canaries as the model does."""
+    path = tiny_checkpoint(tmp_path / "ckpt", **VARIANTS["marn-default"])
+    monkeypatch.setattr(logging.getLogger("recsys"), "propagate", True)  # caplog listens on the root logger
+    with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger="recsys.serving"):
+        m.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+        assert ServedModel.load(path, scorer="onnx").scorer_name == "eager"
+    assert "ONNX Runtime cannot be imported" in caplog.text and "scoring with the eager model" in caplog.text
+
+    caplog.clear()
+    monkeypatch.setattr(serving.model, "TOLERANCE", -1.0)  # no difference, not even 0, is within it
+    with caplog.at_level(logging.WARNING, logger="recsys.serving"):
+        assert ServedModel.load(path, scorer="onnx").scorer_name == "eager"
+    assert "differs from the eager model" in caplog.text and "scoring with the eager model" in caplog.text
