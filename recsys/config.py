@@ -189,6 +189,13 @@ class ModelConfig(StrictModel):
         "id_dropout while training) get their own content gate, starting at 1, so cold items are scored from "
         "content from the first step while known items let content in only as far as it helps.",
     )
+    content_merge: Literal["concat", "add"] = Field(
+        "concat",
+        description="With id_path 'beside': how the content representation joins the id representation. "
+        "'concat': side by side (width 2 x item_dim; the id part reaches attention and the head unchanged). "
+        "'add': summed into the id representation (width item_dim, DIN's cost; with content_gate the model "
+        "starts as DIN).",
+    )
     simtier_bins: int = Field(
         0,
         ge=0,
@@ -228,6 +235,8 @@ class ModelConfig(StrictModel):
             raise ValueError(f"mlp_hidden widths must be >= 1, got {bad}")
         if self.cold_content_gate and not self.content_gate:
             raise ValueError("cold_content_gate: a cold-item gate needs content_gate: true")
+        if self.content_merge != "concat" and self.id_path != "beside":
+            raise ValueError("content_merge: only with id_path: beside (fusion merges ids by modal attention)")
         if self.simtier_bins == 1:
             raise ValueError("simtier_bins: 1 tier says nothing; use 0 (off) or at least 2")
         if len(set(self.id_embeddings)) != len(self.id_embeddings):
@@ -256,6 +265,14 @@ class TrainConfig(StrictModel):
         2, ge=0, description="Worker-group restarts (from the latest checkpoint) before the run fails."
     )
     early_stopping_patience: int = Field(2, ge=1)
+    early_stopping_min_delta: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.1,
+        description="An epoch improves on the best one (and resets the patience) only when it raises the "
+        "validation AUC by more than this; 0 = any gain. Ends runs that creep on by less than it per epoch "
+        "(FuxiCTR's min_delta).",
+    )
     lr_plateau_factor: float = Field(
         1.0,
         gt=0.0,

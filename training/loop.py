@@ -397,7 +397,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(training.state.epoch, worker.config.train.epochs):
         stats = train_epoch(worker, training, train_shard, epoch)
         metrics = validate(worker, training.model, valid)
-        improved = training.state.end_epoch(epoch + 1, metrics["val_auc"])
+        improved = training.state.end_epoch(epoch + 1, metrics["val_auc"], worker.config.train.early_stopping_min_delta)
         if not improved and worker.config.train.lr_plateau_factor < 1.0:
             decay_on_plateau(training.optimizer, worker.config.train)
         report = epoch_report(worker, training.state, stats, metrics, node_ids)

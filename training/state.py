@@ -24,10 +24,11 @@ class TrainState:
     epochs_without_improvement: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch metrics
 
-    def end_epoch(self, epoch: int, val_auc: float) -> bool:
-        """Count epoch ``epoch`` (1-based) as done with this validation AUC; True when it is the best so far."""
+    def end_epoch(self, epoch: int, val_auc: float, min_delta: float = 0.0) -> bool:
+        """Count epoch ``epoch`` (1-based) as done with this validation AUC; True when it beats the best so far
+        by more than ``min_delta``."""
         self.epoch = epoch
-        improved = val_auc > self.best_auc
+        improved = val_auc > self.best_auc + min_delta
         if improved:
             self.best_auc, self.best_epoch, self.epochs_without_improvement = val_auc, epoch, 0
         else:

@@ -177,7 +177,8 @@ class IdItemEncoder(nn.Module):
 
 class IdBesideContentItemEncoder(nn.Module):
     """Ids beside content: the id/attribute representation of DIN, and beside it MARN's content
-    representation, concatenated: rep = [id_rep, content_rep] (N, 2D).
+    representation, concatenated: rep = [id_rep, content_rep] (N, 2D), or with ``merge="add"`` summed:
+    rep = id_rep + content_rep (N, D), at DIN's width and cost.
 
     The ids keep the path they have in DIN (target attention, the user tower and the head see them
     unchanged by content), so weak content cannot drag them down; content adds what ids lack
@@ -190,13 +191,22 @@ class IdBesideContentItemEncoder(nn.Module):
     """
 
     def __init__(
-        self, ids: IdItemEncoder, content: MultimodalItemEncoder, gate: bool = False, cold_gate: bool = False
+        self,
+        ids: IdItemEncoder,
+        content: MultimodalItemEncoder,
+        gate: bool = False,
+        cold_gate: bool = False,
+        merge: str = "concat",
     ) -> None:
         super().__init__()
         if "id" in content.modalities:
             raise ValueError("the content encoder of ids-beside-content must not have the id modality")
         if cold_gate and not gate:
             raise ValueError("a cold-item gate needs the content gate")
+        if merge not in ("concat", "add"):
+            raise ValueError(f"unknown merge {merge!r}; valid: ['add', 'concat']")
+        if merge == "add" and ids.out_dim != content.out_dim:
+            raise ValueError(f"merge 'add' needs equal widths, got ids {ids.out_dim} and content {content.out_dim}")
         self.ids = ids
         self.content = content
         # With ``gate``: the content part is scaled by a learned scalar that starts at 0 (ReZero), so
@@ -206,7 +216,8 @@ class IdBesideContentItemEncoder(nn.Module):
         # id dropout while training) have their own scalar, starting at 1: for them content is the item,
         # from the first step, and the id dropout rows teach the content part to stand alone.
         self.cold_gate = nn.Parameter(torch.ones(1)) if cold_gate else None
-        self.out_dim = ids.out_dim + content.out_dim
+        self.merge = merge
+        self.out_dim = ids.out_dim + content.out_dim if merge == "concat" else ids.out_dim
         self.modalities = ["id", *content.modalities]
 
     def _gate(self, ids: torch.Tensor) -> torch.Tensor | None:
@@ -230,4 +241,5 @@ class IdBesideContentItemEncoder(nn.Module):
             total = id_mass + content_mass
             total = torch.where(total > 0, total, torch.ones_like(total))
             attention = torch.cat([id_mass, content.attention * content_mass], dim=1) / total  # (N, 1 + M)
-        return ItemReps(torch.cat([id_rep, content_rep], dim=-1), content.adversarial, attention)
+        rep = torch.cat([id_rep, content_rep], dim=-1) if self.merge == "concat" else id_rep + content_rep
+        return ItemReps(rep, content.adversarial, attention)

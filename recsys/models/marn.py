@@ -113,7 +113,11 @@ def _content_model(
     if beside:
         assert ids is not None
         encoder = IdBesideContentItemEncoder(
-            IdItemEncoder(ids, config.item_dim), encoder, gate=config.content_gate, cold_gate=config.cold_content_gate
+            IdItemEncoder(ids, config.item_dim),
+            encoder,
+            gate=config.content_gate,
+            cold_gate=config.cold_content_gate,
+            merge=config.content_merge,
         )
     similarity = SimTier(content, config.simtier_bins) if config.simtier_bins and content else None
     if config.simtier_bins and similarity is None:

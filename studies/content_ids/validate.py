@@ -77,7 +77,7 @@ def run_variant(config: ExperimentConfig, prepared: PreparedData, epochs: int, t
         }
         history.append({"epoch": epoch + 1, "val_auc": segments["all"], "seconds": time.perf_counter() - started})
         print(f"  epoch {epoch + 1}: val AUC {segments['all']:.4f} ({history[-1]['seconds']:.0f} s)", flush=True)
-        if best is None or segments["all"] > best["all"]:
+        if best is None or segments["all"] > best["all"] + config.train.early_stopping_min_delta:
             best, best_epoch, stale = segments, epoch + 1, 0
         else:
             stale += 1

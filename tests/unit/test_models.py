@@ -226,6 +226,7 @@ VARIANTS = {
     "marn-apgru": {"sequence": "apgru"},
     "marn-beside": {"id_path": "beside", "user_tower": True},
     "marn-simtier": {"id_path": "beside", "user_tower": True, "simtier_bins": 8},
+    "marn-add": {"id_path": "beside", "content_merge": "add", "simtier_bins": 8},
     "din-simtier": {"simtier_bins": 8},
 }
 
@@ -386,6 +387,24 @@ def test_ids_beside_content_keep_their_own_path_whatever_the_content(tiny) -> No
     assert out.adversarial is not None and out.adversarial.mask.shape[1] == len(model.modalities) - 1
 
 
+def test_content_added_to_the_ids_keeps_dins_width_and_starts_as_the_ids(tiny) -> None:
+    """model.content_merge 'add': the content representation is summed into the id representation (width D);
+    with the content gate closed (its start) the representation is exactly the id part, whatever the content."""
+    model, _ = build(tiny, "marn", id_path="beside", content_merge="add", content_gate=True)
+    model.eval()
+    dim = tiny.config.model.item_dim
+    assert model.item_encoder.out_dim == dim
+    items = ItemInputs.from_table(tiny.table)
+    rows = torch.arange(1, tiny.table.n_items + 1)
+    with torch.no_grad():
+        rep = model.item_representations(rows, items).rep
+        assert torch.equal(rep, model.item_encoder.ids(rows, items).rep)
+        model.item_encoder.gate.fill_(1.0)
+        opened = model.item_representations(rows, items).rep
+        content = model.item_encoder.content(rows, items).rep
+        assert torch.allclose(opened, rep + content, atol=1e-6)
+
+
 def test_id_dropout_trains_the_out_of_vocabulary_rows(tiny) -> None:
     """model.id_dropout / model.user_id_dropout: in training, some rows see the OOV item / user id, so the OOV
     embeddings get gradients (cold items and users are scored with a trained id part); off, they get none."""
@@ -413,6 +432,8 @@ def test_id_dropout_trains_the_out_of_vocabulary_rows(tiny) -> None:
         ("user_id_dropout", -0.1, "model.user_id_dropout"),
         ("simtier_bins", 1, "simtier_bins"),
         ("simtier_bins", 65, "model.simtier_bins"),
+        ("content_merge", "mix", "model.content_merge"),
+        ("content_merge", "add", "content_merge: only with id_path: beside"),
     ],
 )
 def test_new_model_switches_reject_bad_values_naming_the_field(key: str, value: object, message: str) -> None:
