@@ -1,8 +1,10 @@
-"""`recsys serve --scorer onnx` over real HTTP: the eager model's scores, across a hot swap, and a corrupt
-exported scorer refused (by the running service and before a service starts)."""
+"""`recsys serve --scorer onnx` over real HTTP: the eager model's scores, across a hot swap, a corrupt exported
+scorer refused (by the running service and before a service starts), and a host without ONNX Runtime served by
+the eager model, saying so."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -29,12 +31,13 @@ def onnx_server(trained_run, state, tmp_path_factory):
     srv.stop()
 
 
-def assert_serves_the_eager_scores(url: str, checkpoint: Path) -> None:
+def assert_serves_the_eager_scores(url: str, checkpoint: Path, scorer: str = "onnx") -> None:
     """Requests with histories of 0 to max_history + 5 items and up to 150 candidates, over HTTP, score as
-    the checkpoint's eager model in process (within 1e-5), and the service says it scores with ONNX."""
+    the checkpoint's eager model in process (within 1e-5), and the service says it scores with ``scorer``."""
     eager = ServedModel.load(checkpoint)
     info = httpx.get(f"{url}/v1/admin/model", headers=KEY).json()
-    assert info["scorer"] == "onnx" and info["model_version"] == eager.version, info
+    assert info["scorer"] == scorer and info["model_version"] == eager.version, info
+    assert httpx.get(f"{url}/readyz").json()["scorer"] == scorer
     ids = list(eager.catalogue.row_of)
     fields = eager.feature_map.by("context", "categorical")
     rng = np.random.default_rng(0)
@@ -93,3 +96,21 @@ def test_corrupt_exported_scorer_is_refused_and_the_model_keeps_serving(onnx_ser
     assert ARTEFACT in errors[0] and "sha256 differs" in errors[0]
 
     shutil.rmtree(bad)
+
+
+def test_without_onnx_runtime_the_service_scores_with_the_eager_model_and_says_so(trained_run, tmp_path) -> None:
+    """`recsys serve --scorer onnx` on a host where ``import onnxruntime`` fails (a package of that name that
+    raises ImportError, first on PYTHONPATH): it starts, serves the eager model's scores, reports scorer "eager"
+    in /readyz and /v1/admin/model, and its log says why."""
+    shadow = tmp_path / "shadow" / "onnxruntime"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("onnxruntime is not installed on this host")\n')
+    log = tmp_path / "serve.log"
+    env = {"PYTHONPATH": os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")])}
+    srv = Server(trained_run.checkpoint, tmp_path / "state", log, "--scorer", "onnx", env=env)
+    try:
+        assert_serves_the_eager_scores(srv.url, trained_run.checkpoint, scorer="eager")
+    finally:
+        srv.stop()
+    warnings = [line for line in log.read_text().splitlines() if "scoring with the eager model" in line]
+    assert len(warnings) == 1 and "ONNX Runtime cannot be imported" in warnings[0], log.read_text()[-2000:]

@@ -23,7 +23,13 @@ class Server:
     """`recsys serve` in its own process group; ``url`` once /readyz answers."""
 
     def __init__(
-        self, checkpoint: Path, state_dir: Path, log: Path, *extra: str, api_key: str | None = API_KEY
+        self,
+        checkpoint: Path,
+        state_dir: Path,
+        log: Path,
+        *extra: str,
+        api_key: str | None = API_KEY,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -40,7 +46,7 @@ class Server:
             str(state_dir),
             *extra,
         ]
-        env = {k: v for k, v in os.environ.items() if k != "RECSYS_API_KEY"}
+        env = {**{k: v for k, v in os.environ.items() if k != "RECSYS_API_KEY"}, **(env or {})}
         if api_key is not None:
             env["RECSYS_API_KEY"] = api_key
         self.log = log

@@ -32,6 +32,7 @@ async def readyz(service: MaybeServiceDep) -> Response:
             "ready": True,
             "model_version": service.model.version,
             "catalogue_items": service.model.catalogue.n - 1,
+            "scorer": service.model.scorer_name,  # "eager" also when serve.scorer onnx fell back (log line says why)
             "pid": service.pid,
         }
     )
