@@ -60,15 +60,17 @@ class SimTier(nn.Module):
         self, keys: torch.Tensor, candidate: torch.Tensor, history: torch.Tensor, history_mask: torch.Tensor
     ) -> torch.Tensor:
         """The same features from the keys of N distinct items (N, K) and indices into them: candidates (B,),
-        history (B, L) with mask (B, L). Training batches repeat items a lot: one (N, N) similarity matrix
-        per modality replaces B x L dot products over the full key width."""
+        history (B, L) with mask (B, L). Training batches repeat items a lot: one (C, N) similarity matrix
+        per modality, C distinct candidates against the N items, replaces B x L dot products over the full
+        key width (and costs C/N of the full (N, N) one)."""
         out, offset = [], 0
+        distinct, candidate = torch.unique(candidate, return_inverse=True)  # (C,), (B,) into distinct
         for d in self.dims.values():
             k = keys[:, offset : offset + d]  # (N, d)
             offset += d
-            sim = (k @ k.transpose(0, 1))[candidate.unsqueeze(1), history]  # (B, L)
+            sim = (k[distinct] @ k.transpose(0, 1))[candidate.unsqueeze(1), history]  # (B, L)
             present = k.abs().sum(-1) > 0  # (N,)
-            valid = present[history] & history_mask & present[candidate].unsqueeze(1)  # (B, L)
+            valid = present[history] & history_mask & present[distinct][candidate].unsqueeze(1)  # (B, L)
             out.append(self._tiers(sim, valid))
         return torch.cat(out, dim=1)
 
