@@ -110,13 +110,21 @@ def test_cold_items_get_finite_scores_that_depend_on_content(tiny) -> None:
 
 
 def test_save_load_gives_identical_logits(tiny, tmp_path: Path) -> None:
-    variants = (("marn", {}), ("din", {}), ("lr", {}), ("marn", {"id_embeddings": []}), ("marn", {"id_path": "beside"}))
-    for name, options in variants:
+    variants = (
+        ("marn", {}),
+        ("marn_paper", {}),
+        ("din", {}),
+        ("lr", {}),
+        ("marn", {"id_embeddings": []}),
+        ("marn", {"id_path": "beside"}),
+        ("marn", {"id_path": "beside", "content_merge": "add", "content_gate": True, "simtier_bins": 8}),
+    )
+    for i, (name, options) in enumerate(variants):
         model, cfg = build(tiny, name, **options)
         model.eval()
         config = tiny.config.model_copy(update={"model": cfg})
         path = save_checkpoint(
-            tmp_path / f"{name}{len(options)}", model, config, tiny.feature_map, tiny.table, metrics={"auc": 0.5}
+            tmp_path / f"{name}-{i}", model, config, tiny.feature_map, tiny.table, metrics={"auc": 0.5}
         )
         ckpt = load_checkpoint(path, expected_config=config)
         batch = next(tiny.examples.split("valid").batches(50))
