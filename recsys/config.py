@@ -165,6 +165,14 @@ class ModelConfig(StrictModel):
         lt=1.0,
         description="Share of training item ids replaced by the OOV id, so cold items get a learned id part.",
     )
+    content_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="With id_path 'beside': share of items per training batch whose content representation is "
+        "dropped (the rest scaled up to keep its expectation), so the content part cannot memorise items the "
+        "ids already know.",
+    )
     user_id_dropout: float = Field(
         0.0,
         ge=0.0,
@@ -235,6 +243,8 @@ class ModelConfig(StrictModel):
             raise ValueError(f"mlp_hidden widths must be >= 1, got {bad}")
         if self.cold_content_gate and not self.content_gate:
             raise ValueError("cold_content_gate: a cold-item gate needs content_gate: true")
+        if self.content_dropout and self.id_path != "beside":
+            raise ValueError("content_dropout: only with id_path: beside (fusion has no content part of its own)")
         if self.content_merge != "concat" and self.id_path != "beside":
             raise ValueError("content_merge: only with id_path: beside (fusion merges ids by modal attention)")
         if self.simtier_bins == 1:

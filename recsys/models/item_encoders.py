@@ -197,6 +197,7 @@ class IdBesideContentItemEncoder(nn.Module):
         gate: bool = False,
         cold_gate: bool = False,
         merge: str = "concat",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if "id" in content.modalities:
@@ -217,6 +218,9 @@ class IdBesideContentItemEncoder(nn.Module):
         # from the first step, and the id dropout rows teach the content part to stand alone.
         self.cold_gate = nn.Parameter(torch.ones(1)) if cold_gate else None
         self.merge = merge
+        # Content dropout: in training a share of the batch's items get no content part (the rest scaled by
+        # 1 / (1 - p)), so the content part learns what the ids do not already know.
+        self.content_dropout = nn.Dropout1d(dropout) if dropout else None
         self.out_dim = ids.out_dim + content.out_dim if merge == "concat" else ids.out_dim
         self.modalities = ["id", *content.modalities]
 
@@ -234,6 +238,8 @@ class IdBesideContentItemEncoder(nn.Module):
         content = self.content(rows, items)  # rep (N, D)
         gate = self._gate(ids)
         content_rep = content.rep if gate is None else gate * content.rep
+        if self.content_dropout is not None and self.training:
+            content_rep = self.content_dropout(content_rep.unsqueeze(0)).squeeze(0)  # (1, N, D): whole rows dropped
         attention = None
         if content.attention is not None:
             id_mass = id_rep.abs().sum(dim=-1, keepdim=True).detach()  # (N, 1)

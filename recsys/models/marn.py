@@ -118,6 +118,7 @@ def _content_model(
             gate=config.content_gate,
             cold_gate=config.cold_content_gate,
             merge=config.content_merge,
+            dropout=config.content_dropout,
         )
     similarity = SimTier(content, config.simtier_bins) if config.simtier_bins and content else None
     if config.simtier_bins and similarity is None:

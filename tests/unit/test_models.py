@@ -413,6 +413,25 @@ def test_content_added_to_the_ids_keeps_dins_width_and_starts_as_the_ids(tiny) -
         assert torch.allclose(opened, rep + content, atol=1e-6)
 
 
+def test_content_dropout_drops_whole_items_content_in_training_only(tiny) -> None:
+    """model.content_dropout: in training some items' representation is their id part alone (the content part
+    dropped as a whole, the kept ones scaled by 1 / (1 - p)); scoring keeps every item's content."""
+    model, _ = build(tiny, "marn", id_path="beside", content_merge="add", content_dropout=0.5, id_dropout=0.0)
+    items = ItemInputs.from_table(tiny.table)
+    rows = torch.arange(1, tiny.table.n_items + 1)
+    model.eval()
+    with torch.no_grad():
+        ids = model.item_encoder.ids(rows, items).rep
+        content = model.item_encoder.content(rows, items).rep
+        assert torch.allclose(model.item_representations(rows, items).rep, ids + content, atol=1e-6)
+        model.train()
+        torch.manual_seed(1)
+        trained = model.item_representations(rows, items).rep - ids
+    dropped = (trained.abs() < 1e-6).all(dim=1)
+    kept = torch.isclose(trained, 2 * content, atol=1e-5).all(dim=1)
+    assert (dropped | kept).all() and 0 < dropped.sum() < len(rows)
+
+
 def test_id_dropout_trains_the_out_of_vocabulary_rows(tiny) -> None:
     """model.id_dropout / model.user_id_dropout: in training, some rows see the OOV item / user id, so the OOV
     embeddings get gradients (cold items and users are scored with a trained id part); off, they get none."""
@@ -441,6 +460,8 @@ def test_id_dropout_trains_the_out_of_vocabulary_rows(tiny) -> None:
         ("simtier_bins", 1, "simtier_bins"),
         ("simtier_bins", 65, "model.simtier_bins"),
         ("content_merge", "mix", "model.content_merge"),
+        ("content_dropout", 1.0, "model.content_dropout"),
+        ("content_dropout", 0.2, "content_dropout: only with id_path: beside"),
         ("content_merge", "add", "content_merge: only with id_path: beside"),
     ],
 )
