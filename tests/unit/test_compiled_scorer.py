@@ -15,7 +15,7 @@ from support.tiny import make_tiny
 import serving.model
 from recsys.checkpoint import save_checkpoint
 from recsys.config import ServeConfig
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, RecsysError
 from recsys.models import build_model
 from recsys.modules.sequence import AttentionScorer
 from serving.compiled import ARTEFACT, ARTEFACT_META, FoldedAttentionScorer
@@ -135,6 +135,10 @@ def test_without_onnx_runtime_or_agreement_the_model_is_scored_eagerly_with_a_wa
     with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger="recsys.serving"):
         m.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
         assert ServedModel.load(path, scorer="onnx").scorer_name == "eager"
+        # `recsys export` cannot check an artefact without the runtime: one-line error, nothing written
+        with pytest.raises(RecsysError, match="ONNX Runtime cannot be imported.*nothing written"):
+            export_scorer(path)
+        assert not (path / ARTEFACT).exists()
     assert "ONNX Runtime cannot be imported" in caplog.text and "scoring with the eager model" in caplog.text
 
     caplog.clear()
