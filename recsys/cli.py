@@ -136,7 +136,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.server import serve
 
     # Overrides of the checkpoint config's serve section, by ServeConfig field name (None: not given).
-    fields = ("host", "port", "workers", "state_dir", "api_key_file", "max_candidates", "max_body_mb", "scorer")
+    fields = (
+        "host",
+        "port",
+        "workers",
+        "state_dir",
+        "state_url",
+        "api_key_file",
+        "max_candidates",
+        "max_body_mb",
+        "scorer",
+    )
     return serve(args.checkpoint, {name: getattr(args, name) for name in fields}, data_dir=args.data)
 
 
@@ -456,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="uvicorn worker processes (default serve.workers)")
     serve.add_argument(
         "--state-dir", help="registered items, user state and the active model (default serve.state_dir)"
+    )
+    serve.add_argument(
+        "--state-url",
+        help="where that state lives: sqlite:///PATH, or redis://HOST:PORT/DB shared by several hosts "
+        "(default serve.state_url: SQLite in the state directory; a password in it would show in the process list)",
     )
     serve.add_argument("--data", help="dataset directory whose clicks seed the user state (default data.path)")
     serve.add_argument(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from recsys.errors import ConfigError
@@ -309,7 +309,11 @@ class ServeConfig(StrictModel):
     # Host header values accepted (DNS-rebinding guard; "*" accepts any). None: the loopback names when host is a
     # loopback address, any host otherwise (put the service behind a proxy that checks it).
     allowed_hosts: list[str] | None = None
-    state_dir: str = "serving-state"  # registered items, user state, the active model (SQLite)
+    state_dir: str = "serving-state"  # registered items, user state, the active model (SQLite); metrics
+    # Where the registered items, user state and active model live: null = SQLite in state_dir (one host);
+    # sqlite:///PATH (relative to the working directory; sqlite:////abs/path) = that SQLite file; redis://HOST:PORT/DB
+    # (or rediss:// with TLS) = a Redis server every host of the deployment shares.
+    state_url: str | None = None
     torch_threads: int = Field(1, ge=1, le=64)  # per worker: latency is best with one thread per worker
     # What scores a request's user side, attention and head: "onnx" compiles them with ONNX Runtime (checked
     # against the eager model when a model loads; from `recsys export`'s scorer.onnx in the checkpoint, or
@@ -319,6 +323,43 @@ class ServeConfig(StrictModel):
     max_image_pixels: int = Field(25_000_000, ge=1)  # width x height; larger images get 413
     max_audio_seconds: float = Field(600.0, gt=0, allow_inf_nan=False)  # longer audio gets 413
     max_concurrent_decodes: int = Field(2, ge=1, le=64)  # media decodes at once per worker; others wait
+
+    @field_validator("state_url")
+    @classmethod
+    def _state_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            check_state_url(url)
+        return url
+
+
+STATE_URL_SCHEMES = ("sqlite", "redis", "rediss")
+
+
+def check_state_url(url: str) -> None:
+    """Refuse (ValueError saying what is wrong) a ``serve.state_url`` that is neither ``sqlite:///PATH`` nor
+    ``redis[s]://HOST[:PORT][/DB]``."""
+    from urllib.parse import urlsplit
+
+    expected = "expected sqlite:///PATH or redis://HOST:PORT/DB"
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in STATE_URL_SCHEMES:
+        raise ValueError(f"unsupported scheme {scheme or url[:20]!r}; {expected}")
+    if scheme == "sqlite":
+        if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
+            raise ValueError(f"a SQLite URL names a file after three slashes; {expected}")
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number or out of range)
+    except ValueError as exc:
+        raise ValueError(f"not a valid Redis URL ({exc}); {expected}") from None
+    if not parts.hostname:
+        raise ValueError(f"no host; {expected}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"no options (?...) are read from a Redis URL; {expected}")
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"the database is a number (/0, /1, ...), got /{db[:20]}; {expected}")
 
 
 class TrackingConfig(StrictModel):

@@ -9,13 +9,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from recsys.checkpoint import load_checkpoint
+from recsys.checkpoint import Checkpoint, load_checkpoint
 from recsys.errors import ConfigError
 from serving.compiled import read_artefact
 from serving.model import model_version
 from serving.net import check_port
 from serving.settings import ServeSettings
-from serving.store import Store
+from serving.state import open_store
+from serving.store import StateStore, StoreUnavailable
 from serving.users import initial_user_states
 
 log = logging.getLogger("recsys.serving")
@@ -38,13 +39,37 @@ def prepare_state(
         read_artefact(checkpoint)  # a corrupt or stale scorer.onnx: ScorerError naming it, before any worker starts
     state_dir = settings.state_path
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        store = Store.create(settings.store_path)
+        state_dir.mkdir(parents=True, exist_ok=True)  # the workers' metrics, and the SQLite store by default
+        store = open_store(settings, create=True)
     except OSError as exc:
+        where = "serve.state_url" if settings.state_url else "serve.state_dir"
         raise ConfigError(
-            f"serve.state_dir: cannot create the serving state in {state_dir}: {exc.strerror or exc}"
+            f"{where}: cannot create the serving state in {settings.store_path}: {exc.strerror or exc}"
         ) from None
-    store.set_active_model(str(checkpoint_dir), model_version(checkpoint))
+    except StoreUnavailable as exc:
+        raise ConfigError(f"serve.state_url: cannot reach the state store {exc.url}: {exc.reason}") from None
+    try:
+        _prepare_store(store, settings, checkpoint, checkpoint_dir, data_dir)
+    except StoreUnavailable as exc:
+        raise ConfigError(f"serve.state_url: the state store {exc.url} failed: {exc.reason}") from None
+    finally:
+        store.close()
+    return settings
+
+
+def _prepare_store(
+    store: StateStore,
+    settings: ServeSettings,
+    checkpoint: Checkpoint,
+    checkpoint_dir: Path,
+    data_dir: str | Path | None,
+) -> None:
+    """Make the checkpoint the active model (unless it already is: a host joining a deployment that shares the
+    store does not make the others reload it) and seed the user state from the dataset."""
+    version = model_version(checkpoint)
+    active = store.versions()
+    if (active.model_path, active.model_version) != (str(checkpoint_dir), version):
+        store.set_active_model(str(checkpoint_dir), version)
     data = Path(data_dir or checkpoint.config.data.path)
     if (data / "items.parquet").is_file():
         settings.data_dir = data.resolve()  # the catalogue's titles and media (GET /v1/items/{id}/media/{kind})
@@ -55,8 +80,6 @@ def prepare_state(
         raise ConfigError(f"--data: {data} has no interactions.parquet")
     else:
         log.warning("no dataset at %s: users start without stored history (pass --data DIR)", data)
-    store.close()
-    return settings
 
 
 def run_server(settings: ServeSettings) -> int:

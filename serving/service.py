@@ -1,9 +1,10 @@
 """The scoring service of one worker process: the served model, the shared store, hot swaps.
 
 Every worker keeps its own :class:`~serving.model.ServedModel` and catches up with the shared
-:class:`~serving.store.Store` before each request (one cheap query): items registered through
-any worker become scorable everywhere as soon as the registering call returns, and a model
-swapped in by any worker is loaded by the others in the background, old model serving meanwhile.
+:class:`~serving.store.StateStore` (SQLite on one host, Redis across hosts) before each request (one
+cheap query): items registered through any worker become scorable everywhere as soon as the registering
+call returns, and a model swapped in by any worker is loaded by the others in the background, old model
+serving meanwhile.
 
 A swap is recorded in the store (with a new, larger generation) before the worker that performs it
 starts serving the new model, and a worker only ever follows a generation newer than its own: once
@@ -28,7 +29,8 @@ from serving.content import ContentError, ItemContent, MediaLimits
 from serving.media import CatalogueMedia, media_type
 from serving.model import Catalogue, ItemInfo, ServedModel, ServingError
 from serving.settings import ServeSettings
-from serving.store import Store, StoredItem, UserState
+from serving.state import open_store
+from serving.store import StateStore, StoredItem, StoreUnavailable, UserState
 
 log = logging.getLogger("recsys.serving")
 
@@ -53,7 +55,7 @@ class ScoringService:
     """Everything a worker serves; thread-safe. Build it with :meth:`start`."""
 
     def __init__(
-        self, settings: ServeSettings, store: Store, model: ServedModel, items_seq: int, generation: int = 0
+        self, settings: ServeSettings, store: StateStore, model: ServedModel, items_seq: int, generation: int = 0
     ) -> None:
         self.settings = settings
         self.store = store
@@ -75,7 +77,7 @@ class ScoringService:
     @classmethod
     def start(cls, settings: ServeSettings) -> ScoringService:
         """Open the store and load the active model with every registered item."""
-        store = Store(settings.store_path)
+        store = open_store(settings)
         versions = store.versions()
         path = versions.model_path or str(settings.checkpoint)
         items = store.items_since(0)
@@ -124,7 +126,8 @@ class ScoringService:
         try:
             self._swap(path, generation)
         except (RecsysError, OSError) as exc:
-            self._failed_generations.add(generation)
+            if not isinstance(exc, StoreUnavailable):  # the store's outage is not the model's: a later request retries
+                self._failed_generations.add(generation)
             log.error("worker %d could not follow the swap to %s (generation %d): %s", self.pid, path, generation, exc)
 
     # ---------------------------------------------------------------- model swap

@@ -53,6 +53,8 @@ class ServeSettings(ServeConfig):
         except ValidationError as exc:
             raise ConfigError("; ".join(_describe(error) for error in exc.errors())) from None
         settings.state_dir = str(Path(settings.state_dir).resolve())
+        if settings.state_url is not None and settings.state_url.startswith("sqlite:///"):
+            settings.state_url = f"sqlite:///{Path(settings.state_url.removeprefix('sqlite:///')).resolve()}"
         settings.api_key = _api_key(settings)
         return settings
 
@@ -70,7 +72,10 @@ class ServeSettings(ServeConfig):
 
     @property
     def store_path(self) -> Path:
-        """The SQLite file of registered items, user state and the active model (shared by the workers)."""
+        """The SQLite file of registered items, user state and the active model (shared by the workers):
+        ``state_url``'s (``sqlite:///PATH``), else ``serving.db`` in ``state_dir``. Unused with Redis."""
+        if self.state_url is not None and self.state_url.startswith("sqlite:///"):
+            return Path(self.state_url.removeprefix("sqlite:///"))
         return self.state_path / "serving.db"
 
     @property

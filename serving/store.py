@@ -1,6 +1,10 @@
-"""The serving state on disk: one SQLite file shared by every worker process.
+"""The serving state every worker shares: the :class:`StateStore` interface and its SQLite implementation.
 
-It holds what must survive a restart and be seen by every worker:
+Two implementations, chosen by ``serve.state_url`` (:func:`serving.state.open_store`): :class:`SqliteStore`, one file
+shared by the worker processes of one host (the default, in ``serve.state_dir``), and
+:class:`serving.redis_store.RedisStore`, a Redis server shared by every host of a deployment.
+
+They hold what must survive a restart and be seen by every worker:
 
 - ``items``: items registered through the API (title, attributes, raw media bytes), each write
   stamped with a global sequence number;
@@ -11,8 +15,9 @@ It holds what must survive a restart and be seen by every worker:
   grows: a worker follows a recorded model only when its generation is newer than the one it serves,
   so a worker can never be sent back to an older model.
 
-Workers poll :meth:`Store.versions` (one cheap query) and catch up on what changed. SQLite in
-WAL mode lets readers run while a writer commits; writers take ``BEGIN IMMEDIATE``.
+Workers poll :meth:`StateStore.versions` (one cheap query) and catch up on what changed. Every write
+is whole or absent, and acknowledged (returns) only once stored. SQLite in WAL mode lets readers run
+while a writer commits; writers take ``BEGIN IMMEDIATE``.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+
+from recsys.errors import RecsysError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -98,11 +106,51 @@ class Versions:
     model_generation: int = 0
 
 
-class Store:
+class StoreUnavailable(RecsysError):
+    """The state store cannot be reached (or refused a command): the request gets 503, naming ``url``."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"the state store {url} is unavailable: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class StateStore(Protocol):
+    """What the service reads and writes; every method is thread-safe and raises :class:`StoreUnavailable`
+    when the store cannot be reached. A write returns only once it is stored, whole."""
+
+    url: str  # where the state is, for messages (no password)
+
+    def versions(self) -> Versions: ...
+    def set_active_model(self, path: str, version: str) -> int: ...
+    def put_item(
+        self,
+        item_id: int,
+        title: str | None,
+        attributes: dict,
+        image: bytes | None,
+        audio: bytes | None,
+        vectors: dict[tuple[str, str], np.ndarray],
+    ) -> int: ...
+    def items_since(self, seq: int) -> list[StoredItem]: ...
+    def get_item(self, item_id: int) -> StoredItem | None: ...
+    def vectors_of(self, item_ids: Iterable[int]) -> dict[int, dict[tuple[str, str], np.ndarray]]: ...
+    def count_items(self) -> int: ...
+    def get_user(self, user_id: int) -> UserState | None: ...
+    def put_user(self, user_id: int, history: list[int], attributes: dict) -> None: ...
+    def append_history(self, user_id: int, item_ids: list[int], max_len: int) -> UserState: ...
+    def seed_users(self, users: Iterable[UserState]) -> int: ...
+    def users_after(self, after: int | None, limit: int) -> list[tuple[int, int]]: ...
+    def count_users(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class SqliteStore:
     """Thread-safe access to the serving database (one connection per thread)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
         self._local = threading.local()
 
     # ---------------------------------------------------------------- plumbing
@@ -133,7 +181,7 @@ class Store:
         return int(conn.execute("SELECT value FROM seq WHERE id = 1").fetchone()[0])
 
     @classmethod
-    def create(cls, path: str | Path) -> Store:
+    def create(cls, path: str | Path) -> SqliteStore:
         """Open the database, creating the file and tables when missing."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@
 Every error the service returns has this shape (:class:`serving.schemas.ErrorBody`): the service's own
 refusals (:class:`ServingError`), request-validation errors (each pydantic error becomes one entry of
 ``errors``; the first is also ``field``/``message``), HTTP errors of the framework (404 unknown route,
-405 method) and user-input errors of the library (:class:`RecsysError`, 422).
+405 method), user-input errors of the library (:class:`RecsysError`, 422) and a state store that cannot be
+reached (:class:`StoreUnavailable`, 503 naming ``serve.state_url``'s store; the client may try again).
 
 The client's input is never echoed back: a body can hold anything (NaN, lone surrogates, bytes that
 are not UTF-8, megabytes of data), and an error renderer that copies it can fail on it, turning a 4xx
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from recsys.errors import RecsysError
 from serving.model import ServingError
+from serving.store import StoreUnavailable
 
 
 def error_response(
@@ -34,7 +36,7 @@ def error_response(
         detail["ids"] = ids
     if errors is not None:
         detail["errors"] = errors
-    headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
+    headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else {"Retry-After": "1"} if status == 503 else None
     return Response(json.dumps({"detail": detail}), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -67,6 +69,12 @@ async def serving_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.field, exc.message, exc.ids)
 
 
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """The state store (``serve.state_url``) cannot be reached: 503, nothing was read or written half-way."""
+    assert isinstance(exc, StoreUnavailable)
+    return error_response(503, "state_url", f"{exc}; try again")
+
+
 async def recsys_error(request: Request, exc: Exception) -> Response:
     """Any other user-input error of the library as a 422 naming the request."""
     return error_response(422, "request", str(exc))
@@ -94,6 +102,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     """Route every refusal of ``app`` through the one renderer."""
     app.add_exception_handler(ServingError, serving_error)
+    app.add_exception_handler(StoreUnavailable, store_unavailable)  # before RecsysError's handler, of which it is one
     app.add_exception_handler(RecsysError, recsys_error)
     app.add_exception_handler(RequestValidationError, request_validation_error)
     app.add_exception_handler(HTTPException, http_error)

@@ -18,6 +18,7 @@ ERROR_MEANINGS = {
     413: "Request body (or an item's image/audio) over the service's limits",
     415: "Content type not accepted by this route",
     422: "The request is well-formed but invalid: the field at fault is named",
+    503: "The state store (serve.state_url) cannot be reached; try again",
 }
 
 #: The statuses every route with a JSON body can return.

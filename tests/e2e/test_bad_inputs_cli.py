@@ -151,6 +151,10 @@ CLI_CASES = {
     "serve-max-body-nan": CliCase(SERVE + "--max-body-mb nan", "serve.max_body_mb: Input should be a finite number"),
     "serve-max-body-inf": CliCase(SERVE + "--max-body-mb inf", "serve.max_body_mb: Input should be a finite number"),
     "serve-data-without-interactions": CliCase(SERVE + "--data {tmp}", "--data: {tmp} has no interactions"),
+    "serve-state-url-unreachable": CliCase(  # nothing listens on port 1: the service does not start
+        SERVE + "--state-url redis://127.0.0.1:1/0",
+        "serve.state_url: cannot reach the state store redis://127.0.0.1:1/0: unreachable",
+    ),
     # recsys config show: the config file itself
     "config-empty": CliCase("config show {config}", "{config}: empty config file", config=""),
     "config-comments-only": CliCase("config show {config}", "{config}: empty config file", config="# all\n\n# gone\n"),

@@ -14,6 +14,7 @@ from serving.api.responses import BODY_ERRORS, error_responses
 from serving.model import ServingError
 from serving.observability import SWAPS
 from serving.schemas import ReloadRequest, ReloadResponse
+from serving.store import StoreUnavailable
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_key)], route_class=StrictBodyRoute)
 
@@ -21,12 +22,15 @@ router = APIRouter(tags=["admin"], dependencies=[Depends(require_key)], route_cl
 @router.post(
     "/v1/admin/reload",
     response_model=ReloadResponse,
-    responses=error_responses(401, 409, *BODY_ERRORS),
+    responses=error_responses(401, 409, *BODY_ERRORS, 503),
     summary="Load, validate and atomically swap in a checkpoint; a bad one is refused, the old keeps serving",
 )
 async def reload(body: ReloadRequest, service: ServiceDep) -> dict[str, Any]:
     try:
         result = await run_in_threadpool(service.reload, body.checkpoint)
+    except StoreUnavailable:  # 503: the checkpoint was not refused, the store could not record it
+        SWAPS.labels(outcome="refused").inc()
+        raise
     except ServingError as exc:
         SWAPS.labels(outcome="refused").inc()
         raise ServingError(

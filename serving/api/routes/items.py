@@ -58,7 +58,7 @@ def _item_body(info: ItemInfo, version: str | None, **extra: Any) -> dict[str, A
     "/v1/items",
     response_model=ItemResponse,
     status_code=201,
-    responses=error_responses(401, *BODY_ERRORS),
+    responses=error_responses(401, *BODY_ERRORS, 503),
     dependencies=[Depends(require_key)],
     openapi_extra=ITEM_BODY,
     summary="Register or update an item from its content; scorable when this returns",
@@ -73,7 +73,10 @@ async def put_item(request: Request, service: ServiceDep, settings: SettingsDep)
 
 
 @router.get(
-    "/v1/items/{item_id}", response_model=ItemResponse, responses=error_responses(404, 422), summary="A scorable item"
+    "/v1/items/{item_id}",
+    response_model=ItemResponse,
+    responses=error_responses(404, 422, 503),
+    summary="A scorable item",
 )
 async def get_item(item_id: ItemIdPath, service: ServiceDep) -> Response:
     info, extra = service.item(item_id)
@@ -83,7 +86,7 @@ async def get_item(item_id: ItemIdPath, service: ServiceDep) -> Response:
 @router.get(
     "/v1/items",
     response_model=ItemList,
-    responses=error_responses(422),
+    responses=error_responses(422, 503),
     summary="Scorable items (catalogue and registered) by id, a page at a time",
 )
 async def list_items(service: ServiceDep, limit: PageLimit = 100, after: AfterId = None) -> Response:
@@ -100,7 +103,7 @@ async def list_items(service: ServiceDep, limit: PageLimit = 100, after: AfterId
             "(application/octet-stream when it is not an image or audio)",
             "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in MEDIA_TYPES},
         },
-        **error_responses(404, 422),
+        **error_responses(404, 422, 503),
     },
     summary="An item's image or audio file",
 )

@@ -20,7 +20,7 @@ router = APIRouter(tags=["scoring"], route_class=StrictBodyRoute)
 @router.post(
     "/v1/score",
     response_model=ScoreResponse,
-    responses=error_responses(*BODY_ERRORS),
+    responses=error_responses(*BODY_ERRORS, 503),
     summary="Click probabilities of candidates for a user",
 )
 async def score(body: ScoreRequest, service: ServiceDep) -> Response:

@@ -24,7 +24,7 @@ def _user_body(state: UserState) -> Response:
 @router.get(
     "/v1/users",
     response_model=UserList,
-    responses=error_responses(422),
+    responses=error_responses(422, 503),
     summary="Users with stored state, by id, a page at a time",
 )
 async def list_users(service: ServiceDep, limit: PageLimit = 100, after: AfterId = None) -> Response:
@@ -35,7 +35,7 @@ async def list_users(service: ServiceDep, limit: PageLimit = 100, after: AfterId
 @router.get(
     "/v1/users/{user_id}",
     response_model=UserResponse,
-    responses=error_responses(404, 422),
+    responses=error_responses(404, 422, 503),
     summary="A user's stored state",
 )
 async def get_user(user_id: UserIdPath, service: ServiceDep) -> Response:
@@ -45,7 +45,7 @@ async def get_user(user_id: UserIdPath, service: ServiceDep) -> Response:
 @router.put(
     "/v1/users/{user_id}",
     response_model=UserResponse,
-    responses=error_responses(401, *BODY_ERRORS),
+    responses=error_responses(401, *BODY_ERRORS, 503),
     dependencies=[Depends(require_key)],
     summary="Replace a user's history and attributes",
 )
@@ -56,7 +56,7 @@ async def put_user(user_id: UserIdPath, body: UserRequest, service: ServiceDep) 
 @router.post(
     "/v1/users/{user_id}/events",
     response_model=UserResponse,
-    responses=error_responses(401, *BODY_ERRORS),
+    responses=error_responses(401, *BODY_ERRORS, 503),
     dependencies=[Depends(require_key)],
     summary="Append clicked items to a user's history",
 )
