@@ -74,8 +74,8 @@ def test_scores_equal_the_offline_scorer(server, checkpoint, trained_run) -> Non
 
 
 def test_ids_beside_content_with_similarity_tiers_serve_the_offline_scores(trained_run, tmp_path: Path) -> None:
-    """The item representation of configs/ml-100k-mm.yaml (ids beside MARN's content, a content gate,
-    SimTier similarity features, and here a user tower too) scores over HTTP exactly as offline."""
+    """The item representation of configs/ml-100k-mm.yaml (MARN's content added to the ids through a content
+    gate, SimTier similarity features, and here a user tower too) scores over HTTP exactly as offline."""
     from recsys.checkpoint import load_checkpoint
     from recsys.features.prepared import PreparedDir
 
@@ -83,6 +83,7 @@ def test_ids_beside_content_with_similarity_tiers_serve_the_offline_scores(train
         trained_run.checkpoint,
         tmp_path / "beside",
         id_path="beside",
+        content_merge="add",
         content_gate=True,
         simtier_bins=8,
         user_tower=True,

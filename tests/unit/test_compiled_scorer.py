@@ -22,11 +22,17 @@ from serving.compiled import ARTEFACT, ARTEFACT_META, FoldedAttentionScorer
 from serving.model import ServedModel, ServingError, export_scorer
 from serving.settings import ServeSettings
 
-#: configs/default.yaml's model (MARN, DIN attention, user tower), configs/ml-100k-mm.yaml's (ids beside
-#: content, content gate, SimTier 20 bins), MARN's attention GRU, and the baselines.
+#: configs/default.yaml's model (MARN, DIN attention, user tower), configs/ml-100k-mm.yaml's (content added to
+#: the ids through a content gate, SimTier 20 bins), MARN's attention GRU, and the baselines.
 VARIANTS = {
     "marn-default": {"name": "marn", "user_tower": True},
-    "marn-ml-100k-mm": {"name": "marn", "id_path": "beside", "content_gate": True, "simtier_bins": 20},
+    "marn-ml-100k-mm": {
+        "name": "marn",
+        "id_path": "beside",
+        "content_merge": "add",
+        "content_gate": True,
+        "simtier_bins": 20,
+    },
     "marn-apgru": {"name": "marn", "sequence": "apgru"},
     "din-simtier": {"name": "din", "simtier_bins": 4},
     "lr": {"name": "lr"},
