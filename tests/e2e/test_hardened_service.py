@@ -261,7 +261,10 @@ def test_an_acknowledged_swap_never_goes_back_even_when_recording_it_is_slow(
     results: list[tuple[float, float, str, int, str | None]] = []  # (sent, received, worker, status, version)
 
     def client() -> None:
-        with httpx.Client(base_url=server.url, timeout=60) as c:
+        # A new connection per request: the kernel spreads connections over the workers (SO_REUSEPORT), and
+        # 4 kept-alive connections all land on one worker 1 time in 8.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=server.url, timeout=60, limits=limits) as c:
             while not stop.is_set():
                 sent = time.monotonic()
                 r = c.post("/v1/score", json={"user_id": 3, "candidates": known})
