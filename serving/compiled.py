@@ -274,16 +274,24 @@ def read_artefact(checkpoint: Checkpoint, width: int | None = None) -> bytes | N
     return data
 
 
+def runtime_missing() -> str | None:
+    """Why ONNX Runtime cannot be imported on this host, or None when it can."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
 def compile_scorer(checkpoint: Checkpoint, width: int) -> CompiledScorer | None:
     """The compiled scorer of ``checkpoint``: from its artefact when it has one (a bad one raises
     :class:`ScorerError`), else exported now; None, with one log line, when the model cannot be exported or
     ONNX Runtime cannot be imported on this host."""
     max_history = checkpoint.feature_map.max_history
     data = read_artefact(checkpoint, width)
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:  # no runtime on this host: the artefact may be fine, it cannot run here
-        log.warning("serve.scorer onnx: ONNX Runtime cannot be imported (%s); scoring with the eager model", exc)
+    missing = runtime_missing()
+    if missing is not None:  # no runtime on this host: the artefact may be fine, it cannot run here
+        log.warning("serve.scorer onnx: ONNX Runtime cannot be imported (%s); scoring with the eager model", missing)
         return None
     if data is not None:
         try:

@@ -39,6 +39,7 @@ from serving.compiled import (
     ScorerError,
     canary_requests,
     compile_scorer,
+    runtime_missing,
     write_artefact,
 )
 from serving.content import ContentEncoders
@@ -384,10 +385,9 @@ class ServedModel:
 def export_scorer(checkpoint_dir: str | Path) -> tuple[Path, float]:
     """`recsys export`: write the checkpoint's compiled scorer (``scorer.onnx``, ``scorer.json``) and load it back
     as the service would; its path and the largest difference from the eager model on the canary requests."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:  # checked first: an artefact that cannot be checked here is not written
-        raise RecsysError(f"recsys export: ONNX Runtime cannot be imported ({exc}); nothing written") from None
+    missing = runtime_missing()
+    if missing is not None:  # checked first: an artefact that cannot be checked here is not written
+        raise RecsysError(f"recsys export: ONNX Runtime cannot be imported ({missing}); nothing written")
     served = ServedModel.load(checkpoint_dir)
     path = write_artefact(served.checkpoint, served.catalogue.reps.shape[1])
     worst = served.compile()  # reads the artefact back: ServingError when it does not score as the model does
