@@ -146,8 +146,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "max_candidates",
         "max_body_mb",
         "scorer",
+        "backend",
+        "min_replicas",
+        "max_replicas",
+        "replica_cpus",
     )
-    return serve(args.checkpoint, {name: getattr(args, name) for name in fields}, data_dir=args.data)
+    overrides = {name: getattr(args, name) for name in fields}
+    return serve(args.checkpoint, overrides, data_dir=args.data, address=args.address)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -484,6 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--scorer", help="eager (the PyTorch model) or onnx (compiled, ONNX Runtime); default serve.scorer"
     )
+    serve.add_argument(
+        "--backend",
+        help="local (uvicorn workers on this host) or ray (the same app as a Ray Serve deployment); "
+        "default serve.backend, local",
+    )
+    serve.add_argument(
+        "--address", help="with --backend ray: the Ray cluster (e.g. head:6379); default: a local Ray started here"
+    )
+    serve.add_argument("--min-replicas", type=int, help="ray backend: fewest replicas (default serve.min_replicas)")
+    serve.add_argument("--max-replicas", type=int, help="ray backend: most replicas (default serve.max_replicas)")
+    serve.add_argument("--replica-cpus", type=float, help="ray backend: CPUs per replica (default serve.replica_cpus)")
     serve.set_defaults(func=_cmd_serve)
 
     export = _command(sub, "export", _cmd_export)

@@ -323,6 +323,20 @@ class ServeConfig(StrictModel):
     max_image_pixels: int = Field(25_000_000, ge=1)  # width x height; larger images get 413
     max_audio_seconds: float = Field(600.0, gt=0, allow_inf_nan=False)  # longer audio gets 413
     max_concurrent_decodes: int = Field(2, ge=1, le=64)  # media decodes at once per worker; others wait
+    # "local": `workers` uvicorn processes on this host; "ray": the same app as a Ray Serve deployment on a Ray
+    # cluster (`recsys serve --backend ray [--address HEAD:PORT]`), one proxy per node listening on host:port.
+    backend: Literal["local", "ray"] = "local"
+    # Ray backend: between min_replicas and max_replicas replicas (equal: that many; otherwise Serve adds and
+    # removes replicas to keep about target_ongoing_requests requests in flight per replica), each reserving
+    # replica_cpus CPUs of the cluster and loading the checkpoint once. More than one replica on a cluster of
+    # several nodes needs a state_url every node reaches (Redis).
+    min_replicas: int = Field(1, ge=1, le=1024)
+    max_replicas: int = Field(1, ge=1, le=1024)
+    target_ongoing_requests: float = Field(2.0, gt=0, le=10_000)
+    replica_cpus: float = Field(1.0, gt=0, le=1024)
+    # Ray backend: where Serve runs its HTTP proxies: every_node (each node with a replica listens on port) or
+    # head_only (one proxy, on the head node).
+    proxy_location: Literal["every_node", "head_only"] = "every_node"
 
     @field_validator("state_url")
     @classmethod
@@ -330,6 +344,12 @@ class ServeConfig(StrictModel):
         if url is not None:
             check_state_url(url)
         return url
+
+    @model_validator(mode="after")
+    def _replica_range(self) -> ServeConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas: {self.max_replicas} is below min_replicas ({self.min_replicas})")
+        return self
 
 
 STATE_URL_SCHEMES = ("sqlite", "redis", "rediss")

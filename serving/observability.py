@@ -173,13 +173,18 @@ def _json_error(status: int, message: str) -> tuple[dict, bytes]:
 
 
 class ObservabilityMiddleware:
-    """Counts and times every request, logs it as one JSON line, refuses bodies over ``max_body_bytes``."""
+    """Counts and times every request, logs it as one JSON line, refuses bodies over ``max_body_bytes``.
 
-    def __init__(self, app: Any, max_body_bytes: int, access_log: bool = True) -> None:
+    ``request_id_header`` False: the response gets no ``X-Request-Id`` from here, because a proxy in front (Ray
+    Serve's) adds it, with the id it put in the request, which this middleware logs.
+    """
+
+    def __init__(self, app: Any, max_body_bytes: int, access_log: bool = True, request_id_header: bool = True) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.access_log = AccessLog() if access_log else None
         self.pid = str(os.getpid()).encode()
+        self.request_id_header = request_id_header
         # Metric children bound once per (route, method, status): labels() validates and locks on every call.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._ids = random.Random(os.urandom(16))  # request ids without a system call per request
@@ -224,14 +229,8 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message = {
-                    **message,
-                    "headers": [
-                        *message.get("headers", []),
-                        (b"x-request-id", request_id.encode()),
-                        (b"x-recsys-worker", self.pid),
-                    ],
-                }
+                ours = [(b"x-request-id", request_id.encode())] if self.request_id_header else []
+                message = {**message, "headers": [*message.get("headers", []), *ours, (b"x-recsys-worker", self.pid)]}
             await send(message)
 
         try:

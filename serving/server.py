@@ -1,4 +1,5 @@
-"""`recsys serve`: check the checkpoint, prepare the shared state, run uvicorn with N workers."""
+"""`recsys serve`: check the checkpoint, prepare the shared state, run uvicorn with N workers (or, with
+``serve.backend: ray``, the same app on Ray Serve: :mod:`serving.ray_backend`)."""
 
 from __future__ import annotations
 
@@ -123,7 +124,18 @@ def run_server(settings: ServeSettings) -> int:
 
 
 def serve(
-    checkpoint_dir: str | Path, overrides: Mapping[str, object] | None = None, data_dir: str | Path | None = None
+    checkpoint_dir: str | Path,
+    overrides: Mapping[str, object] | None = None,
+    data_dir: str | Path | None = None,
+    address: str | None = None,
 ) -> int:
-    """The `recsys serve` command (arguments as :func:`prepare_state`'s); its exit code."""
-    return run_server(prepare_state(checkpoint_dir, overrides, data_dir))
+    """The `recsys serve` command (arguments as :func:`prepare_state`'s; ``address``: the Ray cluster of the
+    ray backend, None for a local Ray); its exit code."""
+    settings = prepare_state(checkpoint_dir, overrides, data_dir)
+    if settings.backend == "ray":
+        from serving.ray_backend import run_ray
+
+        return run_ray(settings, address)
+    if address:
+        raise ConfigError("--address: a Ray cluster is for --backend ray (serve.backend); the local backend runs here")
+    return run_server(settings)

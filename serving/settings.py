@@ -113,6 +113,9 @@ def _api_key(settings: ServeSettings) -> str | None:
 
 
 def _describe(error: ErrorDetails) -> str:
-    """One validation error as ``serve.<field>: <message> (got <value>)``."""
+    """One validation error as ``serve.<field>: <message> (got <value>)``; a check across fields (no location)
+    as ``serve.<message>``, whose message starts with the field (never the whole section: it holds the API key)."""
+    if not error["loc"]:
+        return f"serve.{str(error['msg']).removeprefix('Value error, ')}"
     path = ".".join(["serve", *(str(part) for part in error["loc"])])
     return f"{path}: {error['msg']} (got {error.get('input')!r})"

@@ -1,0 +1,205 @@
+"""`recsys serve --backend ray`: the service's own app (:func:`serving.app.create_app`) as a Ray Serve deployment.
+
+- **One app.** Each replica builds the app of :mod:`serving.app` once (``__serve_build_asgi_app__``, with the
+  settings `recsys serve` resolved) and loads the model in its lifespan, as a local worker does: every route,
+  error, header and metric is the local backend's. Ray Serve runs an HTTP proxy on ``serve.host:serve.port``
+  (on every node with a replica, or on the head only: ``serve.proxy_location``) that spreads requests over the
+  replicas.
+- **Replicas.** ``serve.min_replicas`` to ``serve.max_replicas`` (equal: that many; otherwise Serve's
+  autoscaler keeps about ``serve.target_ongoing_requests`` requests in flight per replica), each reserving
+  ``serve.replica_cpus`` CPUs.
+- **State.** The store of ``serve.state_url``. Redis is every node's. A SQLite file is one node's: with SQLite
+  the replicas are placed on the node that runs `recsys serve` (where :func:`serving.server.prepare_state` made
+  the file), and more than one replica on a cluster of several nodes is refused (:func:`check_placement`). On
+  one node SQLite is as safe as for the local backend's workers (one file, WAL, a writer at a time).
+- **Model swap.** ``POST /v1/admin/reload`` on any replica verifies the checkpoint and records it in the store
+  with a new generation before that replica serves it; every other replica catches up before its next request
+  and, idle, within :data:`FOLLOW_SECONDS` (:func:`serving.app.follow_store`), loads it in the background (old
+  model serving meanwhile) and swaps; a replica never follows an older generation.
+- **Metrics.** The replicas of a node write Prometheus multiprocess files into one directory of that node
+  (``<serve.state_dir>/prometheus``), so ``GET /metrics`` reports every replica of the node whose replica
+  answers; Ray's own per-node metrics (``ray_serve_*``) cover the whole cluster (README).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ray import serve
+from starlette.types import ASGIApp
+
+from recsys.errors import ConfigError
+from serving.settings import ServeSettings
+
+log = logging.getLogger("recsys.serving")
+
+#: The Serve application and its one deployment.
+APP_NAME = "recsys"
+DEPLOYMENT_NAME = "recsys"
+#: An idle replica catches up with the store (a swapped model, new items) this often, in seconds.
+FOLLOW_SECONDS = 1.0
+#: Requests a replica takes at once at least (Serve queues the rest at the proxy).
+MIN_ONGOING_REQUESTS = 8
+
+PROXY_LOCATIONS = {"every_node": "EveryNode", "head_only": "HeadOnly"}
+
+
+@serve.ingress()
+class RecsysReplica:
+    """One replica: the app of :mod:`serving.app`, built after this constructor with the resolved settings."""
+
+    def __init__(self, settings_json: str) -> None:
+        self._settings = ServeSettings.model_validate_json(settings_json)
+        metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if metrics_dir:  # on another node than `recsys serve`'s, nobody made it yet
+            Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+
+    def __serve_build_asgi_app__(self) -> ASGIApp:
+        """The service's app (imported here: its metrics are created after the metrics directory exists)."""
+        from serving.app import create_app
+
+        return create_app(self._settings, follow_seconds=FOLLOW_SECONDS, behind_ray_proxy=True)
+
+
+def uses_redis(settings: ServeSettings) -> bool:
+    """Whether the state is in a store every node reaches (Redis) rather than one node's SQLite file."""
+    return settings.state_url is not None and not settings.state_url.startswith("sqlite:")
+
+
+def check_placement(settings: ServeSettings, nodes: int) -> None:
+    """Refuse (ConfigError naming ``serve.state_url``) replicas that could land on nodes without the state."""
+    if nodes > 1 and settings.max_replicas > 1 and not uses_redis(settings):
+        raise ConfigError(
+            f"serve.state_url: {settings.max_replicas} replicas on a Ray cluster of {nodes} nodes need state every "
+            f"node reaches; a SQLite file ({settings.store_path}) is one node's: set serve.state_url "
+            "(--state-url) to redis://HOST:PORT/DB"
+        )
+
+
+def deployment_options(settings: ServeSettings, metrics_dir: Path, pin: str | None) -> dict[str, Any]:
+    """Serve deployment options from the ``serve`` section; ``pin``: a node resource every replica needs."""
+    actor: dict[str, Any] = {
+        "num_cpus": settings.replica_cpus,
+        # Set when the replica's process starts, before anything imports prometheus_client.
+        "runtime_env": {"env_vars": {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}},
+    }
+    if pin is not None:
+        actor["resources"] = {pin: 0.001}
+    options: dict[str, Any] = {
+        "name": DEPLOYMENT_NAME,
+        "ray_actor_options": actor,
+        "max_ongoing_requests": max(MIN_ONGOING_REQUESTS, math.ceil(2 * settings.target_ongoing_requests)),
+    }
+    if settings.min_replicas == settings.max_replicas:
+        options["num_replicas"] = settings.min_replicas
+    else:
+        options["autoscaling_config"] = {
+            "min_replicas": settings.min_replicas,
+            "max_replicas": settings.max_replicas,
+            "target_ongoing_requests": settings.target_ongoing_requests,
+        }
+    return options
+
+
+def _init_ray(settings: ServeSettings, address: str | None) -> bool:
+    """Connect to the cluster at ``address``, or start a local Ray that fits the replicas; True when started here."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return False
+    # address="local": always a new local instance, never a cluster someone else started here. Logical CPUs
+    # enough for every replica, or Serve would wait for a CPU that never comes.
+    cpus = max(os.cpu_count() or 1, math.ceil(settings.max_replicas * settings.replica_cpus))
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        object_store_memory=256 * 1024**2,
+        log_to_driver=False,
+    )
+    return True
+
+
+def run_ray(settings: ServeSettings, address: str | None = None) -> int:
+    """Deploy the service on Ray Serve and keep it running until SIGINT/SIGTERM; returns the exit code.
+
+    Bad settings for the cluster (SQLite for replicas on several nodes, a port in use here) fail before any
+    replica starts, with one line naming the field.
+    """
+    import ray
+
+    from serving.net import check_port
+
+    if settings.workers > 1:
+        log.info("serve.workers (%d) is the local backend's: the ray backend runs replicas", settings.workers)
+    if not address:
+        check_port(settings.host, settings.port)  # the proxy of a local Ray listens here
+    started = _init_ray(settings, address)
+    deployed = False
+    try:
+        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+        check_placement(settings, nodes)
+        pin = None if uses_redis(settings) else f"node:{ray.util.get_node_ip_address()}"
+        metrics_dir = settings.state_path / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        serve.start(
+            proxy_location=PROXY_LOCATIONS[settings.proxy_location],
+            http_options={"host": settings.host, "port": settings.port},
+        )
+        deployment = serve.deployment(**deployment_options(settings, metrics_dir, pin))(RecsysReplica)
+        log.info(
+            "deploying %s on Ray Serve (%d node(s), %s replica(s)) at http://%s:%d; docs at /docs",
+            settings.checkpoint,
+            nodes,
+            settings.min_replicas
+            if settings.min_replicas == settings.max_replicas
+            else f"{settings.min_replicas}-{settings.max_replicas}",
+            settings.host,
+            settings.port,
+        )
+        deployed = True
+        try:
+            serve.run(deployment.bind(settings.model_dump_json()), name=APP_NAME, route_prefix="/")
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"serve.backend ray: the deployment failed to start: {str(exc).splitlines()[0]}"
+            ) from None
+        log.info(
+            "serving %s on http://%s:%d (Ray Serve app %r)", settings.checkpoint, settings.host, settings.port, APP_NAME
+        )
+        _wait_for_signal()
+        return 0
+    finally:
+        if started:  # the whole local Ray goes: Serve first (replicas finish their requests), then Ray
+            serve.shutdown()
+            ray.shutdown()
+        elif deployed:
+            serve.delete(APP_NAME)  # a cluster's Serve stays for its other applications
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: stopping the Ray Serve app %r", signal.Signals(signum).name, APP_NAME)
+        stop.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,77 @@
+"""The Ray backend's settings: the replica fields of the ``serve`` section are checked like every other field, a
+SQLite store is refused for replicas a cluster may spread over nodes, and the deployment options follow the section.
+(The backend serving real traffic: tests/e2e/test_ray_serving.py.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from recsys.config import ServeConfig, load_config
+from recsys.errors import ConfigError
+from serving.ray_backend import check_placement, deployment_options
+from serving.settings import ServeSettings
+
+
+def settings(**serve: object) -> ServeSettings:
+    return ServeSettings.resolve(Path("/models/best"), ServeConfig(), serve)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("serve:\n  min_replicas: 3\n  max_replicas: 2\n", "max_replicas: 2 is below min_replicas (3)"),
+        ("serve:\n  backend: kubernetes\n", "serve.backend: Input should be 'local' or 'ray'"),
+        ("serve:\n  replica_cpus: 0\n", "serve.replica_cpus: Input should be greater than 0"),
+        ("serve:\n  min_replicas: 0\n", "serve.min_replicas: Input should be greater than or equal to 1"),
+        ("serve:\n  target_ongoing_requests: .nan\n", "serve.target_ongoing_requests: Input should be a finite number"),
+        ("serve:\n  proxy_location: everywhere\n", "serve.proxy_location: Input should be 'every_node' or 'head_only'"),
+    ],
+)
+def test_replica_fields_are_checked_and_named(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        load_config(path)
+
+
+def test_a_command_line_override_out_of_range_names_the_field_without_the_section() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings(min_replicas=4, max_replicas=2, api_key="secret-key-123")
+    assert str(caught.value) == "serve.max_replicas: 2 is below min_replicas (4)"  # one line, no API key
+
+
+@pytest.mark.parametrize(
+    ("serve", "nodes", "refused"),
+    [
+        ({"max_replicas": 2}, 2, True),  # SQLite in state_dir: one node's file
+        ({"max_replicas": 2, "state_url": "sqlite:///state.db"}, 3, True),
+        ({"max_replicas": 2}, 1, False),  # one node: the replicas share the file as local workers do
+        ({"max_replicas": 1}, 2, False),  # one replica, placed on the node with the file
+        ({"max_replicas": 4, "state_url": "redis://redis.internal:6379/0"}, 5, False),
+    ],
+)
+def test_sqlite_for_replicas_on_several_nodes_is_refused(serve: dict, nodes: int, refused: bool) -> None:
+    if not refused:
+        check_placement(settings(**serve), nodes)
+        return
+    with pytest.raises(ConfigError) as caught:
+        check_placement(settings(**serve), nodes)
+    message = str(caught.value)
+    assert message.startswith("serve.state_url: ") and "redis://" in message and "\n" not in message
+
+
+def test_deployment_options_follow_the_serve_section(tmp_path: Path) -> None:
+    fixed = deployment_options(settings(min_replicas=3, max_replicas=3, replica_cpus=0.5), tmp_path, None)
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert fixed["ray_actor_options"]["num_cpus"] == 0.5
+    assert fixed["ray_actor_options"]["runtime_env"]["env_vars"]["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+    scaled = deployment_options(
+        settings(min_replicas=1, max_replicas=4, target_ongoing_requests=3), tmp_path, "node:10.0.0.5"
+    )
+    assert "num_replicas" not in scaled
+    assert scaled["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 3.0}
+    assert scaled["ray_actor_options"]["resources"] == {"node:10.0.0.5": 0.001}
+    assert scaled["max_ongoing_requests"] >= 2 * 3
