@@ -99,7 +99,7 @@ def synthetic_inputs(
         m: ModalityVectors(m, item_ids, rng.normal(size=(n_items, d)).astype(np.float32))
         for m, d in CONTENT_DIMS.items()
     }
-    table = build_item_table(items, fm, vectors)
+    table = build_item_table(items, fm, vectors, content_dim=config.features.content_dim)
     return fm, table, build_examples(interactions, users, fm, table)
 
 

@@ -10,8 +10,10 @@ MLP [200, 80]) with the default encoders' widths (title 384, image 1280, audio 5
 
 ``--variant NAME:key=value,...`` adds a model variant by ``model.*`` overrides (e.g.
 ``--variant bags:name=marn,id_path=beside,content_merge=add,content_gate=true,simtier_bins=20``);
-``--max-history`` sets the history length (ml-100k-mm's config: 50). The models take turns, a few steps
-each, so that a machine's load changes touch all of them alike; the time is the process's CPU time.
+a variant's ``content_dim=K`` sets ``features.content_dim`` (the item table's content projected to K
+numbers per modality) instead of a model key. ``--max-history`` sets the history length (ml-100k-mm's
+config: 50). The models take turns, a few steps each, so that a machine's load changes touch all of
+them alike; the time is the process's CPU time.
 """
 
 from __future__ import annotations
@@ -63,23 +65,31 @@ def main() -> None:
         name, _, overrides = spec.partition(":")
         variants[name] = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in overrides.split(",") if kv)}
     runs = {}
+    tables = {config.features.content_dim: (table, items)}
     for name, update in variants.items():
+        content_dim = update.pop("content_dim", config.features.content_dim)
+        if content_dim not in tables:  # the same seeded rows and vectors, projected
+            features = config.features.model_copy(update={"content_dim": content_dim})
+            _, projected, _ = synthetic_inputs(
+                config.model_copy(update={"features": features}), n_items=1500, n_users=600, n_rows=20 * batch_size
+            )
+            tables[content_dim] = (projected, ItemInputs.from_table(projected))
         cfg = config.model.model_copy(update=update)
         ModelConfig.model_validate(cfg.model_dump())  # a bad override fails here, naming the field
         torch.manual_seed(0)
-        model = build_model(cfg, fm, table.dims())
-        runs[name] = (model, build_optimizer(model, config.train), cfg, [])
+        model = build_model(cfg, fm, tables[content_dim][0].dims())
+        runs[name] = (model, build_optimizer(model, config.train), cfg, [], tables[content_dim][1])
     rounds, per_turn = 1 + -(-args.steps // 4), 4  # the first round is warm-up
     for r in range(rounds):
-        for model, optimizer, cfg, times in runs.values():
+        for model, optimizer, cfg, times, run_items in runs.values():
             for step in range(per_turn):
                 batch = batches[(r * per_turn + step) % len(batches)]
                 start = time.process_time()
-                train_step(model, batch, items, optimizer, cfg)
+                train_step(model, batch, run_items, optimizer, cfg)
                 if r:
                     times.append(time.process_time() - start)
     din = statistics.median(runs["din"][3]) if "din" in runs else None
-    for name, (model, _, _, times) in runs.items():
+    for name, (model, _, _, times, _) in runs.items():
         med = statistics.median(times) * 1000
         p90 = sorted(times)[int(0.9 * (len(times) - 1))] * 1000
         n_params = sum(p.numel() for p in model.parameters())

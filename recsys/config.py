@@ -69,6 +69,15 @@ class FeaturesConfig(StrictModel):
     context_numeric: list[str] = Field(default_factory=list, description="Numeric columns of interactions.parquet.")
     max_history: int = Field(50, ge=1, le=1000, description="Behaviour sequence length cap.")
     min_count: int = Field(1, ge=1, description="Categorical values seen fewer times in train go to the OOV bucket.")
+    content_dim: int | None = Field(
+        None,
+        ge=2,
+        le=8192,
+        description="Project each content modality's standardised frozen vectors onto their first content_dim "
+        "principal components (fitted over the catalogue's content, no labels) when the item table is built; "
+        "the model's first layers and the similarity features then read content_dim numbers per modality "
+        "instead of the encoder's width. null: full width.",
+    )
 
     @model_validator(mode="after")
     def _no_column_twice(self) -> FeaturesConfig:
@@ -197,6 +206,16 @@ class ModelConfig(StrictModel):
         "id_dropout while training) get their own content gate, starting at 1, so cold items are scored from "
         "content from the first step while known items let content in only as far as it helps.",
     )
+    maturity_tiers: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="With content_gate: one content gate per item-maturity tier instead of one for all items. "
+        "Tier 0 holds items without training rows (cold items, and rows whose id id_dropout replaced); tier t "
+        ">= 1 items with 2^(t-1) to 2^t - 1 training rows; the last tier everything above. Each gate starts at "
+        "0, so content can come in where an item's id is thin and stay out where it is established. 0 = off; "
+        "otherwise at least 2.",
+    )
     content_merge: Literal["concat", "add"] = Field(
         "concat",
         description="With id_path 'beside': how the content representation joins the id representation. "
@@ -243,6 +262,12 @@ class ModelConfig(StrictModel):
             raise ValueError(f"mlp_hidden widths must be >= 1, got {bad}")
         if self.cold_content_gate and not self.content_gate:
             raise ValueError("cold_content_gate: a cold-item gate needs content_gate: true")
+        if self.maturity_tiers and not self.content_gate:
+            raise ValueError("maturity_tiers: per-maturity gates need content_gate: true")
+        if self.maturity_tiers == 1:
+            raise ValueError("maturity_tiers: 1 tier is one gate (content_gate alone); use 0 or at least 2")
+        if self.maturity_tiers and self.cold_content_gate:
+            raise ValueError("maturity_tiers: tier 0 already gates cold items; drop cold_content_gate")
         if self.content_dropout and self.id_path != "beside":
             raise ValueError("content_dropout: only with id_path: beside (fusion has no content part of its own)")
         if self.content_merge != "concat" and self.id_path != "beside":

@@ -166,7 +166,7 @@ class ServedModel:
         row_of = {int(i): r + 1 for r, i in enumerate(table.item_ids)}
         served = cls(
             checkpoint,
-            ContentEncoders(checkpoint.config.encoders, table.dims()),
+            ContentEncoders(checkpoint.config.encoders, table.encoder_dims()),
             model_version(checkpoint),
             Catalogue(reps, row_of, len(reps)),
         )
@@ -245,7 +245,7 @@ class ServedModel:
                 columns[name] = _categorical_series(name, values)
         frame = pl.DataFrame(columns)
         per_modality = {}
-        for modality, dim in table.dims().items():
+        for modality, dim in table.encoder_dims().items():
             fingerprint = self.encoders.fingerprint(modality)
             found = [(it.item_id, vectors.get(it.item_id, {}).get((modality, fingerprint))) for it in items]
             usable = [(i, v) for i, v in found if v is not None and len(v) == dim]
@@ -253,7 +253,7 @@ class ServedModel:
                 np.array([i for i, _ in usable], dtype=np.int64),
                 np.stack([v for _, v in usable]).astype(np.float32) if usable else np.zeros((0, dim), np.float32),
             )
-        new_table = build_item_table(frame, fm, per_modality, fitted=table.stats)
+        new_table = build_item_table(frame, fm, per_modality, fitted=table)
         with torch.inference_mode():
             computed = self.model.item_representations(
                 torch.arange(1, len(items) + 1), ItemInputs.from_table(new_table)

@@ -3,13 +3,14 @@
 Row 0 is padding (used by behaviour sequences); item ``item_ids[r]`` lives at row ``r + 1``.
 Per item it holds the feature-map index of its id (OOV for items unseen in training: cold
 items), its categorical and list attributes, and for every content modality the frozen vector
-(standardised per dimension) and a presence mask. The model gathers from it by row.
+(standardised per dimension, and with ``features.content_dim`` projected onto its first principal
+components) and a presence mask. The model gathers from it by row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -41,9 +42,15 @@ class ItemTable:
     vectors: dict[str, np.ndarray]  # modality -> (N+1, dim) float32, zeros where absent
     masks: dict[str, np.ndarray]  # modality -> (N+1,) bool
     stats: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # modality -> (mean, std)
+    # modality -> (encoder width, content_dim) float32, applied after standardisation; absent: full width
+    projections: dict[str, np.ndarray] = field(default_factory=dict)
+    # (N+1,) int64: the item's training rows (how established its id is; 0 for cold items and padding)
+    train_rows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self._row_of = {int(i): r + 1 for r, i in enumerate(self.item_ids)}
+        if self.train_rows is None:
+            self.train_rows = np.zeros(len(self.item_ids) + 1, np.int64)
 
     @property
     def n_items(self) -> int:
@@ -54,7 +61,12 @@ class ItemTable:
         return list(self.vectors)
 
     def dims(self) -> dict[str, int]:
+        """Per modality, the width of the vectors the model reads (projected where projected)."""
         return {m: int(v.shape[1]) for m, v in self.vectors.items()}
+
+    def encoder_dims(self) -> dict[str, int]:
+        """Per modality, the width of the encoders' vectors (what serving accepts for a new item)."""
+        return {m: int(self.projections[m].shape[0]) if m in self.projections else d for m, d in self.dims().items()}
 
     def rows(self, item_ids: np.ndarray | list[int], what: str = "item_id") -> np.ndarray:
         """Raw item ids -> table rows; unknown ids raise a RecsysError naming them."""
@@ -67,13 +79,28 @@ class ItemTable:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Everything as tensors, flat-keyed (``vector.<m>``, ``mask.<m>``, ``list.<name>``)."""
-        out = {"id_index": torch.from_numpy(self.id_index), "categorical": torch.from_numpy(self.categorical)}
+        assert self.train_rows is not None  # set in __post_init__
+        out = {
+            "id_index": torch.from_numpy(self.id_index),
+            "categorical": torch.from_numpy(self.categorical),
+            "train_rows": torch.from_numpy(self.train_rows),
+        }
         for name, arr in self.lists.items():
             out[f"list.{name}"] = torch.from_numpy(arr)
         for m in self.vectors:
             out[f"vector.{m}"] = torch.from_numpy(self.vectors[m])
             out[f"mask.{m}"] = torch.from_numpy(self.masks[m])
         return out
+
+    def projected(self, projections: Mapping[str, np.ndarray]) -> ItemTable:
+        """This (unprojected) table with each listed modality's vectors projected ((width, k) matrices,
+        e.g. from :func:`fit_projections`); missing modalities stay zero, other modalities unchanged."""
+        if self.projections and projections:
+            raise ValueError(f"the item table is already projected ({sorted(self.projections)})")
+        vectors = dict(self.vectors)
+        for m, projection in projections.items():
+            vectors[m] = np.where(self.masks[m][:, None], self.vectors[m] @ projection, 0.0).astype(np.float32)
+        return replace(self, vectors=vectors, projections=dict(projections) or dict(self.projections))
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> None:
@@ -87,6 +114,8 @@ class ItemTable:
             "vectors": {k: torch.from_numpy(v) for k, v in self.vectors.items()},
             "masks": {k: torch.from_numpy(v) for k, v in self.masks.items()},
             "stats": {k: (torch.from_numpy(m), torch.from_numpy(s)) for k, (m, s) in self.stats.items()},
+            "projections": {k: torch.from_numpy(v) for k, v in self.projections.items()},
+            "train_rows": torch.from_numpy(self.train_rows) if self.train_rows is not None else None,
         }
         torch.save(payload, path)
 
@@ -104,6 +133,8 @@ class ItemTable:
                 vectors={k: v.numpy() for k, v in p["vectors"].items()},
                 masks={k: v.numpy() for k, v in p["masks"].items()},
                 stats={k: (m.numpy(), s.numpy()) for k, (m, s) in p["stats"].items()},
+                projections={k: v.numpy() for k, v in p.get("projections", {}).items()},
+                train_rows=p["train_rows"].numpy() if p.get("train_rows") is not None else None,
             )
         except FileNotFoundError:
             raise RecsysError(f"{path}: item table not found") from None
@@ -130,16 +161,58 @@ def _standardise(
     return out, mean.astype(np.float32), std.astype(np.float32)
 
 
+def fit_projection(vectors: np.ndarray, present: np.ndarray, dim: int, max_rows: int = 200_000) -> np.ndarray | None:
+    """(d, dim) projection onto the first ``dim`` principal components of the present rows of standardised
+    ``vectors``, scaled so the projected values have mean variance 1 per dimension (the geometry, and so
+    cosine similarities, of the leading components is kept). None where ``dim`` >= d (nothing to save).
+
+    Fitted on the item content alone (no labels), over the whole catalogue so that cold items share the
+    basis; beyond ``max_rows`` items on an evenly spaced sample. Signs are fixed (largest loading
+    positive), so the same vectors give the same projection.
+    """
+    d = vectors.shape[1]
+    if dim >= d:
+        return None
+    x = vectors[present].astype(np.float64)
+    if len(x) > max_rows:
+        x = x[np.linspace(0, len(x) - 1, max_rows).astype(np.int64)]
+    if len(x) < 2:
+        return np.eye(d, dim, dtype=np.float32)
+    x = x - x.mean(axis=0)
+    eigval, eigvec = np.linalg.eigh(x.T @ x / (len(x) - 1))  # ascending
+    top = eigvec[:, ::-1][:, :dim]
+    top *= np.sign(top[np.abs(top).argmax(axis=0), np.arange(dim)])
+    variance = float(np.clip(eigval[::-1][:dim], 0, None).mean())
+    return (top / np.sqrt(variance if variance > 1e-12 else 1.0)).astype(np.float32)
+
+
+def fit_projections(table: ItemTable, content_dim: int) -> dict[str, np.ndarray]:
+    """Per modality of an unprojected ``table``, :func:`fit_projection` to ``content_dim`` (where it saves width)."""
+    fitted = {m: fit_projection(table.vectors[m][1:], table.masks[m][1:], content_dim) for m in table.modalities}
+    return {m: p for m, p in fitted.items() if p is not None}
+
+
+def item_train_rows(train: pl.DataFrame) -> dict[int, int]:
+    """Item id -> its number of rows in ``train`` (the interactions' training split): ``train_rows``."""
+    return {int(i): int(n) for i, n in train.group_by("item_id").len().iter_rows()}
+
+
 def build_item_table(
     items: pl.DataFrame,
     feature_map: FeatureMap,
     modality_vectors: Mapping[str, HasVectors],
-    fitted: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    fitted: ItemTable | None = None,
+    content_dim: int | None = None,
+    train_rows: Mapping[int, int] | None = None,
 ) -> ItemTable:
     """Assemble the table for every item of ``items`` (the whole catalogue, cold items included).
 
-    ``fitted`` (modality -> mean, std) standardises with an existing table's statistics: how
-    serving builds rows for items registered after training (see ``ItemTable.stats``).
+    ``content_dim`` projects each modality's standardised vectors onto their first principal
+    components (:func:`fit_projection`; ``features.content_dim``). ``fitted``, an existing table,
+    transforms with its statistics and projections instead of fitting new ones: how serving builds
+    rows for items registered after training (see ``ItemTable.stats``, ``ItemTable.projections``).
+    ``train_rows`` (item id -> training rows) says how established each item is; without it a
+    ``fitted`` table's counts are kept for the items it knows, and every other item has 0.
     """
     item_ids = items["item_id"].to_numpy().astype(np.int64)
     n = len(item_ids)
@@ -165,9 +238,16 @@ def build_item_table(
             r = row_of.get(int(iid))
             if r is not None:
                 dense[r], present[r] = vec, True
-        dense, mean, std = _standardise(dense, present, None if fitted is None else fitted[name])
+        dense, mean, std = _standardise(dense, present, None if fitted is None else fitted.stats[name])
         vectors[name], masks[name], stats[name] = padded(dense), padded(present), (mean, std)
-    return ItemTable(item_ids, id_index, categorical, lists, vectors, masks, stats)
+    if train_rows is None and fitted is not None:
+        assert fitted.train_rows is not None
+        train_rows = {int(i): int(fitted.train_rows[r + 1]) for r, i in enumerate(fitted.item_ids)}
+    counts = padded(np.array([(train_rows or {}).get(int(i), 0) for i in item_ids], dtype=np.int64))
+    table = ItemTable(item_ids, id_index, categorical, lists, vectors, masks, stats, train_rows=counts)
+    if fitted is not None:
+        return table.projected(fitted.projections)
+    return table if content_dim is None else table.projected(fit_projections(table, content_dim))
 
 
 class ItemInputs:
@@ -199,3 +279,7 @@ class ItemInputs:
 
     def mask(self, modality: str) -> torch.Tensor:
         return self.tensors[f"mask.{modality}"]  # (N+1,)
+
+    @property
+    def train_rows(self) -> torch.Tensor:
+        return self.tensors["train_rows"]  # (N+1,)

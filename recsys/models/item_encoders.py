@@ -198,12 +198,15 @@ class IdBesideContentItemEncoder(nn.Module):
         cold_gate: bool = False,
         merge: str = "concat",
         dropout: float = 0.0,
+        maturity_tiers: int = 0,
     ) -> None:
         super().__init__()
         if "id" in content.modalities:
             raise ValueError("the content encoder of ids-beside-content must not have the id modality")
-        if cold_gate and not gate:
-            raise ValueError("a cold-item gate needs the content gate")
+        if (cold_gate or maturity_tiers) and not gate:
+            raise ValueError("a cold-item or per-maturity gate needs the content gate")
+        if maturity_tiers == 1 or (maturity_tiers and cold_gate):
+            raise ValueError("maturity_tiers: 0, or >= 2 without a cold gate (tier 0 gates cold items)")
         if merge not in ("concat", "add"):
             raise ValueError(f"unknown merge {merge!r}; valid: ['add', 'concat']")
         if merge == "add" and ids.out_dim != content.out_dim:
@@ -212,7 +215,9 @@ class IdBesideContentItemEncoder(nn.Module):
         self.content = content
         # With ``gate``: the content part is scaled by a learned scalar that starts at 0 (ReZero), so
         # training starts from the id-only model and lets content in as far as it lowers the loss.
-        self.gate = nn.Parameter(torch.zeros(1)) if gate else None
+        # With ``maturity_tiers``: one such scalar per tier of the item's training rows (see :meth:`maturity`).
+        self.gate = nn.Parameter(torch.zeros(maturity_tiers or 1)) if gate else None
+        self.maturity_tiers = maturity_tiers
         # With ``cold_gate``: items whose id is out of vocabulary (unseen in training, or dropped by
         # id dropout while training) have their own scalar, starting at 1: for them content is the item,
         # from the first step, and the id dropout rows teach the content part to stand alone.
@@ -224,10 +229,19 @@ class IdBesideContentItemEncoder(nn.Module):
         self.out_dim = ids.out_dim + content.out_dim if merge == "concat" else ids.out_dim
         self.modalities = ["id", *content.modalities]
 
-    def _gate(self, ids: torch.Tensor) -> torch.Tensor | None:
-        """(N, 1) per-row content gate for rows with id indices ``ids`` (N,), or None without one."""
+    def maturity(self, rows: torch.Tensor, items: ItemInputs, ids: torch.Tensor) -> torch.Tensor:
+        """(N,) maturity tier of item rows: 0 without training rows or with an OOV id (cold, or id-dropped),
+        t for 2^(t-1) <= training rows < 2^t, capped at the last tier."""
+        n = items.train_rows[rows].clamp(min=0).to(torch.float32)
+        tier = (torch.floor(torch.log2(n + 1.0)).long()).clamp(max=self.maturity_tiers - 1)  # 0 -> 0, 1 -> 1, 2-3 -> 2
+        return torch.where(ids == OOV, torch.zeros_like(tier), tier)
+
+    def _gate(self, rows: torch.Tensor, items: ItemInputs, ids: torch.Tensor) -> torch.Tensor | None:
+        """(N, 1) per-row content gate for ``rows`` with id indices ``ids`` (N,), or None without one."""
         if self.gate is None:
             return None
+        if self.maturity_tiers:
+            return self.gate[self.maturity(rows, items, ids)].unsqueeze(1)
         if self.cold_gate is None:
             return self.gate.expand(ids.shape[0], 1)
         return torch.where((ids == OOV).unsqueeze(1), self.cold_gate, self.gate)
@@ -236,7 +250,7 @@ class IdBesideContentItemEncoder(nn.Module):
         ids = self.ids.id_features.item_ids(rows, items)  # drawn once: the gate sees which rows are OOV
         id_rep = self.ids(rows, items, ids).rep  # (N, D)
         content = self.content(rows, items)  # rep (N, D)
-        gate = self._gate(ids)
+        gate = self._gate(rows, items, ids)
         content_rep = content.rep if gate is None else gate * content.rep
         if self.content_dropout is not None and self.training:
             content_rep = self.content_dropout(content_rep.unsqueeze(0)).squeeze(0)  # (1, N, D): whole rows dropped

@@ -42,7 +42,13 @@ def marn_paper(config: ModelConfig, feature_map: FeatureMap, content_dims: Mappi
     """MARN as the paper builds it: the ids one modality of the fusion, no content gate, no similarity features
     (whatever ``model.id_path``, ``content_gate`` and ``simtier_bins`` say), so a comparison shows what they add."""
     paper = config.model_copy(
-        update={"id_path": "fusion", "content_gate": False, "cold_content_gate": False, "simtier_bins": 0}
+        update={
+            "id_path": "fusion",
+            "content_gate": False,
+            "cold_content_gate": False,
+            "maturity_tiers": 0,
+            "simtier_bins": 0,
+        }
     )
     return marn(paper, feature_map, content_dims)
 
@@ -117,6 +123,7 @@ def _content_model(
             encoder,
             gate=config.content_gate,
             cold_gate=config.cold_content_gate,
+            maturity_tiers=config.maturity_tiers,
             merge=config.content_merge,
             dropout=config.content_dropout,
         )

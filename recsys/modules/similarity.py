@@ -75,8 +75,12 @@ class SimTier(nn.Module):
         return torch.cat(out, dim=1)
 
     def _tiers(self, sim: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(B, L) similarities and validity -> (B, bins) share of the valid history in each tier."""
-        tier = ((sim.clamp(-1, 1) + 1) * (self.bins / 2)).long().clamp(max=self.bins - 1)  # (B, L)
-        onehot = nn.functional.one_hot(tier, self.bins).to(sim.dtype) * valid.unsqueeze(-1)  # (B, L, T)
-        count = valid.sum(dim=1, keepdim=True).clamp(min=1).to(sim.dtype)  # (B, 1)
-        return onehot.sum(dim=1) / count
+        """(B, L) similarities and validity -> (B, bins) share of the valid history in each tier.
+
+        A scatter-add of each valid history item into its row's tier, not a (B, L, bins) one-hot: the
+        features have no gradient (frozen keys), and the one-hot's fill and sum cost more than the
+        similarities. (Scatter-add also exports to ONNX, where bincount does not.)"""
+        tier = ((sim.detach().clamp(-1, 1) + 1) * (self.bins / 2)).long().clamp(max=self.bins - 1)  # (B, L)
+        counts = torch.zeros(sim.shape[0], self.bins, dtype=sim.dtype, device=sim.device)
+        counts = counts.scatter_add(1, tier, valid.to(sim.dtype))
+        return counts / counts.sum(dim=1, keepdim=True).clamp(min=1)

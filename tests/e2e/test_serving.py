@@ -74,8 +74,10 @@ def test_scores_equal_the_offline_scorer(server, checkpoint, trained_run) -> Non
 
 
 def test_ids_beside_content_with_similarity_tiers_serve_the_offline_scores(trained_run, tmp_path: Path) -> None:
-    """The item representation of configs/ml-100k-mm.yaml (MARN's content added to the ids through a content
-    gate, SimTier similarity features, and here a user tower too) scores over HTTP exactly as offline."""
+    """The item representation of configs/ml-100k-mm.yaml (MARN's content added to the ids through content
+    gates per item maturity, SimTier similarity features, content projected to fewer dimensions, and here a
+    user tower too) scores over HTTP exactly as offline; an item registered with a cold catalogue item's
+    media goes through the same projection and scores as that item does."""
     from recsys.checkpoint import load_checkpoint
     from recsys.features.prepared import PreparedDir
 
@@ -86,16 +88,25 @@ def test_ids_beside_content_with_similarity_tiers_serve_the_offline_scores(train
         content_merge="add",
         content_gate=True,
         simtier_bins=8,
+        maturity_tiers=4,
         user_tower=True,
+        content_dim=16,
     )
     ckpt = load_checkpoint(path)
     assert ckpt.config.model.id_path == "beside" and ckpt.config.model.simtier_bins == 8
+    assert ckpt.item_table.dims() == dict.fromkeys(ckpt.item_table.modalities, 16)
     frame = PreparedDir.of_run(trained_run.run_dir).read_split("test")
     frame = frame.filter(pl.col("hist_mask").arr.sum() >= 2).head(25)  # similarity tiers need a history
     assert len(frame) == 25
     srv = Server(path, tmp_path / "state", tmp_path / "serve.log")
     try:
         assert_served_equals_offline(srv.url, ckpt, frame)
+        twin = register_cold_twin(srv.url, trained_run.data_dir, ckpt, 990002)
+        r = httpx.post(
+            f"{srv.url}/v1/score", json={"user_id": 1, "candidates": [990002, twin["item_id"]], "context": {}}
+        )
+        new, old = (s["score"] for s in r.json()["scores"])
+        assert abs(new - old) < 2e-3, (new, old)
     finally:
         srv.stop()
 
@@ -131,22 +142,21 @@ def media_of(data_dir: Path, item: dict) -> dict:
     }
 
 
-def test_registered_item_is_scorable_on_every_worker_and_matches_its_catalogue_twin(
-    server, checkpoint, trained_run
-) -> None:
-    items = pl.read_parquet(trained_run.data_dir / "items.parquet")
+def register_cold_twin(url: str, data_dir: Path, checkpoint, item_id: int) -> dict:
+    """POST /v1/items a new item with the title and media of a cold catalogue item; returns that twin's row."""
+    items = pl.read_parquet(data_dir / "items.parquet")
     table = checkpoint.item_table
     cold = {int(i) for i, idx in zip(table.item_ids, table.id_index[1:]) if idx == 1}
     twin = items.filter(
         pl.col("item_id").is_in(sorted(cold)) & pl.col("image_path").is_not_null() & pl.col("audio_path").is_not_null()
     ).row(0, named=True)
-    media = media_of(trained_run.data_dir, twin)
+    media = media_of(data_dir, twin)
     resp = httpx.post(
-        f"{server.url}/v1/items",
+        f"{url}/v1/items",
         timeout=120,
         headers=KEY,
         data={
-            "item_id": "990001",
+            "item_id": str(item_id),
             "title": twin["title"],
             "attributes": json.dumps({"department": twin["department"]}),
         },
@@ -154,6 +164,13 @@ def test_registered_item_is_scorable_on_every_worker_and_matches_its_catalogue_t
     )
     assert resp.status_code == 201, resp.text
     assert resp.json()["cold"] is True and resp.json()["modalities"] == ["title", "image", "audio"]
+    return twin
+
+
+def test_registered_item_is_scorable_on_every_worker_and_matches_its_catalogue_twin(
+    server, checkpoint, trained_run
+) -> None:
+    twin = register_cold_twin(server.url, trained_run.data_dir, checkpoint, 990001)
     # Every worker scores it right away; the registered copy scores like the catalogue item with the same content.
     pids, failures = set(), []
     for _ in range(200):

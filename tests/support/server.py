@@ -87,23 +87,32 @@ def perturbed_checkpoint(src: Path, dst: Path, scale: float = 0.01) -> Path:
     return save_checkpoint(dst, ckpt.model, ckpt.config, ckpt.feature_map, ckpt.item_table)
 
 
-def variant_checkpoint(src: Path, dst: Path, seed: int = 0, **model: object) -> Path:
+def variant_checkpoint(src: Path, dst: Path, seed: int = 0, content_dim: int | None = None, **model: object) -> Path:
     """A checkpoint on ``src``'s data (feature map, item table) of another model configuration
     (``model`` overrides the ``model`` section), with weights drawn at random from ``seed``: what a
     training run of that model would write, for tests that compare scoring paths, not accuracy.
-    A content gate (``model.content_gate``) is set to 0.5 so the content part moves the scores."""
+    A content gate (``model.content_gate``) is set to 0.5 so the content part moves the scores.
+    ``content_dim`` projects the item table's content as ``features.content_dim`` does."""
     import torch
 
     from recsys.checkpoint import load_checkpoint, save_checkpoint
+    from recsys.features.item_table import fit_projections
     from recsys.models import build_model
 
     ckpt = load_checkpoint(src)
-    config = ckpt.config.model_copy(update={"model": ckpt.config.model.model_copy(update=model)})
+    features = ckpt.config.features.model_copy(update={"content_dim": content_dim})
+    config = ckpt.config.model_copy(update={"model": ckpt.config.model.model_copy(update=model), "features": features})
     config = type(config).model_validate(config.model_dump())  # the overrides pass the strict config's checks
+    table = (
+        ckpt.item_table
+        if content_dim is None
+        else ckpt.item_table.projected(fit_projections(ckpt.item_table, content_dim))
+    )
     torch.manual_seed(seed)
-    built = build_model(config.model, ckpt.feature_map, ckpt.item_table.dims())
+    built = build_model(config.model, ckpt.feature_map, table.dims())
     with torch.no_grad():
         for name, p in built.named_parameters():
             if name.endswith("gate"):
                 p.fill_(0.5)
-    return save_checkpoint(dst, built.eval(), config, ckpt.feature_map, ckpt.item_table)
+    return save_checkpoint(dst, built.eval(), config, ckpt.feature_map, table)
+

@@ -10,7 +10,7 @@ import polars as pl
 from recsys.config import ExperimentConfig
 from recsys.features.examples import Examples, build_examples
 from recsys.features.feature_map import FeatureMap, fit_feature_map
-from recsys.features.item_table import ItemTable, build_item_table
+from recsys.features.item_table import ItemTable, build_item_table, item_train_rows
 
 
 @dataclass
@@ -87,6 +87,6 @@ def make_tiny(n_items: int = 24, n_users: int = 12, n_rows: int = 400, seed: int
     vec_a = Vectors(item_ids, rng.normal(size=(n_items, 6)).astype(np.float32))
     keep = item_ids % 5 != 0  # every fifth item has no "audio"
     vec_b = Vectors(item_ids[keep], rng.normal(size=(int(keep.sum()), 4)).astype(np.float32))
-    table = build_item_table(items, fm, {"image": vec_a, "audio": vec_b})
+    table = build_item_table(items, fm, {"image": vec_a, "audio": vec_b}, train_rows=item_train_rows(train))
     examples = build_examples(interactions, users, fm, table)
     return Tiny(config, items, users, interactions, fm, table, examples)

@@ -185,3 +185,41 @@ def test_prepared_dir_round_trips_and_links_a_scaled_copy(tmp_path: Path) -> Non
     assert prepared.counts() == counts  # the original is untouched
     part = next(prepared.split_dir("train").glob("*.parquet"))
     assert (copy.split_dir("train") / part.name).stat().st_ino == part.stat().st_ino  # a link, not a copy
+
+
+def test_content_projection_keeps_the_geometry_and_is_reapplied_to_new_items(tmp_path: Path) -> None:
+    """features.content_dim: the item table's vectors are projected onto their leading principal
+    components; cosine similarities of low-rank content survive, a table built later from the fitted one
+    (serving's new items) gets the same rows, and the projection round-trips with the table."""
+    import torch
+    from support.tiny import Vectors
+
+    from recsys.features.item_table import ItemTable, build_item_table
+
+    tiny = make_tiny()
+    rng = np.random.default_rng(3)
+    ids = tiny.items["item_id"].to_numpy()
+    raw = rng.normal(size=(len(ids), 4)) @ rng.normal(size=(4, 40)) + 1e-4 * rng.normal(size=(len(ids), 40))
+    vectors = {"image": Vectors(ids, raw.astype(np.float32))}
+    full = build_item_table(tiny.items, tiny.feature_map, vectors)
+    projected = build_item_table(tiny.items, tiny.feature_map, vectors, content_dim=8)
+    assert projected.dims() == {"image": 8} and projected.encoder_dims() == {"image": 40}
+
+    def cosines(x: np.ndarray) -> np.ndarray:
+        unit = x[1:] / np.linalg.norm(x[1:], axis=1, keepdims=True)
+        return unit @ unit.T
+
+    assert np.allclose(cosines(projected.vectors["image"]), cosines(full.vectors["image"]), atol=1e-3)
+    assert abs(projected.vectors["image"][1:].var(axis=0).mean() - 1.0) < 0.05  # unit mean variance per dimension
+
+    later = tiny.items.head(5)
+    again = build_item_table(
+        later, tiny.feature_map, {"image": Vectors(ids[:5], raw[:5].astype(np.float32))}, fitted=projected
+    )
+    assert np.allclose(again.vectors["image"][1:], projected.vectors["image"][1:6], atol=1e-5)
+
+    projected.save(tmp_path / "table.pt")
+    loaded = ItemTable.load(tmp_path / "table.pt")
+    assert np.array_equal(loaded.projections["image"], projected.projections["image"])
+    assert loaded.encoder_dims() == {"image": 40}
+    assert torch.equal(loaded.tensors()["vector.image"], projected.tensors()["vector.image"])

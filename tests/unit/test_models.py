@@ -515,6 +515,34 @@ def test_cold_content_gate_scores_out_of_vocabulary_items_from_content(tiny) -> 
         parse_config({"model": {"cold_content_gate": True}})
 
 
+def test_maturity_gates_let_content_in_by_how_established_the_item_is(tiny) -> None:
+    """model.maturity_tiers: one content gate per tier of the item's training rows; cold items and rows whose
+    id is dropped in training are tier 0, so each tier's gate decides how much content its items get."""
+    model, cfg = build(tiny, "marn", id_path="beside", content_gate=True, maturity_tiers=3, id_dropout=0.0)
+    encoder, dim = model.item_encoder, tiny.config.model.item_dim
+    items = ItemInputs.from_table(tiny.table)
+    rows = torch.arange(1, tiny.table.n_items + 1)
+    cold = items.id_index[rows] == OOV
+    counts = items.train_rows[rows]
+    assert (counts[cold] == 0).all() and (counts[~cold] >= 2).all()  # tiny: warm items have >= 2 training rows
+    model.eval()
+    for gates, content_on in (([0.0, 0.0, 1.0], ~cold), ([1.0, 0.0, 0.0], cold)):
+        with torch.no_grad():
+            encoder.gate.copy_(torch.tensor(gates))
+            content = model.item_representations(rows, items).rep[:, dim:]
+        assert (content[~content_on] == 0).all() and (content[content_on].abs().sum(dim=1) > 0).all()
+    oov = torch.full_like(rows, OOV)
+    assert (encoder.maturity(rows, items, oov) == 0).all()  # an id-dropout row is scored as cold
+    assert encoder.maturity(rows, items, items.id_index[rows]).tolist() == [0 if c else 2 for c in cold.tolist()]
+    for bad, message in (
+        ({"maturity_tiers": 3}, "maturity_tiers: per-maturity gates need content_gate"),
+        ({"maturity_tiers": 1, "content_gate": True, "id_path": "beside"}, "maturity_tiers: 1 tier"),
+        ({"maturity_tiers": -1}, "maturity_tiers"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            parse_config({"model": bad})
+
+
 def test_ids_beside_content_needs_the_id_modality(tiny) -> None:
     with pytest.raises(ConfigError, match="model.id_path: 'beside' .* has no 'id'"):
         build(tiny, "marn", id_path="beside", modalities=["image", "audio"])
