@@ -115,4 +115,3 @@ def variant_checkpoint(src: Path, dst: Path, seed: int = 0, content_dim: int | N
             if name.endswith("gate"):
                 p.fill_(0.5)
     return save_checkpoint(dst, built.eval(), config, ckpt.feature_map, table)
-
