@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -48,6 +49,8 @@ DEPLOYMENT_NAME = "recsys"
 FOLLOW_SECONDS = 1.0
 #: Requests a replica takes at once at least (Serve queues the rest at the proxy).
 MIN_ONGOING_REQUESTS = 8
+#: Seconds the replicas of a local Ray get to finish their requests when the command stops.
+SHUTDOWN_S = 10.0
 
 PROXY_LOCATIONS = {"every_node": "EveryNode", "head_only": "HeadOnly"}
 
@@ -145,6 +148,7 @@ def run_ray(settings: ServeSettings, address: str | None = None) -> int:
     if not address:
         check_port(settings.host, settings.port)  # the proxy of a local Ray listens here
     started = _init_ray(settings, address)
+    stop = StopSignals()  # after ray.init, whose handlers would abort the driver on SIGTERM
     deployed = False
     try:
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
@@ -158,15 +162,12 @@ def run_ray(settings: ServeSettings, address: str | None = None) -> int:
             http_options={"host": settings.host, "port": settings.port},
         )
         deployment = serve.deployment(**deployment_options(settings, metrics_dir, pin))(RecsysReplica)
+        replicas = settings.min_replicas if settings.min_replicas == settings.max_replicas else None
         log.info(
-            "deploying %s on Ray Serve (%d node(s), %s replica(s)) at http://%s:%d; docs at /docs",
+            "deploying %s on Ray Serve (%d node(s), %s replica(s))",
             settings.checkpoint,
             nodes,
-            settings.min_replicas
-            if settings.min_replicas == settings.max_replicas
-            else f"{settings.min_replicas}-{settings.max_replicas}",
-            settings.host,
-            settings.port,
+            replicas or f"{settings.min_replicas}-{settings.max_replicas}",
         )
         deployed = True
         try:
@@ -175,31 +176,44 @@ def run_ray(settings: ServeSettings, address: str | None = None) -> int:
             raise ConfigError(
                 f"serve.backend ray: the deployment failed to start: {str(exc).splitlines()[0]}"
             ) from None
-        log.info(
-            "serving %s on http://%s:%d (Ray Serve app %r)", settings.checkpoint, settings.host, settings.port, APP_NAME
-        )
-        _wait_for_signal()
+        if not stop.event.is_set():
+            log.info(
+                "serving on http://%s:%d (Ray Serve app %r); docs at /docs", settings.host, settings.port, APP_NAME
+            )
+        while not stop.event.wait(1.0):
+            pass
         return 0
     finally:
+        stop.restore()
         if started:  # the whole local Ray goes: Serve first (replicas finish their requests), then Ray
-            serve.shutdown()
+            _bounded(serve.shutdown, SHUTDOWN_S)
             ray.shutdown()
         elif deployed:
             serve.delete(APP_NAME)  # a cluster's Serve stays for its other applications
 
 
-def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
-    stop = threading.Event()
+class StopSignals:
+    """From construction to :meth:`restore`, SIGINT and SIGTERM set :attr:`event` (and nothing else)."""
 
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _request_stop(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping the Ray Serve app %r", signal.Signals(signum).name, APP_NAME)
-        stop.set()
+        self.event.set()
 
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        for s, handler in previous.items():
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+
+def _bounded(call: Callable[[], object], seconds: float) -> None:
+    """Run ``call``, giving up on it after ``seconds`` (Serve cannot shut down once its local Ray got the signal
+    too, as Ctrl-C and a process-group kill do)."""
+    worker = threading.Thread(target=call, daemon=True, name="serve-shutdown")
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        log.warning("Ray Serve did not shut down within %.0f s: stopping Ray", seconds)
