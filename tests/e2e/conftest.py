@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 RECSYS = [sys.executable, "-m", "recsys.cli"]
@@ -113,7 +118,7 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(trained_run, state, tmp_path_factory):
     """`recsys serve --workers 2` on ``trained_run``'s checkpoint, one per test module (small limits, API key)."""
-    from support.server import Server
+    from support.server import CATALOGUE_LIMITS, Server
 
     srv = Server(
         trained_run.checkpoint,
@@ -121,10 +126,17 @@ def server(trained_run, state, tmp_path_factory):
         tmp_path_factory.mktemp("logs") / "serve.log",
         "--workers",
         "2",
-        "--max-candidates",
-        "200",
-        "--max-body-mb",
-        "1",
+        *CATALOGUE_LIMITS,
     )
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server of the test module's own (the test skips when it is not installed)."""
+    from support.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

@@ -12,20 +12,11 @@ import time
 from collections.abc import Iterator
 
 import httpx
-import numpy as np
 import polars as pl
 import pytest
-from support.redis_server import RedisServer
-from support.server import API_KEY, Server, perturbed_checkpoint
+from support.server import API_KEY, Server, perturbed_checkpoint, vector_item
 
 KEY = {"X-API-Key": API_KEY}
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +69,8 @@ def test_an_item_registered_on_one_host_is_scored_on_the_other(hosts, trained_ru
     from recsys.checkpoint import load_checkpoint
 
     a, b = hosts
-    table = load_checkpoint(trained_run.checkpoint).item_table
-    known = int(table.item_ids[0])
-    rng = np.random.default_rng(3)
-    body = {
-        "item_id": 990101,
-        "title": "registered on host A",
-        "vectors": {m: rng.normal(size=d).tolist() for m, d in table.dims().items()},
-    }
+    known = int(load_checkpoint(trained_run.checkpoint).item_table.item_ids[0])
+    body = vector_item(trained_run.checkpoint, 990101, "registered on host A", seed=3)
     unknown = score(b.url, user_id=1, candidates=[990101, known])
     assert unknown.status_code == 422 and unknown.json()["detail"]["ids"] == [990101]
     created = httpx.post(f"{a.url}/v1/items", json=body, headers=KEY, timeout=60)

@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 #: The API key the test servers are started with (through RECSYS_API_KEY, never on the command line).
 API_KEY = "test-key-0123"
 
+#: The limits of the servers the bad-request catalogue runs against (tests/e2e/test_hardened_service.py).
+CATALOGUE_LIMITS = ("--max-candidates", "200", "--max-body-mb", "1")
+
 
 class Server:
     """`recsys serve` in its own process group; ``url`` once /readyz answers."""
@@ -115,3 +118,14 @@ def variant_checkpoint(src: Path, dst: Path, seed: int = 0, content_dim: int | N
             if name.endswith("gate"):
                 p.fill_(0.5)
     return save_checkpoint(dst, built.eval(), config, ckpt.feature_map, table)
+
+
+def vector_item(checkpoint: Path, item_id: int, title: str, seed: int) -> dict:
+    """A POST /v1/items body: an item with random precomputed vectors of every modality of ``checkpoint``."""
+    import numpy as np
+
+    from recsys.checkpoint import load_checkpoint
+
+    rng = np.random.default_rng(seed)
+    dims = load_checkpoint(checkpoint).item_table.encoder_dims()
+    return {"item_id": item_id, "title": title, "vectors": {m: rng.normal(size=d).tolist() for m, d in dims.items()}}
