@@ -304,6 +304,13 @@ class TrainConfig(StrictModel):
     learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
     workers: int = Field(2, ge=1, le=1024, description="Ray Train workers.")
+    gpus_per_worker: float = Field(
+        0.0,
+        ge=0.0,
+        le=16.0,
+        description="GPUs each Ray Train worker reserves; > 0 trains on CUDA (model and batches on the worker's GPU, "
+        "DDP over NCCL).",
+    )
     address: str | None = Field(None, description="Ray address; null = start a local Ray.")
     storage_path: str = Field("runs", description="Where run checkpoints are kept (shared storage on a cluster).")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(

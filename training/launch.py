@@ -121,6 +121,20 @@ def init_ray(address: str | None, workers: int) -> None:
     cluster.configure_data_context()
 
 
+def check_gpus(gpus_per_worker: float, workers: int) -> float:
+    """``train.gpus_per_worker`` when the connected cluster has that many GPUs for every worker (else a
+    ConfigError naming the field: Ray Train would wait for them forever)."""
+    import ray
+
+    available = ray.cluster_resources().get("GPU", 0.0)
+    if gpus_per_worker * workers > available:
+        raise ConfigError(
+            f"train.gpus_per_worker: {workers} worker(s) x {gpus_per_worker:g} GPU need "
+            f"{gpus_per_worker * workers:g} GPU(s), the Ray cluster has {available:g}"
+        )
+    return gpus_per_worker
+
+
 # --------------------------------------------------------------------------- datasets
 
 
@@ -240,6 +254,7 @@ def run_training(
     check_inputs(config, data_dir, cache_dir, workers)
 
     init_ray(address, workers)
+    gpus = check_gpus(config.train.gpus_per_worker, workers)
     run_dir.mkdir(parents=True, exist_ok=True)
     console.attach_log_file(run_dir / LOG_FILE)
     (run_dir / RUN_INFO).write_text(
@@ -282,8 +297,8 @@ def run_training(
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers,
-            use_gpu=False,
-            resources_per_worker={"CPU": 1},
+            use_gpu=gpus > 0,
+            resources_per_worker={"CPU": 1, **({"GPU": gpus} if gpus > 0 else {})},
             placement_strategy=config.train.placement_strategy,
         ),
         datasets=datasets,

@@ -1,7 +1,8 @@
 """``train_loop_per_worker``: the only code that runs inside Ray Train workers.
 
 Each worker streams its shard of the training split from Ray Data, trains the model under DDP
-(gloo on CPU), and every epoch rank 0 evaluates on the full validation split, writes a
+(gloo on CPU, NCCL on GPUs; model, item inputs and batches on the worker's device), and every
+epoch rank 0 evaluates on the full validation split, writes a
 checkpoint directory (model + config + feature map + item table + train state) and all ranks
 report it with ``ray.train.report``. A restarted worker group resumes from the latest
 checkpoint (``ray.train.get_checkpoint()``), with optimizer, counters and RNG restored.
@@ -51,6 +52,7 @@ from recsys.features.predict import predict
 from recsys.features.prepared import META_USER_ID, PreparedDir
 from recsys.metrics import compute_metrics
 from recsys.models import build_model
+from recsys.models.output import ModelOutput
 from training import progress
 from training.state import TrainState, load_train_state, rng_state, save_train_state
 from training.step import build_optimizer, decay_on_plateau, train_step
@@ -90,10 +92,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class OnDevice(nn.Module):
+    """``model`` on an accelerator, seen from the CPU: batches go to ``device``, logits and modal attention
+    come back (what :func:`recsys.features.predict.predict` reads with ``.numpy()``)."""
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model, self.device = model, device
+
+    def forward(self, batch: Batch, items: ItemInputs) -> ModelOutput:
+        out = self.model(batch.to(self.device), items)
+        attention = None if out.modal_attention is None else out.modal_attention.cpu()
+        return ModelOutput(logits=out.logits.cpu(), modal_attention=attention)
+
+
 def predict_dataset(
     model: nn.Module, items: ItemInputs, dataset: Any, widths: FieldWidths, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Probabilities, labels and user ids over a whole Ray dataset (:func:`recsys.features.predict.predict`)."""
+    """Probabilities, labels and user ids over a whole Ray dataset (:func:`recsys.features.predict.predict`).
+
+    ``model`` and ``items`` on the same device; batches are moved there when it is not the CPU.
+    """
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        model = OnDevice(model, device)
     users: list[np.ndarray] = []
 
     def batches() -> Iterator[Batch]:
@@ -210,8 +232,9 @@ class Worker:
     world: int
     feature_map: FeatureMap
     item_table: ItemTable
-    items: ItemInputs
+    items: ItemInputs  # on ``device``
     widths: FieldWidths
+    device: torch.device  # the worker's: its GPU with train.gpus_per_worker > 0, else the CPU
 
     @property
     def batch_size(self) -> int:
@@ -220,7 +243,8 @@ class Worker:
 
 
 def set_up(loop_config: Mapping[str, Any]) -> Worker:
-    """Step 1: read the loop config, size torch's threads, seed every RNG, load the prepared features."""
+    """Step 1: read the loop config, size torch's threads, seed every RNG, load the prepared features
+    (the item inputs on the worker's device)."""
     config = ExperimentConfig.model_validate(loop_config["experiment"])
     options: LoopOptions = loop_config.get("options") or LoopOptions()
     prepared = PreparedDir(loop_config["prepared_dir"])
@@ -229,7 +253,8 @@ def set_up(loop_config: Mapping[str, Any]) -> Worker:
     seed_everything(config.train.seed)
     feature_map = prepared.load_feature_map()
     item_table = prepared.load_item_table()
-    items = ItemInputs.from_table(item_table)
+    device = ray.train.torch.get_device()  # the CPU unless the workers were given GPUs
+    items = ItemInputs.from_table(item_table, device=device)
     return Worker(
         config,
         options,
@@ -239,6 +264,7 @@ def set_up(loop_config: Mapping[str, Any]) -> Worker:
         item_table,
         items,
         field_widths(feature_map),
+        device,
     )
 
 
@@ -257,7 +283,7 @@ class Training:
 
 def build(worker: Worker) -> Training:
     """Step 2: the model and its optimizer, restored from the latest checkpoint of a restarted or resumed run."""
-    model = build_model(worker.config.model, worker.feature_map, worker.item_table.dims())
+    model = build_model(worker.config.model, worker.feature_map, worker.item_table.dims()).to(worker.device)
     optimizer = build_optimizer(model, worker.config.train)
     state = restore(model, optimizer, worker.rank)
     ddp_model = ray.train.torch.prepare_model(model) if worker.world > 1 else model
@@ -297,6 +323,7 @@ def train_epoch(worker: Worker, training: Training, shard: Any, epoch: int) -> E
         prefetch_batches=options.prefetch_batches,
     )
     for batch in stats.timed(batches):
+        batch = batch.to(worker.device) if worker.device.type != "cpu" else batch
         parts = train_step(training.ddp_model, batch, worker.items, training.optimizer, config.model)
         state.global_step += 1
         stats.seen += len(batch)

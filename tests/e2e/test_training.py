@@ -248,6 +248,26 @@ def test_same_seed_one_worker_gives_the_same_metrics(cluster, small_data, defaul
         assert abs(results[0][key] - results[1][key]) <= 1e-6, (key, results)
 
 
+def test_gpus_the_cluster_lacks_are_refused_before_any_worker_starts(
+    cluster, small_data, default_dataset, tmp_path
+) -> None:
+    import ray
+
+    from training.launch import run_training
+
+    exp = write_config(
+        tmp_path / "exp.yaml", small_data, default_dataset.cache_dir, tmp_path / "runs", gpus_per_worker=1
+    )
+    try:
+        with pytest.raises(
+            ConfigError, match=r"^train.gpus_per_worker: 2 worker\(s\) x 1 GPU need 2 GPU\(s\), .* has 0$"
+        ):
+            run_training(load_config(exp), address=cluster, run_name="gpu")
+    finally:
+        ray.shutdown()  # this process only: the cluster stays up
+    assert not (tmp_path / "runs" / "gpu" / "ray").exists()
+
+
 def test_bad_inputs_fail_before_ray_starts_workers(small_data, default_dataset, tmp_path) -> None:
     import ray
 
