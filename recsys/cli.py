@@ -374,9 +374,10 @@ def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="dataset random seed (default 0)")
     parser.add_argument(
         "--size",
-        choices=["small", "medium"],
+        choices=["small", "medium", "large"],
         default="small",
-        help="small: the demo (~60k impressions); medium: benchmarks (>=1M impressions)",
+        help="small: the demo (~60k impressions); medium: benchmarks (>=1M impressions); large: scaling "
+        "benchmarks (12M impressions, medium's catalogue and media)",
     )
     _add_no_progress(parser)
 

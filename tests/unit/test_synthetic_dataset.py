@@ -20,7 +20,7 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from recsys.data.synthetic import DatasetSummary, make_default_dataset
+from recsys.data.synthetic import SIZES, DatasetSummary, make_default_dataset
 from recsys.data.synthetic.attributes import CATEGORIES, COLOURS, PITCHES, PRICE_TIERS, TEMPOS
 from recsys.errors import DatasetError
 
@@ -105,6 +105,17 @@ def test_refuses_a_file(tmp_path: Path) -> None:
 def test_rejects_unknown_size(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="size"):
         make_default_dataset(tmp_path / "x", size="huge", progress=False)  # type: ignore[arg-type]
+
+
+def test_large_size_is_ten_times_medium_over_the_same_catalogue() -> None:
+    """Not generated here (12M impressions): its parameters, and that the command offers it."""
+    from recsys.cli import build_parser
+
+    medium, large = SIZES["medium"], SIZES["large"]
+    assert large.n_impressions >= 10_000_000 and large.n_impressions == 10 * medium.n_impressions
+    assert large.n_items == medium.n_items  # same seed -> medium's items, titles and media files
+    assert large.n_impressions >= large.min_per_user * large.n_users
+    assert build_parser().parse_args(["data", "make-default", "--out", "x", "--size", "large"]).size == "large"
 
 
 # --------------------------------------------------------------------------- contract

@@ -34,7 +34,7 @@ DAYS = 60
 FRESH_WINDOW_S = 7 * 86400  # items released this recently get extra "new arrivals" exposure
 FRESH_SHARE = 0.2  # share of impressions drawn uniformly from fresh items (when there are any)
 
-Size = Literal["small", "medium"]
+Size = Literal["small", "medium", "large"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ class SizeSpec:
 SIZES: dict[str, SizeSpec] = {
     "small": SizeSpec(n_items=1500, n_users=600, n_impressions=60_000, min_per_user=20),
     "medium": SizeSpec(n_items=4000, n_users=20_000, n_impressions=1_200_000, min_per_user=10),
+    # 10x medium's impressions and users over medium's catalogue: the same seed draws the same items and
+    # media, so an encoder cache made for medium (--cache-dir) serves large with nothing to encode.
+    "large": SizeSpec(n_items=4000, n_users=200_000, n_impressions=12_000_000, min_per_user=10),
 }
 
 #: Entries of the output directory the generator owns (removed before an overwrite).
