@@ -44,6 +44,7 @@ def ray_service(trained_run, redis_server: RedisServer, tmp_path_factory: pytest
         *replica_options,
         *state,
         *CATALOGUE_LIMITS,
+        ready_timeout=420,  # a local Ray, Serve's controller and proxy, then 2 replicas, on a loaded 2-core machine
     )
     yield srv
     try:  # SIGTERM to the command alone: it shuts Serve down (replicas finish their requests), then its Ray

@@ -33,6 +33,7 @@ class Server:
         *extra: str,
         api_key: str | None = API_KEY,
         env: dict[str, str] | None = None,
+        ready_timeout: float = 180,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -56,13 +57,19 @@ class Server:
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
-        deadline = time.time() + 180
+        try:
+            self._wait_ready(time.time() + ready_timeout)
+        except BaseException:
+            self.stop()  # a server that never became ready must not outlive its fixture (its Ray, its ports)
+            raise
+
+    def _wait_ready(self, deadline: float) -> None:
         while True:
-            assert self.proc.poll() is None, f"server exited {self.proc.returncode}:\n{log.read_text()[-4000:]}"
-            assert time.time() < deadline, f"server not ready:\n{log.read_text()[-4000:]}"
+            assert self.proc.poll() is None, f"server exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}"
+            assert time.time() < deadline, f"server not ready:\n{self.log.read_text()[-4000:]}"
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    break
+                    return
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
