@@ -38,6 +38,7 @@ from ray import serve
 from starlette.types import ASGIApp
 
 from recsys.errors import ConfigError
+from serving.redis_store import PASSWORD_ENV
 from serving.settings import ServeSettings
 
 log = logging.getLogger("recsys.serving")
@@ -89,11 +90,10 @@ def check_placement(settings: ServeSettings, nodes: int) -> None:
 
 def deployment_options(settings: ServeSettings, metrics_dir: Path, pin: str | None) -> dict[str, Any]:
     """Serve deployment options from the ``serve`` section; ``pin``: a node resource every replica needs."""
-    actor: dict[str, Any] = {
-        "num_cpus": settings.replica_cpus,
-        # Set when the replica's process starts, before anything imports prometheus_client.
-        "runtime_env": {"env_vars": {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}},
-    }
+    env_vars = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}  # before anything imports prometheus_client
+    if os.environ.get(PASSWORD_ENV):  # the replicas' store (on every node) with the driver's password
+        env_vars[PASSWORD_ENV] = os.environ[PASSWORD_ENV]
+    actor: dict[str, Any] = {"num_cpus": settings.replica_cpus, "runtime_env": {"env_vars": env_vars}}
     if pin is not None:
         actor["resources"] = {pin: 0.001}
     options: dict[str, Any] = {

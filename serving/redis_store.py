@@ -23,12 +23,17 @@ returns only once Redis has executed it. How durable an acknowledged write is be
 persistence setting (``appendonly yes`` to survive a Redis restart). Commands are not retried: a write
 that failed on a broken connection may or may not have happened, and the client is told (503) rather
 than the write being applied twice. Every Redis failure is a :class:`StoreUnavailable` naming the URL.
+
+The password: ``RECSYS_REDIS_PASSWORD`` (:data:`PASSWORD_ENV`) when the URL carries none, so it stays out of
+configs, command lines and the process list; a password in the URL wins. Messages and logs show the URL
+without it (:func:`public_url`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
@@ -42,6 +47,8 @@ from redis.retry import Retry
 from serving.store import StoredItem, StoreUnavailable, UserState, Versions
 
 PREFIX = "recsys:"
+#: The environment variable with the Redis password, used when ``serve.state_url`` has none.
+PASSWORD_ENV = "RECSYS_REDIS_PASSWORD"
 #: Connecting and each command: a Redis that does not answer within these (seconds) is unavailable.
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
@@ -104,6 +111,9 @@ def _guarded(method: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
+        except redis.AuthenticationError as exc:  # a ConnectionError to redis-py, but not one to wait out
+            why = f"refused the credentials ({exc}); the password is {PASSWORD_ENV}'s or the URL's"
+            raise StoreUnavailable(args[0].url, why) from None  # type: ignore[attr-defined]
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(args[0].url, f"unreachable ({exc})") from None  # type: ignore[attr-defined]
         except redis.RedisError as exc:
@@ -138,8 +148,10 @@ class RedisStore:
 
     def __init__(self, url: str) -> None:
         self.url = public_url(url)
+        password = None if urlsplit(url).password is not None else os.environ.get(PASSWORD_ENV) or None
         self._redis = redis.Redis.from_url(
             url,
+            password=password,
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_timeout=COMMAND_TIMEOUT,
             retry=Retry(NoBackoff(), 0),

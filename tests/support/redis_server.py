@@ -15,9 +15,10 @@ REDIS_SERVER = "redis-server"
 
 
 class RedisServer:
-    """``redis-server --port <free> --save '' --appendonly no`` in ``workdir``; ``url`` once it answers PING."""
+    """``redis-server --port <free> --save '' --appendonly no`` in ``workdir``; ``url`` (without the password) once it
+    answers PING. ``password``: the server requires it (``--requirepass``)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
         binary = shutil.which(REDIS_SERVER)
         if binary is None:
             pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
@@ -26,10 +27,12 @@ class RedisServer:
         workdir.mkdir(parents=True, exist_ok=True)
         self.log = workdir / "redis.log"
         cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if password is not None:
+            cmd += ["--requirepass", password]
         self.proc = subprocess.Popen([*cmd, "--dir", str(workdir)], stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         import redis
 
-        client = redis.Redis.from_url(self.url)
+        client = redis.Redis.from_url(self.url, password=password)
         deadline = time.time() + 20
         while True:
             assert self.proc.poll() is None, f"redis-server exited {self.proc.returncode}:\n{self.log.read_text()}"

@@ -63,7 +63,8 @@ def test_sqlite_for_replicas_on_several_nodes_is_refused(serve: dict, nodes: int
     assert message.startswith("serve.state_url: ") and "redis://" in message and "\n" not in message
 
 
-def test_deployment_options_follow_the_serve_section(tmp_path: Path) -> None:
+def test_deployment_options_follow_the_serve_section(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("RECSYS_REDIS_PASSWORD", raising=False)
     fixed = deployment_options(settings(min_replicas=3, max_replicas=3, replica_cpus=0.5), tmp_path, None)
     assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
     assert fixed["ray_actor_options"]["num_cpus"] == 0.5
@@ -75,3 +76,7 @@ def test_deployment_options_follow_the_serve_section(tmp_path: Path) -> None:
     assert scaled["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 3.0}
     assert scaled["ray_actor_options"]["resources"] == {"node:10.0.0.5": 0.001}
     assert scaled["max_ongoing_requests"] >= 2 * 3
+    assert "RECSYS_REDIS_PASSWORD" not in scaled["ray_actor_options"]["runtime_env"]["env_vars"]
+    monkeypatch.setenv("RECSYS_REDIS_PASSWORD", "pw")  # the replicas' store gets the driver's password
+    with_password = deployment_options(settings(), tmp_path, None)
+    assert with_password["ray_actor_options"]["runtime_env"]["env_vars"]["RECSYS_REDIS_PASSWORD"] == "pw"

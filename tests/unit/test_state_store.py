@@ -163,6 +163,28 @@ def test_an_unreachable_redis_is_store_unavailable_naming_the_url() -> None:
     assert public_url("redis://app:s3cret@db.internal:6380/1") == "redis://app:***@db.internal:6380/1"
 
 
+def test_the_redis_password_comes_from_the_environment_and_never_shows(tmp_path: Path, monkeypatch) -> None:
+    from serving.redis_store import PASSWORD_ENV, RedisStore
+
+    server = RedisServer(tmp_path / "redis", password="s3cret-pw")
+    try:
+        monkeypatch.delenv(PASSWORD_ENV, raising=False)
+        refused = f"state store {server.url} is unavailable: refused the credentials"
+        with pytest.raises(StoreUnavailable, match=refused) as err:
+            RedisStore.connect(server.url)  # no password: Redis refuses, the URL is named
+        assert PASSWORD_ENV in str(err.value) and "s3cret" not in str(err.value)
+        monkeypatch.setenv(PASSWORD_ENV, "s3cret-pw")
+        store = RedisStore.connect(server.url)
+        store.put_user(7, [1, 2], {})
+        user = store.get_user(7)
+        assert user is not None and user.history == [1, 2]
+        in_url = server.url.replace("redis://", "redis://:s3cret-pw@")
+        monkeypatch.setenv(PASSWORD_ENV, "wrong")  # a password in the URL wins over the environment
+        assert RedisStore.connect(in_url).url == server.url.replace("redis://", "redis://:***@")
+    finally:
+        server.stop()
+
+
 # --------------------------------------------------------------------------- serve.state_url
 
 
