@@ -21,6 +21,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session", autouse=True)
+def ray_without_tokens() -> Iterator[None]:
+    """Every Ray the tests start or join, in process or in a subprocess, without token authentication, as the
+    project's own (recsys.cluster.connect). A bare ``ray.init`` would turn tokens on and write RAY_AUTH_MODE=token
+    into this process's environment, and the later tests' drivers could not talk to their `ray start` clusters."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Every run the tests track goes to a store of the session's own (never ./mlruns of the project)."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
