@@ -46,6 +46,13 @@ def ray_service(trained_run, redis_server: RedisServer, tmp_path_factory: pytest
         *CATALOGUE_LIMITS,
         ready_timeout=420,  # a local Ray, Serve's controller and proxy, then 2 replicas, on a loaded 2-core machine
     )
+    try:  # /readyz answers once one replica is up; the other may still be loading its model
+        deadline = time.time() + 180
+        while len(replicas(srv.url)) < REPLICAS and time.time() < deadline:
+            time.sleep(0.5)
+    except BaseException:
+        srv.stop()
+        raise
     yield srv
     try:  # SIGTERM to the command alone: it shuts Serve down (replicas finish their requests), then its Ray
         os.kill(srv.proc.pid, signal.SIGTERM)
