@@ -184,10 +184,20 @@ async def _client(
             body = bodies[i % len(bodies)]
             i += 1
             start = time.perf_counter()
-            status, _ = await http_exchange(reader, writer, host, "POST", path, body)
+            try:
+                status, headers = await http_exchange(reader, writer, host, "POST", path, body)
+            except (ConnectionResetError, BrokenPipeError):
+                # The server closed the kept-alive connection before answering (HAProxy does on a reload): as
+                # HTTP clients do, send the request again once on a new connection; a second failure is an error.
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                status, headers = await http_exchange(reader, writer, host, "POST", path, body)
             out.append(time.perf_counter() - start)
             if status != 200:
                 errors.append(f"HTTP {status}")
+            if headers.get(b"connection", b"").lower() == b"close":
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
     finally:
         writer.close()
 

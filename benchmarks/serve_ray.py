@@ -2,7 +2,8 @@
 
 ``POST /v1/score`` with 100 candidates (and a 30-item history) at concurrency 1, 8 and 32, on a real
 `recsys serve`: the local backend (uvicorn, ``--workers``), then ``--backend ray`` with 1, 2 and 4
-replicas (each server its own local Ray, requests through Ray Serve's HTTP proxy on the port), then the
+replicas for each ``--ingress`` (each server its own local Ray; ``haproxy``: Ray Serve's HAProxy ingress
+in front of the replicas' own HTTP servers, ``proxy``: Ray Serve's Python HTTP proxy), then the
 local backend again, so that drift in the machine's load shows as the difference of the two local
 rows. One server at a time (a Ray per server would not fit beside the others on a small machine). The
 load generator, the checkpoint and the request bodies are benchmarks/serve_latency.py's. Beside
@@ -13,7 +14,8 @@ Targets (#19, ratios of this run): p50 of the Ray backend at concurrency 1 at mo
 local backend's; its throughput at least 0.7x the local backend's (2 replicas against 2 workers); the
 curve over 1 -> 2 -> 4 replicas. Run:
 
-    .venv/bin/python benchmarks/serve_ray.py [--items 5000] [--seconds 5] [--replicas 1,2,4] [--json out.json]
+    .venv/bin/python benchmarks/serve_ray.py [--items 5000] [--seconds 5] [--replicas 1,2,4] \
+        [--ingress haproxy,proxy] [--json out.json]
 """
 
 from __future__ import annotations
@@ -75,9 +77,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers of the local backend")
     parser.add_argument("--replicas", default="1,2,4", help="Ray Serve replica counts, one server each")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (after 0.5 s warm-up)")
+    parser.add_argument("--ingress", default="haproxy,proxy", help="serve.ingress values, each at every replica count")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     replica_counts = [int(x) for x in args.replicas.split(",")]
+    ingresses = args.ingress.split(",")
     cpus = os.cpu_count() or 1
 
     host_before = host_info()
@@ -90,10 +94,11 @@ def main() -> None:
     print(f"checkpoint {checkpoint} ({args.items} items); host {host_before}", flush=True)
 
     plan: list[tuple[str, list[str]]] = [(f"local, {args.workers} workers", ["--workers", str(args.workers)])]
-    for n in replica_counts:
-        per_replica = f"{min(1.0, cpus / n):g}"  # the replicas share the machine's CPUs
-        ray = ["--backend", "ray", "--min-replicas", str(n), "--max-replicas", str(n), "--replica-cpus", per_replica]
-        plan.append((f"ray, {n} replica(s) x {per_replica} CPU", ray))
+    for ingress in ingresses:
+        for n in replica_counts:
+            per_replica = f"{min(1.0, cpus / n):g}"  # the replicas share the machine's CPUs
+            ray = ["--backend", "ray", "--ingress", ingress, "--min-replicas", str(n), "--max-replicas", str(n)]
+            plan.append((f"ray {ingress}, {n} replica(s) x {per_replica} CPU", [*ray, "--replica-cpus", per_replica]))
     plan.append((f"local again, {args.workers} workers", ["--workers", str(args.workers)]))
 
     rows: list[dict] = []
@@ -127,32 +132,37 @@ def main() -> None:
 
 
 def target_lines(rows: list[dict], plan: list[tuple[str, list[str]]], workers: int) -> list[str]:
-    """#19's targets as ratios of this run: the Ray backend with as many replicas as the local backend has workers
-    against the mean of the two local rows."""
+    """#19's targets as ratios of this run, per ingress: the Ray backend with as many replicas as the local backend
+    has workers against the mean of the two local rows."""
     by = {(r["server"], r["concurrency"]): r for r in rows}
     local = [plan[0][0], plan[-1][0]]
-    same = next(
-        (name for name, extra in plan if "ray" in extra and extra[extra.index("--min-replicas") + 1] == str(workers)),
-        None,
-    )
-    if same is None:
-        return [f"(no Ray row with {workers} replicas: no target line)"]
+    ray_rows = [(name, extra) for name, extra in plan if "ray" in extra]
+
+    def option(extra: list[str], name: str) -> str:
+        return extra[extra.index(name) + 1]
+
     lines = []
-    base = sum(by[(name, 1)]["p50_ms"] for name in local) / 2
-    over = by[(same, 1)]["p50_ms"] - base
-    lines.append(
-        f"- p50 at concurrency 1: {same} {by[(same, 1)]['p50_ms']:.2f} ms vs local {base:.2f} ms: "
-        f"{over:+.2f} ms (target <= +1.5 ms: {'met' if over <= 1.5 else 'missed'})"
-    )
-    for c in CONCURRENCY[1:]:
-        rps = sum(by[(name, c)]["rps"] for name in local) / 2
-        ratio = by[(same, c)]["rps"] / rps
+    for ingress in dict.fromkeys(option(extra, "--ingress") for _, extra in ray_rows):
+        mine = [(name, extra) for name, extra in ray_rows if option(extra, "--ingress") == ingress]
+        same = next((name for name, extra in mine if option(extra, "--min-replicas") == str(workers)), None)
+        if same is None:
+            lines.append(f"({ingress}: no Ray row with {workers} replicas: no target line)")
+            continue
+        base = sum(by[(name, 1)]["p50_ms"] for name in local) / 2
+        over = by[(same, 1)]["p50_ms"] - base
         lines.append(
-            f"- req/s at concurrency {c}: {same} {by[(same, c)]['rps']:.0f} vs local {rps:.0f}: "
-            f"{ratio:.2f}x (target >= 0.7x: {'met' if ratio >= 0.7 else 'missed'})"
+            f"- p50 at concurrency 1: {same} {by[(same, 1)]['p50_ms']:.2f} ms vs local {base:.2f} ms: "
+            f"{over:+.2f} ms (target <= +1.5 ms: {'met' if over <= 1.5 else 'missed'})"
         )
-    curve = [f"{name.split(',')[1].strip()}: {by[(name, 32)]['rps']:.0f}" for name, extra in plan if "ray" in extra]
-    lines.append("- req/s at concurrency 32 over replicas: " + ", ".join(curve))
+        for c in CONCURRENCY[1:]:
+            rps = sum(by[(name, c)]["rps"] for name in local) / 2
+            ratio = by[(same, c)]["rps"] / rps
+            lines.append(
+                f"- req/s at concurrency {c}: {same} {by[(same, c)]['rps']:.0f} vs local {rps:.0f}: "
+                f"{ratio:.2f}x (target >= 0.7x: {'met' if ratio >= 0.7 else 'missed'})"
+            )
+        curve = [f"{option(extra, '--min-replicas')}: {by[(name, 32)]['rps']:.0f}" for name, extra in mine]
+        lines.append(f"- {ingress}: req/s at concurrency 32 over replicas: " + ", ".join(curve))
     return lines
 
 

@@ -150,6 +150,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "min_replicas",
         "max_replicas",
         "replica_cpus",
+        "ingress",
     )
     overrides = {name: getattr(args, name) for name in fields}
     return serve(args.checkpoint, overrides, data_dir=args.data, address=args.address)
@@ -501,6 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--min-replicas", type=int, help="ray backend: fewest replicas (default serve.min_replicas)")
     serve.add_argument("--max-replicas", type=int, help="ray backend: most replicas (default serve.max_replicas)")
     serve.add_argument("--replica-cpus", type=float, help="ray backend: CPUs per replica (default serve.replica_cpus)")
+    serve.add_argument(
+        "--ingress",
+        help="ray backend: haproxy (Ray Serve's HAProxy ingress) or proxy (its Python proxy); default serve.ingress",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     export = _command(sub, "export", _cmd_export)

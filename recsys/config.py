@@ -369,6 +369,11 @@ class ServeConfig(StrictModel):
     # Ray backend: where Serve runs its HTTP proxies: every_node (each node with a replica listens on port) or
     # head_only (one proxy, on the head node).
     proxy_location: Literal["every_node", "head_only"] = "every_node"
+    # Ray backend: what takes HTTP on host:port and spreads it over the replicas. "haproxy": Ray Serve's HAProxy
+    # ingress (requests go straight to each replica's own HTTP server; benchmarks/RESULTS.md: 2-4x the requests/s
+    # of "proxy"); "proxy": Ray Serve's Python HTTP proxy actor. A local Ray is started with it; a cluster's nodes
+    # must have been started with the matching environment (README, "Serving on Ray Serve").
+    ingress: Literal["haproxy", "proxy"] = "haproxy"
 
     @field_validator("state_url")
     @classmethod

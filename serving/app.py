@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,7 +27,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from recsys import __version__
 from serving.api.errors import install_error_handlers
 from serving.api.routes import ROUTERS
-from serving.observability import ObservabilityMiddleware, configure_logging, set_model
+from serving.observability import ObservabilityMiddleware, configure_logging, forget_dead_processes, set_model
 from serving.service import ScoringService
 from serving.settings import ServeSettings
 from serving.store import StoreUnavailable
@@ -74,10 +75,14 @@ def create_app(
     """The application for one worker (settings from ``recsys serve`` via the environment by default).
 
     ``follow_seconds``: also catch up with the store at that interval when no request comes (None: only per
-    request). ``behind_ray_proxy``: Ray Serve's proxy sets ``X-Request-Id`` (the id in the request, or a new one).
+    request). ``behind_ray_proxy``: the app runs in a Ray Serve replica. Ray Serve sets ``X-Request-Id`` (the id in
+    the request, or a new one), and the JSON log lines go to the process's own stderr (Ray's ``worker-*.err`` file
+    of the replica), not through the ``sys.stderr`` Ray Serve may put in front of it, which turns every write into
+    a log record with a stack walk (~0.5 ms of CPU per request: benchmarks/RESULTS.md).
     """
     settings = settings or ServeSettings.from_env()
-    configure_logging()
+    configure_logging(stream=sys.__stderr__ if behind_ray_proxy else None)
+    forget_dead_processes()
     app = FastAPI(
         title="recsys scoring service",
         version=__version__,

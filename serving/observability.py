@@ -12,7 +12,7 @@ import logging
 import os
 import random
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -28,6 +28,35 @@ def _multiprocess() -> bool:
 
 
 _MULTIPROC = _multiprocess()
+
+
+def forget_dead_processes() -> list[int]:
+    """Drop the per-process gauge files of workers that no longer run here (a killed replica, a crashed worker), so
+    that ``/metrics`` reports the model versions of the workers there are; counters keep their counts. Returns the
+    pids forgotten. Every worker calls it when it starts (the directory is one host's: pids are this host's)."""
+    import re
+
+    from prometheus_client import multiprocess
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not (_MULTIPROC and directory and os.path.isdir(directory)):
+        return []
+    pids = {int(m.group(1)) for name in os.listdir(directory) if (m := re.fullmatch(r"gauge_live\w+_(\d+)\.db", name))}
+    dead = sorted(pid for pid in pids if not _running(pid))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, directory)
+    return dead
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
 
 REQUESTS = Counter(
     "recsys_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
@@ -101,13 +130,14 @@ class _JsonHandler(logging.StreamHandler):
     """The service's stderr handler (a class of its own, so that configuring twice adds it once)."""
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """JSON lines on stderr for the service's loggers (idempotent; each worker process calls it)."""
+def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """JSON lines on ``stream`` (default: stderr) for the service's loggers (idempotent; each worker process calls
+    it)."""
     import sys
 
     logger = logging.getLogger("recsys")
     if not any(isinstance(h, _JsonHandler) for h in logger.handlers):
-        handler = _JsonHandler(sys.stderr)
+        handler = _JsonHandler(stream or sys.stderr)
         handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
         logger.propagate = False

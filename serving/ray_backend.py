@@ -2,9 +2,15 @@
 
 - **One app.** Each replica builds the app of :mod:`serving.app` once (``__serve_build_asgi_app__``, with the
   settings `recsys serve` resolved) and loads the model in its lifespan, as a local worker does: every route,
-  error, header and metric is the local backend's. Ray Serve runs an HTTP proxy on ``serve.host:serve.port``
-  (on every node with a replica, or on the head only: ``serve.proxy_location``) that spreads requests over the
+  error, header and metric is the local backend's. Ray Serve's ingress listens on ``serve.host:serve.port``
+  (on every node with a replica, or on the head only: ``serve.proxy_location``) and spreads requests over the
   replicas.
+- **Ingress.** ``serve.ingress: haproxy`` (the default): Ray Serve's HAProxy ingress, HAProxy on
+  ``serve.host:serve.port`` of each proxy node forwarding to every replica's own HTTP server (Ray's direct
+  ingress, with its throughput-optimised settings); ``proxy``: Ray Serve's Python HTTP proxy actor, which passes
+  each request to a replica as Ray calls (several times the model's CPU per request: benchmarks/RESULTS.md). Ray
+  Serve reads the choice from its processes' environment (:data:`INGRESS_ENV`): a local Ray is started with it; a
+  cluster's nodes must have been started with it, and a replica on a node started otherwise refuses to start.
 - **Replicas.** ``serve.min_replicas`` to ``serve.max_replicas`` (equal: that many; otherwise Serve's
   autoscaler keeps about ``serve.target_ongoing_requests`` requests in flight per replica), each reserving
   ``serve.replica_cpus`` CPUs.
@@ -29,7 +35,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -55,6 +61,46 @@ SHUTDOWN_S = 10.0
 
 PROXY_LOCATIONS = {"every_node": "EveryNode", "head_only": "HeadOnly"}
 
+#: The environment every Ray process must start with for each ``serve.ingress`` (Ray Serve reads it at import).
+INGRESS_ENV: dict[str, dict[str, str]] = {
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
+}
+
+
+#: Fixed ports of the HAProxy ingress (Ray's defaults): HAProxy's stats page (8404) and Prometheus exporter (9101),
+#: on every interface, and the fallback proxy actor HAProxy keeps as a backup server (8500, 9500 for gRPC).
+HAPROXY_PORT_ENV = (
+    "RAY_SERVE_HAPROXY_STATS_PORT",
+    "RAY_SERVE_HAPROXY_METRICS_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+)
+
+
+def ingress_environment(ingress: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a local Ray starts with for ``ingress``: :data:`INGRESS_ENV`, and for HAProxy free ports
+    for :data:`HAPROXY_PORT_ENV` where ``environ`` names none (Ray's fixed defaults collide with a second service
+    on the host)."""
+    from serving.net import free_port
+
+    env = dict(INGRESS_ENV[ingress])
+    if ingress == "haproxy":
+        env.update({name: environ.get(name) or str(free_port("0.0.0.0")) for name in HAPROXY_PORT_ENV})
+    return env
+
+
+def check_ingress(ingress: str, environ: Mapping[str, str]) -> None:
+    """Refuse (ConfigError naming ``serve.ingress``) a process whose Ray Serve runs another ingress than ``ingress``."""
+    haproxy = environ.get("RAY_SERVE_ENABLE_HA_PROXY", "0") == "1"
+    if haproxy != (ingress == "haproxy"):
+        env = " ".join(f"{k}={v}" for k, v in INGRESS_ENV[ingress].items())
+        raise ConfigError(
+            f"serve.ingress: {ingress}, but this Ray node runs Ray Serve {'with' if haproxy else 'without'} HAProxy: "
+            f"start the cluster's nodes with {env} (`{env} ray start ...`), or set serve.ingress to "
+            f"{'haproxy' if haproxy else 'proxy'}"
+        )
+
 
 @serve.ingress()
 class RecsysReplica:
@@ -62,6 +108,7 @@ class RecsysReplica:
 
     def __init__(self, settings_json: str) -> None:
         self._settings = ServeSettings.model_validate_json(settings_json)
+        check_ingress(self._settings.ingress, os.environ)  # as the node's Ray Serve was started
         metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if metrics_dir:  # on another node than `recsys serve`'s, nobody made it yet
             Path(metrics_dir).mkdir(parents=True, exist_ok=True)
@@ -100,6 +147,8 @@ def deployment_options(settings: ServeSettings, metrics_dir: Path, pin: str | No
         "name": DEPLOYMENT_NAME,
         "ray_actor_options": actor,
         "max_ongoing_requests": max(MIN_ONGOING_REQUESTS, math.ceil(2 * settings.target_ongoing_requests)),
+        # The app writes its own access line per request (serving.observability); Serve's would be a second one.
+        "logging_config": {"enable_access_log": False},
     }
     if settings.min_replicas == settings.max_replicas:
         options["num_replicas"] = settings.min_replicas
@@ -121,7 +170,8 @@ def _init_ray(settings: ServeSettings, address: str | None) -> bool:
         ray.init(address=address, log_to_driver=False)
         return False
     # address="local": always a new local instance, never a cluster someone else started here. Logical CPUs
-    # enough for every replica, or Serve would wait for a CPU that never comes.
+    # enough for every replica, or Serve would wait for a CPU that never comes. Its processes inherit the ingress.
+    os.environ.update(ingress_environment(settings.ingress, os.environ))
     cpus = max(os.cpu_count() or 1, math.ceil(settings.max_replicas * settings.replica_cpus))
     ray.init(
         address="local",

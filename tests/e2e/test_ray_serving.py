@@ -1,10 +1,12 @@
 """The Ray backend over real HTTP: `recsys serve --backend ray` with 2 replicas on the local Ray the command starts,
-the state in a real redis-server started here (skipped when it is not installed), requests through Ray Serve's proxy.
+the state in a real redis-server started here (skipped when it is not installed), requests through HAProxy (the
+default ``serve.ingress``) to the replicas' own HTTP servers.
 
 Which replica answered is the ``X-Recsys-Worker`` header (the replica's pid); the replicas there are, the pids of
 ``recsys_model_info`` in ``/metrics`` (every replica of the node). What one replica is told (a click, a new item,
-a model swap) every replica uses; the local backend's bad-input catalogue gets the same 4xx. One Ray Serve app for
-the module; the tests run in file order (the last one swaps the model).
+a model swap) every replica uses; the local backend's bad-input catalogue gets the same 4xx; a killed replica is
+replaced while the others answer. One Ray Serve app for the module; the tests run in file order (the last one swaps
+the model).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import polars as pl
@@ -136,6 +140,53 @@ def test_the_local_backends_bad_requests_get_the_same_4xx(ray_service, known) ->
     assert not wrong, "\n".join(wrong)
     assert httpx.get(f"{ray_service.url}/healthz", headers={"host": "attacker.example"}).status_code == 400
     assert "Traceback" not in ray_service.log.read_text()
+
+
+def test_haproxy_takes_the_port_and_the_replicas_answer_on_their_own_ports(ray_service) -> None:
+    """serve.ingress haproxy (the default): the port is HAProxy's, forwarding to each replica's own HTTP server."""
+    port = urlsplit(ray_service.url).port
+    configs = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:  # the process ended meanwhile
+            continue
+        if argv[0].endswith(b"/haproxy") and b"-f" in argv:
+            configs.append(Path(argv[argv.index(b"-f") + 1].decode()).read_text())
+    mine = [c for c in configs if f"bind 127.0.0.1:{port}" in c]
+    assert len(mine) == 1, f"{len(configs)} haproxy processes, none bound to port {port}"
+    assert len(re.findall(r"^\s*server SERVE_REPLICA_\S+ 127\.0\.0\.1:\d+", mine[0], re.MULTILINE)) == REPLICAS
+
+
+def test_a_killed_replica_is_replaced_and_the_requests_go_to_the_others(ray_service, known) -> None:
+    """SIGKILL one replica: once HAProxy has seen it go (a request racing with the kill may fail, as with any
+    crashed server) every request is answered by the others; Serve starts a new replica, and /metrics forgets the
+    dead one."""
+    body = {"user_id": 2, "candidates": known}
+    before = replicas(ray_service.url)
+    victim = min(before)
+    os.kill(int(victim), signal.SIGKILL)
+    time.sleep(2)  # the kernel closes the replica's connections; HAProxy drops them
+    failures: list[str] = []
+    answered: set[str] = set()
+    deadline = time.monotonic() + 300  # Serve notices, starts a replica that loads the model, HAProxy adds it
+    with httpx.Client(base_url=ray_service.url, timeout=60) as client:
+        while time.monotonic() < deadline and not (answered - before):
+            try:
+                resp = client.post("/v1/score", json=body)
+            except httpx.TransportError as exc:
+                failures.append(repr(exc))
+                continue
+            if resp.status_code == 200:
+                answered.add(resp.headers["x-recsys-worker"])
+            else:
+                failures.append(f"{resp.status_code} {resp.text[:200]}")
+            time.sleep(0.05)
+    new = answered - before
+    assert new, f"no new replica answered in 300 s (answered: {sorted(answered)}, killed {victim})"
+    assert victim not in answered and not failures, failures[:5]
+    after = replicas(ray_service.url)
+    assert victim not in after and len(after) == REPLICAS and new <= after
 
 
 def test_reload_under_load_reaches_every_replica_with_no_failed_request(

@@ -11,7 +11,13 @@ import pytest
 
 from recsys.config import ServeConfig, load_config
 from recsys.errors import ConfigError
-from serving.ray_backend import check_placement, deployment_options
+from serving.ray_backend import (
+    HAPROXY_PORT_ENV,
+    check_ingress,
+    check_placement,
+    deployment_options,
+    ingress_environment,
+)
 from serving.settings import ServeSettings
 
 
@@ -28,6 +34,7 @@ def settings(**serve: object) -> ServeSettings:
         ("serve:\n  min_replicas: 0\n", "serve.min_replicas: Input should be greater than or equal to 1"),
         ("serve:\n  target_ongoing_requests: .nan\n", "serve.target_ongoing_requests: Input should be a finite number"),
         ("serve:\n  proxy_location: everywhere\n", "serve.proxy_location: Input should be 'every_node' or 'head_only'"),
+        ("serve:\n  ingress: nginx\n", "serve.ingress: Input should be 'haproxy' or 'proxy'"),
     ],
 )
 def test_replica_fields_are_checked_and_named(tmp_path: Path, text: str, fragment: str) -> None:
@@ -80,3 +87,35 @@ def test_deployment_options_follow_the_serve_section(tmp_path: Path, monkeypatch
     monkeypatch.setenv("RECSYS_REDIS_PASSWORD", "pw")  # the replicas' store gets the driver's password
     with_password = deployment_options(settings(), tmp_path, None)
     assert with_password["ray_actor_options"]["runtime_env"]["env_vars"]["RECSYS_REDIS_PASSWORD"] == "pw"
+
+
+@pytest.mark.parametrize(
+    ("ingress", "environ", "refused"),
+    [
+        ("haproxy", {"RAY_SERVE_ENABLE_HA_PROXY": "1"}, False),
+        ("haproxy", {}, True),  # a node started without the HAProxy environment
+        ("proxy", {"RAY_SERVE_ENABLE_HA_PROXY": "0"}, False),
+        ("proxy", {"RAY_SERVE_ENABLE_HA_PROXY": "1"}, True),
+    ],
+)
+def test_a_replica_on_a_node_started_for_the_other_ingress_refuses_to_start(
+    ingress: str, environ: dict, refused: bool
+) -> None:
+    if not refused:
+        check_ingress(ingress, environ)
+        return
+    with pytest.raises(ConfigError) as caught:
+        check_ingress(ingress, environ)
+    message = str(caught.value)
+    assert message.startswith(f"serve.ingress: {ingress}, ") and "\n" not in message
+    assert "RAY_SERVE_ENABLE_HA_PROXY=" + ("1" if ingress == "haproxy" else "0") in message  # how to start the nodes
+
+
+def test_a_local_ray_gets_the_ingress_environment_and_free_haproxy_ports() -> None:
+    env = ingress_environment("haproxy", {})
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    ports = {int(env[name]) for name in HAPROXY_PORT_ENV}
+    assert len(ports) == 4 and ports.isdisjoint({8404, 9101, 8500, 9500})  # not Ray's fixed defaults
+    chosen = {"RAY_SERVE_HAPROXY_STATS_PORT": "18404", "RAY_SERVE_HAPROXY_METRICS_PORT": "19101"}
+    assert ingress_environment("haproxy", chosen).items() >= chosen.items()  # the user's ports are kept
+    assert ingress_environment("proxy", {}) == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
