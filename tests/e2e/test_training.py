@@ -132,6 +132,9 @@ def test_train_prints_each_epoch_once_and_keeps_ray_output_in_the_log_file(basel
     log = (run_dir / "recsys.log").read_text()
     assert "RayTrainWorker" in log and "Started training worker group" in log  # Ray's output, on file
     assert "Failed to query Ray Train Controller actor state" not in log  # dropped at its logger (ray_output.py)
+    # the workers' State API client asks their own Ray (ray_output.own_state_api): the run does not wait ~14 s at
+    # its end for the placement-group cleaner, stuck on the host's last-started Ray
+    assert "Failed to stop PlacementGroupCleaner" not in log and "Monitor thread did not exit" not in log
 
 
 def test_train_is_tracked_in_mlflow(baseline_run) -> None:
