@@ -74,13 +74,19 @@ def _cmd_data_make_default(args: argparse.Namespace) -> int:
 def _cmd_encode(args: argparse.Namespace) -> int:
     from recsys.config import load_config
     from recsys.data.validate import validate_dataset
-    from recsys.encoders.pipeline import encode_items
+    from recsys.encoders.pipeline import encode_items, pool_cpus
+    from training.launch import init_ray
 
     config = load_config(args.config)
     report = validate_dataset(args.data_dir, config)
     report.raise_for_errors()
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    result = encode_items(Path(args.data_dir), config.encoders, cache_dir=cache_dir, progress=not args.no_progress)
+    if config.encoders.actors:  # the Ray that training uses too (Ray's output to the log file); the pool must fit
+        init_ray(args.address or config.train.address, pool_cpus(config.encoders))
+    result = encode_items(
+        Path(args.data_dir), config.encoders, cache_dir=cache_dir, progress=not args.no_progress, address=args.address
+    )
+    console.attach_log_file(result.cache_dir / "encode.log")  # Ray's and the libraries' output, kept until now
     print(result.format())
     return 0
 
@@ -171,9 +177,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from recsys.config import load_config, override
     from recsys.data.synthetic import make_default_dataset
     from recsys.data.validate import validate_dataset
-    from recsys.encoders.pipeline import encode_items
+    from recsys.encoders.pipeline import encode_items, pool_cpus
     from recsys.evaluation import format_evaluation
     from recsys.tracking import Tracker
+    from training.launch import init_ray
     from training.tracked import train_and_test
 
     started = time.perf_counter()
@@ -199,6 +206,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("      " + report.format().replace("\n", "\n      "), flush=True)
     report.raise_for_errors()
     print("[3/5] encode items with the frozen encoders", flush=True)
+    init_ray(config.train.address, max(config.train.workers, pool_cpus(config.encoders)))  # encoding and training
     print(
         encode_items(data_dir, config.encoders, cache_dir=cache_dir, progress=not args.no_progress).format(), flush=True
     )
@@ -305,8 +313,9 @@ ABOUT: dict[str, tuple[str, str | None]] = {
     ),
     "encode": (
         "encode every item with the frozen encoders (cached; re-runs encode only changes)",
-        "Run the configured frozen encoders over every item's title, image and audio in batches "
-        "and cache the vectors as Parquet keyed by item id and content hash.",
+        "Run the configured frozen encoders over every item's title, image and audio on Ray Data (per "
+        "modality a pool of encoders.actors actors, each loading its encoder once) and cache the vectors as "
+        "Parquet keyed by item id and content hash. Local Ray, or a cluster via --address.",
     ),
     "train": (
         "train a model with Ray Train (local Ray, or a cluster via --address)",
@@ -449,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("data_dir", help="dataset directory")
     encode.add_argument("--config", required=True, help="experiment YAML (its encoders section)")
     encode.add_argument("--cache-dir", help="override encoders.cache_dir")
+    encode.add_argument(
+        "--address", help="Ray cluster address (e.g. head:6379); default: train.address, else a local Ray"
+    )
     _add_no_progress(encode)
 
     train = _command(sub, "train", _cmd_train)

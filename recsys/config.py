@@ -147,6 +147,20 @@ class EncodersConfig(StrictModel):
     )
     batch_size: int = Field(32, ge=1, le=4096)
     cache_dir: str | None = Field(None, description="Where encoded vectors are cached; null = <dataset>/.recsys_cache.")
+    actors: int = Field(
+        1,
+        ge=0,
+        le=1024,
+        description="Ray actors per modality, each loading its encoder once (`recsys encode` runs each modality "
+        "as a Ray Data stage over this pool); 0: encode in the calling process, without Ray (a small catalogue: "
+        "no Ray to start).",
+    )
+    cpus_per_actor: float = Field(
+        1.0, gt=0.0, le=256.0, description="CPUs Ray reserves per encoder actor (also its torch threads)."
+    )
+    gpus_per_actor: float = Field(
+        0.0, ge=0.0, le=16.0, description="GPUs Ray reserves per encoder actor; > 0 runs the encoder on CUDA."
+    )
 
 
 # --------------------------------------------------------------------------- model

@@ -7,12 +7,10 @@
 Resume: a run name that already exists in the storage path is continued with ``resume=True``
 (Ray Train restores the latest reported checkpoint: model, optimizer, epoch/step, RNG).
 
-How the splits reach the workers (see :func:`configure_data_context` and :func:`load_split`):
+How the splits reach the workers (see :func:`recsys.cluster.configure_data_context` and :func:`load_split`):
 
-* Parquet is read with Ray Data's V1 Parquet datasource. Ray 2.60's default V2 datasource starts
-  a pool of ``RAY_DATA_PARQUET_FOOTER_NUM_ACTORS`` (32) footer-reader actors on every execution,
-  i.e. every epoch, which cost seconds before the first batch and CPU taken from training on a
-  small machine. Setting ``RAY_DATA_USE_DATASOURCE_V2`` in the driver's environment overrides.
+* Parquet is read with Ray Data's V1 Parquet datasource (the V2 one starts 32 footer-reader
+  actors on every execution, i.e. every epoch).
 * Only the columns the workers use are read (the ``meta_*`` columns stay on disk, except the
   user id that validation needs for GAUC).
 * A split whose decoded size fits a budget (``MATERIALIZE_FRACTION`` of the cluster's object
@@ -35,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recsys import console
+from recsys import cluster, console
 from recsys.config import ExperimentConfig
 from recsys.errors import ConfigError, RecsysError
 from recsys.features.prepared import TRAIN_COLUMNS, VALID_COLUMNS, PreparedDir
@@ -106,43 +104,21 @@ def check_inputs(config: ExperimentConfig, data_dir: Path, cache_dir: Path | Non
 def init_ray(address: str | None, workers: int) -> None:
     """Connect to a cluster at ``address``, or start a local Ray sized for ``workers``."""
     import ray
-    import ray.data
 
     from training.ray_output import WORKER_RUNTIME_ENV, route_worker_output
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     if not ray.is_initialized():
         console.adopt_library_loggers()  # Ray's driver-side loggers: to the log file (training.ray_output)
         # Workers' output reaches the driver (log_to_driver) and goes to the log file, progress
         # events to the console (route_worker_output); WORKER_RUNTIME_ENV quiets the workers.
-        common: dict[str, Any] = {"log_to_driver": True, "runtime_env": WORKER_RUNTIME_ENV}
-        if address:
-            ray.init(address=address, **common)
-        else:
-            # Logical CPUs above the physical count: training workers hold one CPU each for the whole
-            # run, and Ray Data's read tasks must still find a CPU to stream the shards.
-            # address="local": always a new local instance, never a cluster someone else started here.
-            ray.init(
-                address="local",
-                num_cpus=max(os.cpu_count() or 1, workers + 2),
-                include_dashboard=False,
-                object_store_memory=512 * 1024**2,
-                **common,
-            )
+        # A local Ray gets logical CPUs above the physical count: training workers hold one CPU each
+        # for the whole run, and Ray Data's read tasks must still find a CPU to stream the shards.
+        cluster.connect(
+            address, max(os.cpu_count() or 1, workers + 2), log_to_driver=True, runtime_env=WORKER_RUNTIME_ENV
+        )
         route_worker_output(progress.consume)
-    configure_data_context()
-
-
-def configure_data_context() -> None:
-    """The driver's Ray Data settings; datasets created afterwards carry them to the executors."""
-    import ray
-
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.execution_options.preserve_order = True  # same seed + same data -> same batches
-    if "RAY_DATA_USE_DATASOURCE_V2" not in os.environ:  # an explicit choice in the environment wins
-        ctx.use_datasource_v2 = False  # V1: no per-execution pool of footer-reader actors (module docstring)
+    cluster.configure_data_context()
 
 
 def check_gpus(gpus_per_worker: float, workers: int) -> float:

@@ -198,7 +198,7 @@ class AisfxAudioEncoder(ItemEncoder[AudioInput]):
                 }
             net = EmbeddingNet("max", 3, 1, 64)
             load_state_dict_into(net, state, AUDIO_FIELD, self.weights_path)
-        self.net = channels_last(freeze(net))
+        self.net = channels_last(freeze(net).to(self.device))
         self.front_end = MelFrontEnd(
             AISFX_SAMPLE_RATE, AISFX_N_FFT, AISFX_HOP, AISFX_MEL_BINS, AISFX_F_MIN, AISFX_F_MAX, htk=True, norm=1.0
         )
@@ -227,7 +227,8 @@ class AisfxAudioEncoder(ItemEncoder[AudioInput]):
     def _encode(self, batch: list[AudioInput]) -> np.ndarray:
         assert self.net is not None
         blocks, counts = self.spectrogram_blocks(batch)
-        embeddings = torch.cat([self.net(chunk) for chunk in blocks.split(AISFX_BLOCKS_PER_FORWARD)])  # (N, 512)
+        chunks = blocks.to(self.device).split(AISFX_BLOCKS_PER_FORWARD)
+        embeddings = torch.cat([self.net(chunk) for chunk in chunks]).cpu()  # (N, 512)
         per_clip = embeddings.split(counts)
         return torch.stack([e.mean(dim=0) for e in per_clip]).numpy()  # (B, 512)
 

@@ -39,8 +39,8 @@ class ItemEncoder(ABC, Generic[InputT]):
 
     Subclasses set ``modality``, ``field`` (the config section, for error messages),
     ``fingerprint`` and ``_dim`` in ``__init__`` (cheap), and implement ``_load`` and
-    ``_encode``. All torch work runs in eval mode, under ``torch.inference_mode()``, with
-    parameters frozen.
+    ``_encode``, putting the model and its inputs on ``device``. All torch work runs in eval
+    mode, under ``torch.inference_mode()``, with parameters frozen.
     """
 
     modality: str
@@ -50,6 +50,8 @@ class ItemEncoder(ABC, Generic[InputT]):
 
     def __init__(self) -> None:
         self._loaded = False
+        #: Where the model runs (set before the first :meth:`encode`; vectors come back on the CPU).
+        self.device = torch.device("cpu")
 
     @property
     def dim(self) -> int:

@@ -74,9 +74,10 @@ class ImageEncoder(ItemEncoder[Image.Image]):
             model.classifier = torch.nn.Identity()
         else:
             model.fc = torch.nn.Identity()
-        self.model = channels_last(freeze(model))
+        self.model = channels_last(freeze(model).to(self.device))
 
     def _encode(self, batch: list[Image.Image]) -> np.ndarray:
         assert self.model is not None
-        x = images_to_tensor(batch, self.cfg.image_size).contiguous(memory_format=torch.channels_last)  # (B, 3, S, S)
-        return torch.cat([self.model(chunk) for chunk in x.split(FORWARD_CHUNK)]).numpy()  # (B, dim)
+        x = images_to_tensor(batch, self.cfg.image_size).to(self.device)
+        x = x.contiguous(memory_format=torch.channels_last)  # (B, 3, S, S)
+        return torch.cat([self.model(chunk) for chunk in x.split(FORWARD_CHUNK)]).cpu().numpy()  # (B, dim)

@@ -1,11 +1,16 @@
-"""``encode_items``: dataset directory -> cached item vectors, one Parquet file per modality.
+"""``encode_items``: dataset directory -> cached item vectors, one Parquet file per modality, on Ray Data.
 
-For each enabled modality, every item's content is hashed (sha256 of the title text, or of the
-media file's bytes); the cache ``<cache_dir>/<modality>/<encoder fingerprint>.parquet`` holds
-``item_id int64, content_hash string, vector list<float32>``. Only items whose hash is not in
-the cache are decoded and encoded, in batches of ``encoders.batch_size``; the model is loaded
-only when there is such an item. A change of model, weights or encoder parameters changes the
-fingerprint and therefore the cache file.
+The items are read as a Ray Dataset and every item's content is hashed by Ray tasks (sha256 of
+the title text, or of the media file's bytes; :mod:`recsys.encoders.stage`); the cache
+``<cache_dir>/<modality>/<encoder fingerprint>.parquet`` holds ``item_id int64, content_hash
+string, vector list<float32>``. Only items whose hash is not in the cache are encoded: per
+modality, one Ray Data ``map_batches`` stage over a pool of ``encoders.actors`` actors
+(``encoders.cpus_per_actor`` / ``gpus_per_actor`` each) that load the frozen encoder once and
+decode the media themselves, in batches of ``encoders.batch_size``; no actor starts, and so no
+model loads, when nothing is new. The driver gathers the vectors and writes the cache file. A
+change of model, weights or encoder parameters changes the fingerprint and therefore the cache
+file. The same code runs on a laptop's local Ray (started for the call when none is running)
+and on a cluster (``address``), where the dataset and the cache must be on storage every node sees.
 
 What has no vector, and how it is reported:
 - a null (or blank) title / null media path: expected, silent;
@@ -22,30 +27,39 @@ only caches and precomputed files, and refuses a cache that no longer matches th
 
 from __future__ import annotations
 
-import hashlib
+import math
 import os
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from recsys import cluster
 from recsys.config import MODALITIES, EncodersConfig
+from recsys.data.content import MISSING, content_hashes, hash_batch
 from recsys.data.dataset import MEDIA_COLUMNS, dataset_paths
 from recsys.encoders.base import ItemEncoder
-from recsys.encoders.media import MediaError, MediaWarning, decode_audio, decode_image
+from recsys.encoders.media import MediaWarning
 from recsys.encoders.registry import build_encoder
-from recsys.errors import DatasetError, EncoderError
+from recsys.encoders.stage import vector_column, vectors_from_arrow
+from recsys.errors import ConfigError, DatasetError, EncoderError, RecsysError
 
 CACHE_FIELD = "encoders.cache_dir"
 MAX_IDS_SHOWN = 5
+#: Items per hashing task (Ray Data block) of a large catalogue.
+HASH_ROWS_PER_BLOCK = 20_000
+#: Blocks per encoder actor a modality's todo list is cut into: work to balance, progress to show.
+BLOCKS_PER_ACTOR = 16
 
 
 # --------------------------------------------------------------------------- results
@@ -66,6 +80,7 @@ class ModalityReport:
     unreadable_ids: list[int] = field(default_factory=list)  # media file cannot be read or decoded
     seconds: float = 0.0
     path: Path | None = None  # the cache file, or the precomputed file
+    model_loaded: bool = False  # an actor of this run loaded the encoder
 
 
 @dataclass
@@ -113,7 +128,7 @@ class ModalityVectors:
 class _Entry:
     item_id: int
     content_hash: str
-    source: Any  # the title text, or the media file's path
+    source: str  # the title text, or the media file's path (data_dir / the column value)
 
 
 @dataclass
@@ -153,53 +168,50 @@ def _read_items(data_dir: Path, modalities: list[str]) -> pl.DataFrame:
     return items
 
 
-def _sha256_file(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _plan(items: pl.DataFrame, modality: str, data_dir: Path) -> _Plan:
-    column = MEDIA_COLUMNS[modality]
+def _plan(items: pl.DataFrame, modality: str, data_dir: Path, hashed: pl.DataFrame | None = None) -> _Plan:
+    """``modality``'s plan over ``items``, from the hashes of ``hashed`` (``hash_batch``'s columns, row-aligned
+    with ``items``), or hashed here when it is None."""
+    if hashed is None:
+        hashes, problems = content_hashes(items, modality, data_dir)
+    else:
+        hashes, problems = hashed[f"{modality}_hash"].to_list(), hashed[f"{modality}_problem"].to_list()
     plan = _Plan(entries=[], missing=[], unreadable={})
-    for item_id, value in zip(items["item_id"].to_list(), items[column].to_list()):
-        if value is None or not value.strip():
-            continue  # no title / no media for this item: expected, silent
-        if modality == "title":
-            plan.entries.append(_Entry(item_id, hashlib.sha256(value.encode("utf-8")).hexdigest(), value))
-            continue
-        path = data_dir / value
-        if not path.is_file():
+    column = items[MEDIA_COLUMNS[modality]].to_list()
+    for item_id, value, digest, problem in zip(items["item_id"].to_list(), column, hashes, problems):
+        if problem == MISSING:
             plan.missing.append(item_id)
-            continue
-        try:
-            plan.entries.append(_Entry(item_id, _sha256_file(path), path))
-        except OSError as exc:
-            plan.unreadable[item_id] = f"cannot read {path}: {exc.strerror or exc}"
+        elif problem is not None:
+            plan.unreadable[item_id] = problem
+        elif digest is not None:
+            plan.entries.append(_Entry(item_id, digest, value if modality == "title" else str(data_dir / value)))
     return plan
 
 
+def _hash_on_ray(items: pl.DataFrame, modalities: list[str], data_dir: Path) -> pl.DataFrame:
+    """Every item's content hashes per modality, by Ray tasks over the items read as a Ray Dataset.
+
+    Row-aligned with ``items`` (``item_id`` plus ``<m>_hash`` / ``<m>_problem`` per modality).
+    """
+    import ray.data
+
+    columns = ["item_id", *[MEDIA_COLUMNS[m] for m in modalities]]
+    ds = ray.data.read_parquet(str(dataset_paths(data_dir).items.resolve()), columns=columns)
+    if items.height > HASH_ROWS_PER_BLOCK:
+        ds = ds.repartition(math.ceil(items.height / HASH_ROWS_PER_BLOCK))
+    ds = ds.map_batches(
+        partial(hash_batch, modalities=modalities, data_dir=str(data_dir.resolve())),
+        batch_size=None,
+        batch_format="pyarrow",
+        udf_modifying_row_count=False,
+    )
+    tables = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+    schema = {"item_id": pl.Int64, **{f"{m}_{k}": pl.String for m in modalities for k in ("hash", "problem")}}
+    hashed = pl.from_arrow(pa.concat_tables(tables)) if tables else pl.DataFrame(schema=schema)
+    assert isinstance(hashed, pl.DataFrame)
+    return items.select("item_id").join(hashed, on="item_id", how="left", maintain_order="left")
+
+
 # --------------------------------------------------------------------------- cache files
-
-
-def _vectors_from_arrow(array: pa.Array | pa.ChunkedArray, where: str) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """A list/array column -> (float32 (n_valid, dim) matrix, (n,) bool valid mask, dim or None)."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks() if array.num_chunks else pa.array([], type=pa.list_(pa.float32()))
-    valid = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    present = array.filter(pa.array(valid))
-    lengths = np.asarray(pc.list_value_length(present).to_numpy(zero_copy_only=False), dtype=np.int64)
-    if lengths.size == 0:
-        return np.zeros((0, 0), dtype=np.float32), valid, None
-    if (lengths != lengths[0]).any():
-        raise ValueError(f"{where}: vectors have different lengths ({sorted(set(lengths.tolist()))[:5]})")
-    dim = int(lengths[0])
-    values = pc.list_flatten(present)
-    if values.null_count:
-        raise ValueError(f"{where}: vectors hold null values")
-    flat = values.cast(pa.float32()).to_numpy(zero_copy_only=False)
-    if not np.isfinite(flat).all():
-        raise ValueError(f"{where}: vectors hold NaN or infinite values")
-    return np.ascontiguousarray(flat.reshape(len(present), dim), dtype=np.float32), valid, dim
 
 
 CacheRows = dict[int, tuple[str, "np.ndarray | None"]]  # item_id -> (content_hash, vector or None)
@@ -212,7 +224,7 @@ def _read_cache(path: Path, dim: int) -> CacheRows:
         raise ValueError(f"{path}: unexpected columns {table.column_names}")
     ids = table.column("item_id").to_numpy().astype(np.int64)
     hashes = table.column("content_hash").to_pylist()
-    matrix, valid, found_dim = _vectors_from_arrow(table.column("vector"), str(path))
+    matrix, valid, found_dim = vectors_from_arrow(table.column("vector"), str(path))
     if found_dim is not None and found_dim != dim:
         raise ValueError(f"{path}: vectors are {found_dim}-d, the encoder gives {dim}-d")
     rows: CacheRows = {}
@@ -225,22 +237,11 @@ def _read_cache(path: Path, dim: int) -> CacheRows:
 
 def _write_cache(path: Path, ids: list[int], hashes: list[str], vectors: list[np.ndarray | None], dim: int) -> None:
     """Write a cache file atomically (temp file in the same directory + rename)."""
-    valid = np.array([v is not None for v in vectors], dtype=bool)
-    matrix = (
-        np.stack([v for v in vectors if v is not None]).astype(np.float32)
-        if valid.any()
-        else np.zeros((0, dim), np.float32)
-    )
-    offsets = np.zeros(len(vectors) + 1, dtype=np.int32)
-    offsets[1:] = np.cumsum(np.where(valid, dim, 0))
-    vector_column = pa.ListArray.from_arrays(
-        pa.array(offsets), pa.array(matrix.reshape(-1), type=pa.float32()), mask=pa.array(~valid)
-    )
     table = pa.table(
         {
             "item_id": pa.array(ids, type=pa.int64()),
             "content_hash": pa.array(hashes, type=pa.string()),
-            "vector": vector_column,
+            "vector": vector_column(vectors, dim),
         }
     )
     try:
@@ -307,7 +308,7 @@ def _read_precomputed(name: str, path: Path) -> ModalityVectors:
     if duplicated:
         raise DatasetError(f"{path}: column 'item_id' has duplicate ids, e.g. {duplicated[:MAX_IDS_SHOWN]}")
     try:
-        matrix, valid, dim = _vectors_from_arrow(frame["vector"].to_arrow(), str(path))
+        matrix, valid, dim = vectors_from_arrow(frame["vector"].to_arrow(), str(path))
     except ValueError as exc:
         lengths = frame["vector"].list.len() if isinstance(frame.schema["vector"], pl.List) else None
         detail = str(exc)
@@ -320,15 +321,136 @@ def _read_precomputed(name: str, path: Path) -> ModalityVectors:
     return ModalityVectors(name, np.ascontiguousarray(ids, dtype=np.int64), matrix.reshape(len(ids), dim or 0), None)
 
 
+# --------------------------------------------------------------------------- Ray
+
+
+@contextmanager
+def ray_session(address: str | None, cpus: int = 1) -> Iterator[None]:
+    """The Ray this process is connected to; else one at ``address``, or a new local one, for the block only.
+
+    A local Ray gets at least ``cpus`` logical CPUs (the encoder pool must fit, even on a small machine).
+    """
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        cluster.connect(address, max(os.cpu_count() or 1, cpus))
+    cluster.configure_data_context()
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def pool_cpus(config: EncodersConfig) -> int:
+    """Logical CPUs one modality's encoder pool reserves (``encoders.actors`` x ``encoders.cpus_per_actor``)."""
+    return math.ceil(config.actors * config.cpus_per_actor)
+
+
+def check_pool(config: EncodersConfig) -> None:
+    """Refuse (ConfigError naming the field) an encoder pool the connected Ray cluster cannot hold (it would wait)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if config.cpus_per_actor > cpus:
+        raise ConfigError(f"encoders.cpus_per_actor: {config.cpus_per_actor:g} per actor, the Ray cluster has {cpus:g}")
+    if config.gpus_per_actor > gpus:
+        raise ConfigError(
+            f"encoders.gpus_per_actor: {config.gpus_per_actor:g} GPU(s) per actor, the Ray cluster has {gpus:g}"
+        )
+    if config.actors * config.cpus_per_actor > cpus or config.actors * config.gpus_per_actor > gpus:
+        raise ConfigError(
+            f"encoders.actors: {config.actors} actors x ({config.cpus_per_actor:g} CPU, {config.gpus_per_actor:g} GPU) "
+            f"do not fit the Ray cluster ({cpus:g} CPU, {gpus:g} GPU)"
+        )
+
+
+def _recsys_error(exc: BaseException) -> RecsysError | None:
+    """The RecsysError a Ray actor raised, found in the exception Ray Data wrapped it in (None: there is none)."""
+    from ray.exceptions import RayError
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, RecsysError) and not isinstance(e, RayError):
+            return e
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return None
+
+
+def _encode_on_ray(
+    modality: str, section: dict[str, Any], todo: list[_Entry], config: EncodersConfig
+) -> Iterator[pa.Table]:
+    """``todo`` through a pool of ``config.actors`` encoder actors: result tables as they come (any order).
+
+    Blocks hold whole batches of ``config.batch_size`` consecutive items, so every batch an actor
+    encodes is one the in-process loop would have encoded.
+    """
+    import ray.data
+
+    from recsys.encoders.stage import EncoderActor
+
+    table = _todo_table(todo)
+    batches = math.ceil(len(todo) / config.batch_size)
+    rows = config.batch_size * math.ceil(batches / (config.actors * BLOCKS_PER_ACTOR))
+    blocks = ray.data.from_arrow([table.slice(first, rows) for first in range(0, len(todo), rows)])
+    ds = blocks.map_batches(
+        EncoderActor,
+        compute=ray.data.ActorPoolStrategy(size=config.actors),
+        num_cpus=config.cpus_per_actor,
+        num_gpus=config.gpus_per_actor,
+        batch_size=config.batch_size,
+        batch_format="pyarrow",
+        udf_modifying_row_count=False,
+        fn_constructor_kwargs={
+            "modality": modality,
+            "section": section,
+            "threads": max(1, int(config.cpus_per_actor)),
+            "use_gpu": config.gpus_per_actor > 0,
+        },
+    )
+    try:
+        yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+    except Exception as exc:  # Ray Data wraps what an actor raised
+        cause = _recsys_error(exc)
+        if cause is None:
+            raise
+        raise type(cause)(str(cause).splitlines()[0]) from None  # Ray Data appends lines of its own
+
+
+def _todo_table(todo: list[_Entry]) -> pa.Table:
+    """The rows an encoder stage takes: ``item_id``, ``content_hash``, ``source``."""
+    return pa.table(
+        {
+            "item_id": pa.array([e.item_id for e in todo], type=pa.int64()),
+            "content_hash": pa.array([e.content_hash for e in todo], type=pa.string()),
+            "source": pa.array([e.source for e in todo], type=pa.string()),
+        }
+    )
+
+
+def _encode_in_process(
+    modality: str, section: dict[str, Any], todo: list[_Entry], config: EncodersConfig
+) -> Iterator[pa.Table]:
+    """``todo`` through one :class:`EncoderActor` in this process (``encoders.actors: 0``), ``config.batch_size``
+    items at a time: the batches an actor of the pool would encode, with this process's torch threads."""
+    import torch
+
+    from recsys.encoders.stage import EncoderActor
+
+    encoder = EncoderActor(modality, section, threads=torch.get_num_threads(), use_gpu=config.gpus_per_actor > 0)
+    table = _todo_table(todo)
+    for first in range(0, len(todo), config.batch_size):
+        yield encoder(table.slice(first, config.batch_size))
+
+
 # --------------------------------------------------------------------------- encode
-
-
-def _decode(modality: str, entry: _Entry) -> Any:
-    if modality == "title":
-        return entry.source
-    if modality == "image":
-        return decode_image(entry.source)
-    return decode_audio(entry.source)
 
 
 def _warn_unusable(modality: str, missing: list[int], unreadable: dict[int, str], total: int) -> None:
@@ -353,7 +475,7 @@ def _warn_unusable(modality: str, missing: list[int], unreadable: dict[int, str]
 
 
 def _encode_modality(
-    modality: str, encoder: ItemEncoder, plan: _Plan, cache_path: Path, batch_size: int, progress: bool
+    modality: str, encoder: ItemEncoder, plan: _Plan, cache_path: Path, config: EncodersConfig, progress: bool
 ) -> ModalityReport:
     from recsys.console import progress as progress_bar
 
@@ -384,24 +506,31 @@ def _encode_modality(
     if modality == "title":
         todo.sort(key=lambda e: len(e.source))  # similar lengths per batch: less padding to compute
 
-    n_encoded = 0
-    with progress_bar(total=len(todo), desc=f"encode {modality}", unit="item", disable=not progress or not todo) as bar:
-        for first in range(0, len(todo), batch_size):
-            chunk = todo[first : first + batch_size]
-            decoded, ok = [], []
-            for entry in chunk:
-                try:
-                    decoded.append(_decode(modality, entry))
-                    ok.append(entry)
-                except MediaError as exc:
-                    unreadable[entry.item_id] = str(exc)
-                    results[entry.item_id] = (entry.content_hash, None)
-            if decoded:
-                vectors = encoder.encode(decoded)  # (b, dim); loads the model on first use
-                for entry, vector in zip(ok, vectors):
-                    results[entry.item_id] = (entry.content_hash, vector)
-                n_encoded += len(ok)
-            bar.update(len(chunk))
+    n_encoded, loaded = 0, False
+    if todo:
+        section = getattr(config, modality).model_dump(mode="json")
+        if config.actors:
+            check_pool(config)
+            stage = _encode_on_ray(modality, section, todo, config)
+        else:
+            stage = _encode_in_process(modality, section, todo, config)
+        with progress_bar(total=len(todo), desc=f"encode {modality}", unit="item", disable=not progress) as bar:
+            for out in stage:
+                matrix, valid, _ = vectors_from_arrow(out.column("vector"), f"{modality} encoder output")
+                k = 0
+                for item_id, content_hash, error, ok in zip(
+                    out.column("item_id").to_pylist(),
+                    out.column("content_hash").to_pylist(),
+                    out.column("error").to_pylist(),
+                    valid.tolist(),
+                ):
+                    results[item_id] = (content_hash, matrix[k] if ok else None)
+                    k += int(ok)
+                    if not ok:
+                        unreadable[item_id] = error
+                n_encoded += int(valid.sum())
+                loaded = loaded or any(out.column("model_loaded").to_pylist())
+                bar.update(out.num_rows)
 
     order = [e.item_id for e in plan.entries]
     if todo or set(cached) != set(order):
@@ -419,6 +548,7 @@ def _encode_modality(
         unreadable_ids=sorted(unreadable),
         seconds=time.perf_counter() - start,
         path=cache_path,
+        model_loaded=loaded,
     )
 
 
@@ -427,15 +557,22 @@ def _enabled(config: EncodersConfig) -> list[str]:
 
 
 def encode_items(
-    data_dir: Path, config: EncodersConfig, cache_dir: Path | None = None, progress: bool = True
+    data_dir: Path,
+    config: EncodersConfig,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    address: str | None = None,
 ) -> EncodeReport:
-    """Encode every item of ``data_dir`` with the enabled frozen encoders, using and updating the cache.
+    """Encode every item of ``data_dir`` with the enabled frozen encoders on Ray, using and updating the cache.
 
     Only new or changed items are encoded, and a model is loaded only if there is one. Missing
     or unreadable media leave that item without a vector (one MediaWarning per modality).
+    Runs on the Ray this process is connected to, else on the cluster at ``address``, else on a
+    local Ray started for the call; with ``encoders.actors: 0`` in this process, without Ray.
     Raises DatasetError for a malformed items.parquet or precomputed file, EncoderError for
     encoder weights that cannot be found or loaded and for a cache directory that cannot be
-    created or written (``encoders.cache_dir``).
+    created or written (``encoders.cache_dir``), ConfigError for an encoder pool the cluster
+    cannot hold and for ``encoders.actors: 0`` with an ``address``.
     """
     data_dir = Path(data_dir)
     modalities = _enabled(config)
@@ -448,17 +585,26 @@ def encode_items(
         raise EncoderError(
             f"{CACHE_FIELD}: cannot create the vector cache directory {root}: {exc.strerror or exc}"
         ) from None
+    encoders = {m: build_encoder(m, getattr(config, m), load=False) for m in modalities}  # checks the weights paths
 
     reports: dict[str, ModalityReport] = {}
-    loaded: list[str] = []
-    for modality in modalities:
-        encoder = build_encoder(modality, getattr(config, modality), load=False)
-        plan = _plan(items, modality, data_dir)
-        cache_path = root / modality / f"{encoder.fingerprint}.parquet"
-        reports[modality] = _encode_modality(modality, encoder, plan, cache_path, config.batch_size, progress)
-        if encoder.loaded:
-            loaded.append(modality)
-        del encoder  # free the model before the next modality's loads
+    if modalities and not config.actors:  # in this process: hashed and encoded here, no Ray
+        if address:
+            raise ConfigError(
+                f"encoders.actors: 0 encodes in this process; set it to 1 or more to encode on the Ray cluster at "
+                f"{address}"
+            )
+        for modality, encoder in encoders.items():
+            plan = _plan(items, modality, data_dir)
+            cache_path = root / modality / f"{encoder.fingerprint}.parquet"
+            reports[modality] = _encode_modality(modality, encoder, plan, cache_path, config, progress)
+    elif modalities:
+        with ray_session(address, pool_cpus(config)):
+            hashed = _hash_on_ray(items, modalities, data_dir)
+            for modality, encoder in encoders.items():
+                plan = _plan(items, modality, data_dir, hashed)
+                cache_path = root / modality / f"{encoder.fingerprint}.parquet"
+                reports[modality] = _encode_modality(modality, encoder, plan, cache_path, config, progress)
     for name, path in precomputed.items():
         start = time.perf_counter()
         vectors = _read_precomputed(name, path)
@@ -473,6 +619,7 @@ def encode_items(
             seconds=time.perf_counter() - start,
             path=path,
         )
+    loaded = [m for m, r in reports.items() if r.model_loaded]
     return EncodeReport(cache_dir=root, modalities=reports, models_loaded=loaded)
 
 

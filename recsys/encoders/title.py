@@ -85,14 +85,14 @@ class TitleEncoder(ItemEncoder[str]):
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
-        self.model = freeze(model.float())
+        self.model = freeze(model.float()).to(self.device)
         self._dim = int(self.model.config.hidden_size)
 
     def _encode(self, batch: list[str]) -> np.ndarray:
         assert self.tokenizer is not None and self.model is not None
         tokens = self.tokenizer(
             batch, padding=True, truncation=True, max_length=self.cfg.max_length, return_tensors="pt"
-        )
+        ).to(self.device)
         hidden = self.model(**tokens).last_hidden_state  # (B, L, H)
         if self.cfg.pooling == "mean":
             pooled = mean_pool(hidden, tokens["attention_mask"])  # (B, H)
@@ -100,4 +100,4 @@ class TitleEncoder(ItemEncoder[str]):
             pooled = hidden[:, 0]  # (B, H): the [CLS] token
         if self.cfg.normalize:
             pooled = F.normalize(pooled, p=2, dim=1)
-        return pooled.numpy()
+        return pooled.cpu().numpy()

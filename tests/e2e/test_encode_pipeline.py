@@ -1,20 +1,24 @@
-"""encode_items end to end on a tiny generated dataset: real encoders, real cache files."""
+"""encode_items end to end on a tiny generated dataset: real encoders on a real local Ray, real cache files."""
 
 from __future__ import annotations
 
 import shutil
 import warnings
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import soundfile
 from PIL import Image, ImageDraw
 
 from recsys.config import AudioEncoderConfig, EncodersConfig, ImageEncoderConfig
-from recsys.encoders import MediaWarning, build_encoder, decode_image, encode_items, load_item_vectors
-from recsys.errors import DatasetError, EncoderError
+from recsys.data.dataset import MEDIA_COLUMNS
+from recsys.encoders import MediaWarning, build_encoder, encode_items, load_item_vectors
+from recsys.encoders.stage import decode_content, vectors_from_arrow
+from recsys.errors import ConfigError, DatasetError, EncoderError
 
 CONFIG = EncodersConfig(
     image=ImageEncoderConfig(image_size=64), audio=AudioEncoderConfig(kind="aisfx", max_seconds=2.0), batch_size=2
@@ -65,7 +69,17 @@ def _encode(data_dir: Path, config: EncodersConfig = CONFIG, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def encoded(tmp_path_factory: pytest.TempPathFactory):
+def local_ray():
+    """One local Ray for the module (encode_items runs on the Ray it finds; alone it starts and stops its own)."""
+    import ray
+
+    ray.init(address="local", num_cpus=3, include_dashboard=False, object_store_memory=300 * 1024**2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def encoded(local_ray, tmp_path_factory: pytest.TempPathFactory):
     data_dir = _make_dataset(tmp_path_factory.mktemp("tiny") / "data")
     report, by_modality, all_media = _encode(data_dir)
     return data_dir, report, by_modality, all_media
@@ -106,14 +120,41 @@ def test_vectors_are_what_the_encoder_gives_and_precomputed_are_as_is(encoded) -
     assert vectors["audio"].item_ids.tolist() == [1, 2, 4]
     assert vectors["image"].vectors.shape == (3, 1280) and vectors["image"].vectors.dtype == np.float32
     assert vectors["image"].item_ids.dtype == np.int64
-    image_encoder = build_encoder("image", CONFIG.image)
-    direct = image_encoder.encode([decode_image(data_dir / "img" / "5.png")])[0]
-    np.testing.assert_allclose(vectors["image"].vectors[2], direct, atol=1e-5)  # no train/serve skew
     assert vectors["audio_vggish"].item_ids.tolist() == [1, 2, 3, 4]
     np.testing.assert_array_equal(vectors["audio_vggish"].vectors, PRECOMPUTED)
     assert report.modalities["audio_vggish"].source == "precomputed" and report.modalities["audio_vggish"].dim == 8
     only_none = load_item_vectors(data_dir, CONFIG.model_copy(update={"precomputed": []}))
     assert "audio_vggish" not in only_none
+
+
+def test_ray_actors_give_the_vectors_of_the_in_process_encoders(encoded) -> None:
+    """The actors' batches are the in-process loop's (titles by length, batch_size items): equal within 1e-6
+    at the actors' torch threads (oneDNN's convolutions differ by ~7e-6 between 1 and 2 threads)."""
+    import torch
+
+    data_dir, _, _, _ = encoded
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(CONFIG.cpus_per_actor))
+    try:
+        _compare_with_in_process_encoders(data_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare_with_in_process_encoders(data_dir: Path) -> None:
+    vectors = load_item_vectors(data_dir, CONFIG)
+    items = {row["item_id"]: row for row in pl.read_parquet(data_dir / "items.parquet").iter_rows(named=True)}
+    for modality in ("title", "image", "audio"):
+        got = vectors[modality]
+        values = [items[i][MEDIA_COLUMNS[modality]] for i in got.item_ids.tolist()]
+        inputs = [decode_content(modality, v if modality == "title" else str(data_dir / v)) for v in values]
+        order = sorted(range(len(values)), key=lambda k: len(values[k])) if modality == "title" else range(len(values))
+        encoder, expected = build_encoder(modality, getattr(CONFIG, modality)), np.zeros_like(got.vectors)
+        rows = list(order)
+        for first in range(0, len(rows), CONFIG.batch_size):
+            batch = rows[first : first + CONFIG.batch_size]
+            expected[batch] = encoder.encode([inputs[k] for k in batch])
+        np.testing.assert_allclose(got.vectors, expected, rtol=0, atol=1e-6, err_msg=modality)  # no train/serve skew
 
 
 def test_second_run_loads_no_model_and_encodes_nothing(encoded) -> None:
@@ -185,3 +226,54 @@ def test_precomputed_selection_and_errors(encoded, tmp_path: Path) -> None:
     ).write_parquet(data_dir / "item_features" / "ragged.parquet")
     with pytest.raises(DatasetError, match="ragged.parquet.*same length.*\\[3\\]"):
         load_item_vectors(data_dir, only_features.model_copy(update={"precomputed": ["ragged"]}))
+
+
+def test_two_actors_write_the_same_cache(encoded, tmp_path: Path) -> None:
+    data_dir, first, _, _ = encoded
+    report, _, _ = _encode(
+        data_dir, CONFIG.model_copy(update={"title": None, "audio": None, "actors": 2}), cache_dir=tmp_path / "cache"
+    )
+    image = report.modalities["image"]
+    assert report.models_loaded == ["image"] and (image.n_encoded, image.unreadable_ids) == (3, [4])
+    assert pq.read_table(image.path).equals(pq.read_table(first.modalities["image"].path))
+
+
+def test_zero_actors_encode_in_this_process_the_pools_vectors(encoded, tmp_path: Path) -> None:
+    """encoders.actors 0: the same cache rows as the actor pool (1 CPU per actor: the same torch threads), no Ray."""
+    import torch
+
+    data_dir, first, first_warnings, _ = encoded
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(CONFIG.cpus_per_actor))
+    try:
+        with patch("recsys.encoders.pipeline.ray_session", side_effect=AssertionError("Ray was used")):
+            report, by_modality, _ = _encode(data_dir, CONFIG.model_copy(update={"actors": 0}), cache_dir=tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(report.models_loaded) == ["audio", "image", "title"] and by_modality == first_warnings
+    for modality in ("title", "image", "audio"):
+        ours, pool = pq.read_table(report.modalities[modality].path), pq.read_table(first.modalities[modality].path)
+        assert ours.column("item_id").equals(pool.column("item_id")), modality
+        assert ours.column("content_hash").equals(pool.column("content_hash")), modality
+        a, _, _ = vectors_from_arrow(ours.column("vector"), modality)
+        b, _, _ = vectors_from_arrow(pool.column("vector"), modality)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=modality)
+    with pytest.raises(ConfigError, match=r"^encoders.actors: 0 encodes in this process; .* 10\.0\.0\.1:6379$"):
+        encode_items(data_dir, CONFIG.model_copy(update={"actors": 0}), progress=False, address="10.0.0.1:6379")
+
+
+def test_bad_encoder_pool_or_weights_fail_in_one_line_naming_the_field(encoded, tmp_path: Path) -> None:
+    data_dir, _, _, _ = encoded
+    for update, field in (
+        ({"actors": 64}, "encoders.actors"),
+        ({"cpus_per_actor": 64.0}, "encoders.cpus_per_actor"),
+        ({"gpus_per_actor": 1.0}, "encoders.gpus_per_actor"),  # this machine has no GPU
+    ):
+        with pytest.raises(ConfigError, match=f"^{field}: .*Ray cluster"):
+            encode_items(data_dir, CONFIG.model_copy(update=update), cache_dir=tmp_path / "cache", progress=False)
+    garbage = tmp_path / "weights.pt"
+    garbage.write_bytes(b"not a state dict")
+    config = CONFIG.model_copy(update={"title": None, "audio": None, "image": ImageEncoderConfig(weights=str(garbage))})
+    with pytest.raises(EncoderError, match=f"^encoders.image.weights: cannot load weights file {garbage}") as info:
+        encode_items(data_dir, config, cache_dir=tmp_path / "cache", progress=False)  # raised inside an actor
+    assert "\n" not in str(info.value)

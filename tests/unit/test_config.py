@@ -53,13 +53,19 @@ def test_wrong_type_and_out_of_range_name_the_field(tmp_path: Path) -> None:
     assert "line 5: encoders.batch_size" in text
 
 
-def test_gpu_field_is_checked_and_named(tmp_path: Path) -> None:
-    path = write(tmp_path, "train:\n  gpus_per_worker: -1\n")
+def test_gpu_and_encoder_pool_fields_are_checked_and_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "train:\n  gpus_per_worker: -1\nencoders:\n  actors: -1\n  cpus_per_actor: 0\n  gpus_per_actor: fast\n",
+    )
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert "line 2: train.gpus_per_worker" in str(err.value)
+    text = str(err.value)
+    assert "4 problem(s)" in text
+    assert "line 2: train.gpus_per_worker" in text and "line 4: encoders.actors" in text
+    assert "line 5: encoders.cpus_per_actor" in text and "line 6: encoders.gpus_per_actor" in text
     defaults = load_config(write(tmp_path, "model:\n  name: marn\n"))
-    assert defaults.train.gpus_per_worker == 0.0  # CPU unless asked
+    assert (defaults.train.gpus_per_worker, defaults.encoders.gpus_per_actor) == (0.0, 0.0)  # CPU unless asked
 
 
 def test_unknown_choice_lists_valid_names(tmp_path: Path) -> None:
