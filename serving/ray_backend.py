@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -79,12 +80,14 @@ HAPROXY_PORT_ENV = (
 
 
 def ingress_environment(ingress: str, environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment a local Ray starts with for ``ingress``: :data:`INGRESS_ENV`, and for HAProxy free ports
-    for :data:`HAPROXY_PORT_ENV` where ``environ`` names none (Ray's fixed defaults collide with a second service
-    on the host)."""
+    """The environment a local Ray starts with for ``ingress``: :data:`INGRESS_ENV`, its workers at niceness 0,
+    and for HAProxy free ports for :data:`HAPROXY_PORT_ENV` where ``environ`` names none (Ray's fixed defaults
+    collide with a second service on the host)."""
     from serving.net import free_port
 
-    env = dict(INGRESS_ENV[ingress])
+    # Ray starts its workers at niceness 15 (for batch work, behind the raylet); replicas answer requests, so
+    # they run at 0 like the local backend's workers (benchmarks/RESULTS.md: ~1.4x the requests/s on 2 cores).
+    env = {"RAY_worker_niceness": environ.get("RAY_worker_niceness") or "0", **INGRESS_ENV[ingress]}
     if ingress == "haproxy":
         env.update({name: environ.get(name) or str(free_port("0.0.0.0")) for name in HAPROXY_PORT_ENV})
     return env
@@ -198,6 +201,7 @@ def run_ray(settings: ServeSettings, address: str | None = None) -> int:
     if not address:
         check_port(settings.host, settings.port)  # the proxy of a local Ray listens here
     started = _init_ray(settings, address)
+    node_id = ray.get_runtime_context().get_node_id()
     stop = StopSignals()  # after ray.init, whose handlers would abort the driver on SIGTERM
     deployed = False
     try:
@@ -238,8 +242,41 @@ def run_ray(settings: ServeSettings, address: str | None = None) -> int:
         if started:  # the whole local Ray goes: Serve first (replicas finish their requests), then Ray
             _bounded(serve.shutdown, SHUTDOWN_S)
             ray.shutdown()
+            stop_haproxy(node_id)
         elif deployed:
             serve.delete(APP_NAME)  # a cluster's Serve stays for its other applications
+
+
+def stop_haproxy(node_id: str, wait_s: float = 5.0) -> list[int]:
+    """Stop the HAProxy processes of the local Ray node ``node_id`` that outlived it; returns their pids.
+
+    Ray Serve's HAProxy manager (an actor) runs HAProxy as a process of its own session. When the manager is
+    killed with the rest of the Ray (Ctrl-C reaches the whole process group; Serve's shutdown did not finish),
+    HAProxy stays, holding ``serve.port``, and the next `recsys serve` cannot listen there. Its config file lies
+    under a directory named by the node id (``RAY_SERVE_HAPROXY_CONFIG_FILE_LOC``'s directory / node id).
+    """
+    import time
+
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:  # the process ended meanwhile
+            continue
+        if argv[0].endswith(b"haproxy") and any(f"/{node_id}/".encode() in arg for arg in argv[1:]):
+            pids.append(int(cmdline.parent.name))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if pids:
+        log.info("stopped %d HAProxy process(es) the local Ray left behind", len(pids))
+    return pids
 
 
 class StopSignals:

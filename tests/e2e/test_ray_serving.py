@@ -59,8 +59,9 @@ def ray_service(trained_run, redis_server: RedisServer, tmp_path_factory: pytest
         raise
     yield srv
     try:  # SIGTERM to the command alone: it shuts Serve down (replicas finish their requests), then its Ray
-        os.kill(srv.proc.pid, signal.SIGTERM)
-        srv.proc.wait(timeout=60)
+        if srv.proc.poll() is None:  # the last test stops it with Ctrl-C
+            os.kill(srv.proc.pid, signal.SIGTERM)
+            srv.proc.wait(timeout=60)
     finally:
         srv.stop()
 
@@ -142,17 +143,23 @@ def test_the_local_backends_bad_requests_get_the_same_4xx(ray_service, known) ->
     assert "Traceback" not in ray_service.log.read_text()
 
 
-def test_haproxy_takes_the_port_and_the_replicas_answer_on_their_own_ports(ray_service) -> None:
-    """serve.ingress haproxy (the default): the port is HAProxy's, forwarding to each replica's own HTTP server."""
-    port = urlsplit(ray_service.url).port
+def haproxy_configs() -> list[str]:
+    """The config files of the HAProxy processes running on this machine."""
     configs = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             argv = cmdline.read_bytes().split(b"\0")
+            if argv[0].endswith(b"/haproxy") and b"-f" in argv:
+                configs.append(Path(argv[argv.index(b"-f") + 1].decode()).read_text())
         except OSError:  # the process ended meanwhile
             continue
-        if argv[0].endswith(b"/haproxy") and b"-f" in argv:
-            configs.append(Path(argv[argv.index(b"-f") + 1].decode()).read_text())
+    return configs
+
+
+def test_haproxy_takes_the_port_and_the_replicas_answer_on_their_own_ports(ray_service) -> None:
+    """serve.ingress haproxy (the default): the port is HAProxy's, forwarding to each replica's own HTTP server."""
+    port = urlsplit(ray_service.url).port
+    configs = haproxy_configs()
     mine = [c for c in configs if f"bind 127.0.0.1:{port}" in c]
     assert len(mine) == 1, f"{len(configs)} haproxy processes, none bound to port {port}"
     assert len(re.findall(r"^\s*server SERVE_REPLICA_\S+ 127\.0\.0\.1:\d+", mine[0], re.MULTILINE)) == REPLICAS
@@ -235,3 +242,12 @@ def test_reload_under_load_reaches_every_replica_with_no_failed_request(
     assert bad.status_code == 422 and "still serving" in bad.text
     served = by_replica(ray_service.url, "/v1/score", {"user_id": 3, "candidates": known}, pids)
     assert {r.json()["model_version"] for r in served.values()} == {after}  # the refused checkpoint changed nothing
+
+
+def test_ctrl_c_stops_the_service_and_leaves_no_haproxy_on_the_port(ray_service) -> None:
+    """Very last: SIGINT to the whole process group, as Ctrl-C in a terminal (Ray's processes get it too): the
+    command exits and no HAProxy outlives it holding the port."""
+    port = urlsplit(ray_service.url).port
+    os.killpg(ray_service.proc.pid, signal.SIGINT)
+    assert ray_service.proc.wait(timeout=120) is not None
+    assert not [c for c in haproxy_configs() if f"bind 127.0.0.1:{port}" in c]

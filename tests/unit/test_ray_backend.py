@@ -118,4 +118,9 @@ def test_a_local_ray_gets_the_ingress_environment_and_free_haproxy_ports() -> No
     assert len(ports) == 4 and ports.isdisjoint({8404, 9101, 8500, 9500})  # not Ray's fixed defaults
     chosen = {"RAY_SERVE_HAPROXY_STATS_PORT": "18404", "RAY_SERVE_HAPROXY_METRICS_PORT": "19101"}
     assert ingress_environment("haproxy", chosen).items() >= chosen.items()  # the user's ports are kept
-    assert ingress_environment("proxy", {}) == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
+    assert ingress_environment("proxy", {}) == {
+        "RAY_worker_niceness": "0",  # replicas answer requests: not behind everything else as Ray's batch workers
+        "RAY_SERVE_ENABLE_HA_PROXY": "0",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0",
+    }
+    assert ingress_environment("proxy", {"RAY_worker_niceness": "5"})["RAY_worker_niceness"] == "5"
