@@ -86,7 +86,7 @@ def ingress_environment(ingress: str, environ: Mapping[str, str]) -> dict[str, s
     from serving.net import free_port
 
     # Ray starts its workers at niceness 15 (for batch work, behind the raylet); replicas answer requests, so
-    # they run at 0 like the local backend's workers (benchmarks/RESULTS.md: ~1.4x the requests/s on 2 cores).
+    # they run at 0 like the local backend's workers.
     env = {"RAY_worker_niceness": environ.get("RAY_worker_niceness") or "0", **INGRESS_ENV[ingress]}
     if ingress == "haproxy":
         env.update({name: environ.get(name) or str(free_port("0.0.0.0")) for name in HAPROXY_PORT_ENV})
