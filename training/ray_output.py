@@ -82,11 +82,12 @@ def own_state_api() -> str | None:
 
     Why: without ``RAY_API_SERVER_ADDRESS`` a worker's State API client does not ask its own Ray: it finds "the"
     Ray of the host in ``ray_current_cluster`` in Ray's temp directory, the last one started there, which may be
-    another or one that is gone; then it waits for that GCS (~10-40 s). Ray Train's placement-group cleaner (below) polls the
-    State API once a second, its thread is inside that wait when the run ends, and the controller waits up to 12 s
-    for the thread before it reports the result: every run ended ~14 s late (recsys.log: "Monitor thread did not
-    exit within 12.00 seconds"). Asking its own Ray's dashboard is right on a cluster, and fails in ~1 s (refused)
-    on a Ray started without one, which the cleaner already handles as "State API unavailable".
+    another or one that is gone; then it waits for that GCS (~10-40 s). Ray Train's placement-group cleaner
+    (below) polls the State API once a second, its thread is inside that wait when the run ends, and the
+    controller waits up to 12 s for the thread before it reports the result: every run ended ~14 s late
+    (recsys.log: "Monitor thread did not exit within 12.00 seconds"). Asking its own Ray's dashboard is right on
+    a cluster, and fails in ~1 s (refused) on a Ray started without one, which the cleaner already handles as
+    "State API unavailable".
     """
     try:
         from ray._private import ray_constants
