@@ -236,10 +236,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from recsys.tracking import log_checkpoint_evaluation
 
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{args.split}"
-    evaluation = evaluate_checkpoint(args.checkpoint, data_dir=args.data, split=args.split)
+    overrides = {"ray_min_rows": args.ray_min_rows, "actors": args.actors}
+    evaluation = evaluate_checkpoint(
+        args.checkpoint,
+        data_dir=args.data,
+        split=args.split,
+        overrides={k: v for k, v in overrides.items() if v is not None},
+        address=args.address,
+    )
     path = evaluation.write(out)
     console.attach_log_file(out / "recsys.log")  # once the directory is there (what was logged so far, too)
     print(format_evaluation(evaluation))
+    if evaluation.rows_per_node is not None:
+        nodes = evaluation.rows_per_node
+        print(
+            f"\nscored on Ray Data on {len(nodes)} node(s): "
+            + ", ".join(f"{node[:8]} {rows} rows" for node, rows in sorted(nodes.items()))
+        )
     print(f"\nwrote {path}")
     tracked = log_checkpoint_evaluation(Path(args.checkpoint), evaluation.to_json(), path, args.tracking_uri)
     print(
@@ -369,6 +382,14 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1."""
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
@@ -538,6 +559,18 @@ def build_parser() -> argparse.ArgumentParser:
         "table (default: the run's prepared split beside the checkpoint)",
     )
     evaluate.add_argument("--split", choices=["train", "valid", "test"], default="test", help="split (default test)")
+    evaluate.add_argument(
+        "--ray-min-rows",
+        type=_non_negative_int,
+        help="score the prepared split on Ray Data when it has at least this many rows (default: the checkpoint "
+        "config's evaluation.ray_min_rows; 0 = always on Ray)",
+    )
+    evaluate.add_argument(
+        "--actors", type=_positive_int, help="scoring actors on Ray Data (default: evaluation.actors)"
+    )
+    evaluate.add_argument(
+        "--address", help="Ray cluster address for scoring on Ray Data (default: train.address, else a local Ray)"
+    )
     evaluate.add_argument("--out", help="output directory for metrics.json (default <checkpoint>/../eval-<split>)")
     evaluate.add_argument(
         "--tracking-uri", help="MLflow store of the checkpoint's run (default: the one recorded in <run>/mlflow.json)"

@@ -433,6 +433,44 @@ def check_state_url(url: str) -> None:
         raise ValueError(f"the database is a number (/0, /1, ...), got /{db[:20]}; {expected}")
 
 
+class PrepareConfig(StrictModel):
+    """Where features are prepared for training (`recsys train`, `recsys compare`): big interaction tables
+    by a distributed Ray Data job partitioned by user (recsys/features/prepare_on_ray.py), small ones in
+    one Ray task."""
+
+    ray_min_rows: int = Field(
+        5_000_000,
+        ge=0,
+        description="Interactions of at least this many rows are prepared by the distributed job, fewer in one "
+        "Ray task; 0 = always distributed.",
+    )
+    rows_per_partition: int = Field(
+        1_000_000, ge=1, description="Interactions per user partition of the distributed job (one task's share)."
+    )
+
+
+class EvaluationConfig(StrictModel):
+    """Where a split is scored (`recsys evaluate`, `recsys compare`, the test evaluation after `recsys train`):
+    big splits on Ray Data over a pool of actors that each hold the model, small ones in the calling process."""
+
+    ray_min_rows: int = Field(
+        1_000_000,
+        ge=0,
+        description="Splits with at least this many rows are scored on Ray Data, smaller ones in the calling "
+        "process; 0 = always on Ray.",
+    )
+    actors: int = Field(
+        2, ge=1, le=1024, description="Scoring actors of the Ray Data pool; each loads the checkpoint once."
+    )
+    cpus_per_actor: float = Field(
+        1.0, gt=0.0, le=256.0, description="CPUs Ray reserves per scoring actor (its torch threads)."
+    )
+    gpus_per_actor: float = Field(
+        0.0, ge=0.0, le=16.0, description="GPUs Ray reserves per scoring actor; > 0 scores on CUDA."
+    )
+    batch_size: int = Field(4096, ge=1, le=1_000_000, description="Rows per forward pass.")
+
+
 class TrackingConfig(StrictModel):
     """Experiment tracking with MLflow (recsys/tracking.py): where `recsys train/compare/evaluate` log runs."""
 
@@ -455,6 +493,8 @@ class ExperimentConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     serve: ServeConfig = ServeConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     tracking: TrackingConfig = TrackingConfig()
 
 

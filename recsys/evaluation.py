@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from recsys.checkpoint import Checkpoint, load_checkpoint
+from recsys.config import EvaluationConfig
 from recsys.errors import RecsysError
 from recsys.features.batch import field_widths
 from recsys.features.feature_map import FeatureMap
 from recsys.features.item_table import ItemInputs, ItemTable
-from recsys.features.predict import Predictions, frame_batches, predict
+from recsys.features.predict import HISTORY_LENGTH, Predictions, RowScorer, frame_batches, predict
 from recsys.features.prepared import (
     META_IS_COLD,
     META_IS_COLD_USER,
@@ -63,6 +66,7 @@ class Evaluation:
     oracle: dict[str, dict[str, float]] = field(default_factory=dict)
     attention: dict | None = None
     predictions: pl.DataFrame | None = None  # user_id, item_id, label, prob (, true_prob)
+    rows_per_node: dict[str, int] | None = None  # scored on Ray: rows each Ray node scored (None: in process)
 
     def to_json(self) -> dict:
         """JSON-ready dict (NaN -> null), without the row-level predictions."""
@@ -76,6 +80,7 @@ class Evaluation:
                 "oracle": self.oracle,
                 "modal_attention": self.attention,
             }
+            | ({"rows_per_node": self.rows_per_node} if self.rows_per_node is not None else {})
         )
 
     def write(self, out_dir: str | Path) -> Path:
@@ -111,7 +116,8 @@ def predict_frame(checkpoint: Checkpoint, frame: pl.DataFrame, batch_size: int =
 
 
 def segment_masks(frame: pl.DataFrame, item_table: ItemTable | None = None) -> dict[str, np.ndarray]:
-    """Boolean row masks of every segment present in ``frame`` (see the module docstring)."""
+    """Boolean row masks of every segment present in ``frame``, prepared examples or scored rows (see the
+    module docstring)."""
     masks = {"all": np.ones(frame.height, bool)}
     if META_IS_COLD in frame.columns:
         cold = frame[META_IS_COLD].to_numpy().astype(bool)
@@ -120,8 +126,12 @@ def segment_masks(frame: pl.DataFrame, item_table: ItemTable | None = None) -> d
         cold_user = frame[META_IS_COLD_USER].to_numpy().astype(bool)
         if cold_user.any():  # only where some evaluated users are new (else warm_users repeats "all")
             masks |= {"warm_users": ~cold_user, "cold_users": cold_user}
-    if "hist_mask" in frame.columns:
+    length = None
+    if HISTORY_LENGTH in frame.columns:
+        length = frame[HISTORY_LENGTH].to_numpy()
+    elif "hist_mask" in frame.columns:
         length = np.asarray(frame["hist_mask"].to_numpy()).reshape(frame.height, -1).sum(axis=1)
+    if length is not None:
         for low, high, name in HISTORY_BUCKETS:
             masks[name] = (length >= low) & (length <= high if high is not None else True)
     if item_table is not None and "item" in frame.columns:
@@ -183,35 +193,45 @@ def attention_summary(
 # --------------------------------------------------------------------------- entry points
 
 
-def evaluate_frame(
-    checkpoint: Checkpoint, frame: pl.DataFrame, source: str = "", split: str = "test", batch_size: int = 4096
-) -> Evaluation:
-    """Score a prepared-examples frame and compute every metric, segment and attention summary."""
-    if frame.height == 0:
+def evaluate_scored(checkpoint: Checkpoint, scored: pl.DataFrame, source: str = "", split: str = "test") -> Evaluation:
+    """Every metric, segment and attention summary of a split's scored rows (:class:`RowScorer`)."""
+    if scored.height == 0:
         raise RecsysError(f"{source or 'the examples'}: no rows to evaluate (split {split!r} is empty)")
-    predicted = predict_frame(checkpoint, frame, batch_size)
-    probs, attention = predicted.probs, predicted.attention
-    masks = segment_masks(frame, checkpoint.item_table)
-    true_prob = frame[META_TRUE_PROB].to_numpy() if META_TRUE_PROB in frame.columns else None
-    rows = frame["item"].to_numpy()
+    probs = scored["prob"].to_numpy()
+    masks = segment_masks(scored, checkpoint.item_table)
+    true_prob = scored[META_TRUE_PROB].to_numpy() if META_TRUE_PROB in scored.columns else None
     modalities = list(getattr(checkpoint.model, "modalities", []))
-    predictions = frame.select(
-        pl.col(META_USER_ID).alias("user_id"), pl.col(META_ITEM_ID).alias("item_id"), pl.col("label").cast(pl.Int8)
-    ).with_columns(pl.Series("prob", probs))
-    if true_prob is not None:
-        predictions = predictions.with_columns(pl.Series("true_prob", true_prob))
+    predictions = scored.select(
+        pl.col(META_USER_ID).alias("user_id"),
+        pl.col(META_ITEM_ID).alias("item_id"),
+        pl.col("label").cast(pl.Int8),
+        pl.col("prob"),
+        *([pl.col(META_TRUE_PROB).alias("true_prob")] if true_prob is not None else []),
+    )
+    attention = None
+    if "attention" in scored.columns:
+        shares = np.asarray(scored["attention"].to_numpy()).reshape(scored.height, -1)
+        items = scored["item"].to_numpy()
+        attention = attention_summary(shares, modalities, items, checkpoint.item_table, checkpoint.feature_map)
     return Evaluation(
         model=checkpoint.config.model.name,
         checkpoint=str(checkpoint.path),
         source=source,
         split=split,
-        segments=segment_metrics(frame, probs, masks),
-        oracle=segment_metrics(frame, true_prob, masks) if true_prob is not None else {},
-        attention=attention_summary(attention, modalities, rows, checkpoint.item_table, checkpoint.feature_map)
-        if attention is not None
-        else None,
+        segments=segment_metrics(scored, probs, masks),
+        oracle=segment_metrics(scored, true_prob, masks) if true_prob is not None else {},
+        attention=attention,
         predictions=predictions,
     )
+
+
+def evaluate_frame(
+    checkpoint: Checkpoint, frame: pl.DataFrame, source: str = "", split: str = "test", batch_size: int = 4096
+) -> Evaluation:
+    """Score a prepared-examples frame in this process and compute every metric (:func:`evaluate_scored`)."""
+    if frame.height == 0:
+        raise RecsysError(f"{source or 'the examples'}: no rows to evaluate (split {split!r} is empty)")
+    return evaluate_scored(checkpoint, RowScorer(checkpoint, batch_size)(frame), source, split)
 
 
 def evaluate_checkpoint(
@@ -220,12 +240,19 @@ def evaluate_checkpoint(
     *,
     data_dir: str | Path | None = None,
     split: str = "test",
+    overrides: Mapping[str, Any] | None = None,
+    address: str | None = None,
 ) -> Evaluation:
     """Evaluate a checkpoint on a split of prepared features or of a dataset directory.
 
     Sources, first match: ``data_dir`` (a dataset featurised with the checkpoint's feature map
     and item table, see :func:`recsys.features.prepare.prepare_with`), ``prepared``, else the
     prepared features of the run the checkpoint belongs to (:meth:`PreparedDir.beside_checkpoint`).
+
+    A prepared split of at least ``evaluation.ray_min_rows`` rows (the checkpoint config's ``evaluation``
+    section, with ``overrides`` of its fields) is scored on Ray Data (:mod:`recsys.score_on_ray`: the Ray
+    this process is connected to, else ``address``, else ``train.address``, else a new local one); smaller
+    ones, and dataset directories, in this process.
     """
     from recsys.features.prepare import prepare_with
 
@@ -244,7 +271,17 @@ def evaluate_checkpoint(
             "`recsys train` beside the checkpoint (<run>/prepared/<split>); pass --data DATASET_DIR to evaluate "
             "on a dataset directory"
         )
-    return evaluate_frame(checkpoint, prepared.read_split(split), str(prepared.split_dir(split)), split)
+    settings = EvaluationConfig.model_validate(checkpoint.config.evaluation.model_dump() | dict(overrides or {}))
+    source = str(prepared.split_dir(split))
+    if prepared.counts().get(split, 0) >= settings.ray_min_rows:
+        from recsys.score_on_ray import score_split_on_ray
+
+        where = address or checkpoint.config.train.address
+        scored = score_split_on_ray(checkpoint.path, prepared.split_dir(split), settings, where)
+        evaluation = evaluate_scored(checkpoint, scored.rows, source, split)
+        evaluation.rows_per_node = scored.rows_per_node
+        return evaluation
+    return evaluate_frame(checkpoint, prepared.read_split(split), source, split, settings.batch_size)
 
 
 # --------------------------------------------------------------------------- console

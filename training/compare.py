@@ -100,6 +100,7 @@ def _fingerprint(spec: CompareSpec, config: ExperimentConfig) -> dict[str, Any]:
     raw["model"].pop("name")
     raw["train"].pop("seed")
     raw["train"].pop("storage_path")
+    raw.pop("evaluation", None)  # where the test split is scored, not how: the same scores either way
     return {
         "config": raw,
         "data_dir": str(Path(spec.data_dir or config.data.path).resolve()),
@@ -232,7 +233,7 @@ def reevaluate_run(spec: CompareSpec, record: RunRecord) -> RunRecord:
     if record.checkpoint is None or record.run_dir is None:
         raise RecsysError(f"{record.name}: the record names no checkpoint to evaluate again")
     run_out = record_dir(spec.out_dir, record.name)
-    evaluation = evaluate_checkpoint(Path(record.checkpoint), PreparedDir.of_run(record.run_dir))
+    evaluation = evaluate_checkpoint(Path(record.checkpoint), PreparedDir.of_run(record.run_dir), address=spec.address)
     write_record(run_out, _save_evaluation(run_out, record, evaluation))
     tracked = TrackedRun.load(Path(record.run_dir))
     if tracked is not None:

@@ -184,12 +184,20 @@ def _prepare_remote(config_dict: dict[str, Any], data_dir: str, cache_dir: str |
 
 
 def prepare_features(config: ExperimentConfig, data_dir: Path, cache_dir: Path | None, out_dir: Path) -> dict[str, int]:
-    """Prepare features in a Ray task (on the cluster) unless they are already there."""
+    """Prepare features on the cluster unless they are already there: interactions of at least
+    ``prepare.ray_min_rows`` rows by the distributed Ray Data job, smaller ones in one Ray task."""
     import ray
+
+    from recsys.features.prepare_on_ray import interaction_rows, partitions_for, prepare_on_ray
 
     prepared = PreparedDir(out_dir)
     if prepared.is_complete():
         return prepared.counts()
+    rows = interaction_rows(data_dir)
+    if rows >= config.prepare.ray_min_rows:
+        partitions = partitions_for(rows, config.prepare.rows_per_partition)
+        print(f"preparing features on Ray Data: {rows:,} interactions in {partitions} user partitions", flush=True)
+        return prepare_on_ray(config, data_dir, cache_dir, out_dir, partitions)
     task = ray.remote(num_cpus=1)(_prepare_remote)
     counts = ray.get(
         task.remote(

@@ -48,11 +48,10 @@ from recsys.errors import ConfigError
 from recsys.features.batch import Batch, FieldWidths, field_widths
 from recsys.features.feature_map import FeatureMap
 from recsys.features.item_table import ItemInputs, ItemTable
-from recsys.features.predict import predict
+from recsys.features.predict import OnDevice, predict
 from recsys.features.prepared import META_USER_ID, PreparedDir
 from recsys.metrics import compute_metrics
 from recsys.models import build_model
-from recsys.models.output import ModelOutput
 from training import progress
 from training.state import TrainState, load_train_state, rng_state, save_train_state
 from training.step import build_optimizer, decay_on_plateau, train_step
@@ -90,20 +89,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class OnDevice(nn.Module):
-    """``model`` on an accelerator, seen from the CPU: batches go to ``device``, logits and modal attention
-    come back (what :func:`recsys.features.predict.predict` reads with ``.numpy()``)."""
-
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
-        super().__init__()
-        self.model, self.device = model, device
-
-    def forward(self, batch: Batch, items: ItemInputs) -> ModelOutput:
-        out = self.model(batch.to(self.device), items)
-        attention = None if out.modal_attention is None else out.modal_attention.cpu()
-        return ModelOutput(logits=out.logits.cpu(), modal_attention=attention)
 
 
 def predict_dataset(

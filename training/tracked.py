@@ -62,7 +62,9 @@ def train_and_test(
     """
     started = time.time()
     result = train_fn(config, **options)
-    evaluation = evaluate_checkpoint(result.best_checkpoint, PreparedDir(result.prepared_dir))
+    evaluation = evaluate_checkpoint(
+        result.best_checkpoint, PreparedDir(result.prepared_dir), address=options.get("address")
+    )
     (result.run_dir / TEST_METRICS).write_text(json.dumps(evaluation.to_json(), indent=1))
     tracked = None
     if tracker is not None:

@@ -33,7 +33,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -52,7 +51,7 @@ from recsys.encoders.base import ItemEncoder
 from recsys.encoders.media import MediaWarning
 from recsys.encoders.registry import build_encoder
 from recsys.encoders.stage import vector_column, vectors_from_arrow
-from recsys.errors import ConfigError, DatasetError, EncoderError, RecsysError
+from recsys.errors import ConfigError, DatasetError, EncoderError
 
 CACHE_FIELD = "encoders.cache_dir"
 MAX_IDS_SHOWN = 5
@@ -324,25 +323,6 @@ def _read_precomputed(name: str, path: Path) -> ModalityVectors:
 # --------------------------------------------------------------------------- Ray
 
 
-@contextmanager
-def ray_session(address: str | None, cpus: int = 1) -> Iterator[None]:
-    """The Ray this process is connected to; else one at ``address``, or a new local one, for the block only.
-
-    A local Ray gets at least ``cpus`` logical CPUs (the encoder pool must fit, even on a small machine).
-    """
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        cluster.connect(address, max(os.cpu_count() or 1, cpus))
-    cluster.configure_data_context()
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-
-
 def pool_cpus(config: EncodersConfig) -> int:
     """Logical CPUs one modality's encoder pool reserves (``encoders.actors`` x ``encoders.cpus_per_actor``)."""
     return math.ceil(config.actors * config.cpus_per_actor)
@@ -350,38 +330,7 @@ def pool_cpus(config: EncodersConfig) -> int:
 
 def check_pool(config: EncodersConfig) -> None:
     """Refuse (ConfigError naming the field) an encoder pool the connected Ray cluster cannot hold (it would wait)."""
-    import ray
-
-    resources = ray.cluster_resources()
-    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
-    if config.cpus_per_actor > cpus:
-        raise ConfigError(f"encoders.cpus_per_actor: {config.cpus_per_actor:g} per actor, the Ray cluster has {cpus:g}")
-    if config.gpus_per_actor > gpus:
-        raise ConfigError(
-            f"encoders.gpus_per_actor: {config.gpus_per_actor:g} GPU(s) per actor, the Ray cluster has {gpus:g}"
-        )
-    if config.actors * config.cpus_per_actor > cpus or config.actors * config.gpus_per_actor > gpus:
-        raise ConfigError(
-            f"encoders.actors: {config.actors} actors x ({config.cpus_per_actor:g} CPU, {config.gpus_per_actor:g} GPU) "
-            f"do not fit the Ray cluster ({cpus:g} CPU, {gpus:g} GPU)"
-        )
-
-
-def _recsys_error(exc: BaseException) -> RecsysError | None:
-    """The RecsysError a Ray actor raised, found in the exception Ray Data wrapped it in (None: there is none)."""
-    from ray.exceptions import RayError
-
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, RecsysError) and not isinstance(e, RayError):
-            return e
-        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
-    return None
+    cluster.check_actor_pool("encoders", config.actors, config.cpus_per_actor, config.gpus_per_actor)
 
 
 def _encode_on_ray(
@@ -400,28 +349,17 @@ def _encode_on_ray(
     batches = math.ceil(len(todo) / config.batch_size)
     rows = config.batch_size * math.ceil(batches / (config.actors * BLOCKS_PER_ACTOR))
     blocks = ray.data.from_arrow([table.slice(first, rows) for first in range(0, len(todo), rows)])
-    ds = blocks.map_batches(
+    ds = cluster.map_on_actor_pool(
+        blocks,
         EncoderActor,
-        compute=ray.data.ActorPoolStrategy(size=config.actors),
-        num_cpus=config.cpus_per_actor,
-        num_gpus=config.gpus_per_actor,
+        config.actors,
+        config.cpus_per_actor,
+        config.gpus_per_actor,
         batch_size=config.batch_size,
-        batch_format="pyarrow",
-        udf_modifying_row_count=False,
-        fn_constructor_kwargs={
-            "modality": modality,
-            "section": section,
-            "threads": max(1, int(config.cpus_per_actor)),
-            "use_gpu": config.gpus_per_actor > 0,
-        },
+        modality=modality,
+        section=section,
     )
-    try:
-        yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
-    except Exception as exc:  # Ray Data wraps what an actor raised
-        cause = _recsys_error(exc)
-        if cause is None:
-            raise
-        raise type(cause)(str(cause).splitlines()[0]) from None  # Ray Data appends lines of its own
+    yield from cluster.iter_tables(ds)
 
 
 def _todo_table(todo: list[_Entry]) -> pa.Table:
@@ -599,7 +537,7 @@ def encode_items(
             cache_path = root / modality / f"{encoder.fingerprint}.parquet"
             reports[modality] = _encode_modality(modality, encoder, plan, cache_path, config, progress)
     elif modalities:
-        with ray_session(address, pool_cpus(config)):
+        with cluster.ray_session(address, pool_cpus(config)):
             hashed = _hash_on_ray(items, modalities, data_dir)
             for modality, encoder in encoders.items():
                 plan = _plan(items, modality, data_dir, hashed)

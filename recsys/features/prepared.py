@@ -113,20 +113,36 @@ class PreparedDir:
         Empty 2-D fields (e.g. no numeric context) are stored one column wide and ignored by the model,
         which knows their real width from the feature map (:func:`recsys.features.batch.field_widths`).
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        prepared.feature_map.save(self.feature_map_path)
-        prepared.item_table.save(self.item_table_path)
+        self.write_tables(prepared.feature_map, prepared.item_table)
         counts = {}
         for split in SPLITS:
             part = prepared.examples.split(split)
             counts[split] = len(part)
-            directory = self.split_dir(split)
-            directory.mkdir(exist_ok=True)
             frame = examples_frame(part)
             for i, start in enumerate(range(0, max(frame.height, 1), rows_per_file)):
-                frame.slice(start, rows_per_file).write_parquet(directory / f"part-{i:05d}.parquet")
-        (self.path / self.COUNTS).write_text(json.dumps(counts), encoding="utf-8")
+                self.write_part(split, frame.slice(start, rows_per_file), f"part-{i:05d}")
+        self.write_counts(counts)
         return counts
+
+    def write_tables(self, feature_map: FeatureMap, item_table: ItemTable) -> None:
+        """The feature map and the item table (the first files of a directory being written)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        feature_map.save(self.feature_map_path)
+        item_table.save(self.item_table_path)
+
+    def write_part(self, split: str, frame: pl.DataFrame, name: str) -> Path:
+        """One Parquet part of a split (an :func:`examples_frame`), atomically: a reader never sees half."""
+        directory = self.split_dir(split)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{name}.parquet"
+        tmp = directory / f".{name}.parquet.tmp"
+        frame.write_parquet(tmp)
+        tmp.replace(path)
+        return path
+
+    def write_counts(self, counts: dict[str, int]) -> None:
+        """Rows per split: written last, it marks the directory complete (:meth:`is_complete`)."""
+        (self.path / self.COUNTS).write_text(json.dumps(counts), encoding="utf-8")
 
     def link_copy(self, destination: str | Path, train_repeats: int = 1) -> PreparedDir:
         """A copy at ``destination`` made of hard links (no data copied), with the train split's Parquet

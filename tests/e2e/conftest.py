@@ -67,11 +67,16 @@ def cut_dataset(src: Path, out: Path, n_users: int) -> Path:
     return out
 
 
-def write_config(path: Path, data: Path, cache: Path, storage: Path, **train: object) -> Path:
-    """configs/default.yaml pointed at ``data``/``cache``/``storage``, short training (``train`` overrides)."""
+def write_config(
+    path: Path, data: Path, cache: Path, storage: Path, sections: dict[str, dict] | None = None, **train: object
+) -> Path:
+    """configs/default.yaml pointed at ``data``/``cache``/``storage``, short training (``train`` overrides;
+    ``sections``: other sections' fields, e.g. ``{"prepare": {"ray_min_rows": 0}}``)."""
     import yaml
 
     raw = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    for name, fields in (sections or {}).items():
+        raw.setdefault(name, {}).update(fields)
     raw["data"]["path"] = str(data)
     raw["encoders"]["cache_dir"] = str(cache)
     raw["train"].update(

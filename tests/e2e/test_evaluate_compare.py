@@ -148,6 +148,23 @@ def test_reevaluate_scores_finished_runs_again_without_training(compared) -> Non
     assert json.loads(result.read_text())["test"]["segments"]["all"]["auc"] == pytest.approx(truth, abs=1e-9)
 
 
+def test_evaluate_on_ray_data_scores_every_row_as_in_process(compared, tmp_path: Path) -> None:
+    _, out, _ = compared
+    checkpoint = out / "train" / "marn-seed0" / "best"
+    args = ("evaluate", "--checkpoint", str(checkpoint), "--ray-min-rows", "0", "--actors", "2", "--out", str(tmp_path))
+    proc = run_cli(*args)
+    assert "scored on Ray Data on 1 node(s)" in proc.stdout
+    assert "Started a local Ray instance" not in proc.stdout + proc.stderr  # Ray's log lines: in the log file
+    on_ray = json.loads((tmp_path / "metrics.json").read_text())
+    in_process = json.loads((out / "runs" / "marn-seed0" / "result.json").read_text())["test"]
+    assert set(on_ray["segments"]) == set(in_process["segments"])
+    for name, m in in_process["segments"].items():
+        for key in ("n", "auc", "gauc", "logloss", "mean_pred"):
+            assert on_ray["segments"][name][key] == pytest.approx(m[key], abs=1e-6, nan_ok=True), (name, key)
+    assert on_ray["oracle"]["all"]["auc"] == pytest.approx(in_process["oracle"]["all"]["auc"], abs=1e-9)
+    assert on_ray["modal_attention"]["overall"] == pytest.approx(in_process["modal_attention"]["overall"], abs=1e-6)
+
+
 def test_compare_on_an_invalid_dataset_fails_once_before_training(tmp_path: Path) -> None:
     import polars as pl
 

@@ -21,6 +21,7 @@ from conftest import ROOT, run_cli, write_config
 
 from recsys.config import load_config
 from recsys.errors import ConfigError, DatasetError
+from recsys.features.prepared import examples_frame
 from serving.net import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -104,7 +105,13 @@ def baseline_run(cluster, small_data, default_dataset, tmp_path_factory):
     """An uninterrupted 2-worker run spread over both nodes."""
     root = tmp_path_factory.mktemp("baseline")
     config = write_config(
-        root / "exp.yaml", small_data, default_dataset.cache_dir, root / "runs", placement_strategy="STRICT_SPREAD"
+        root / "exp.yaml",
+        small_data,
+        default_dataset.cache_dir,
+        root / "runs",
+        # features prepared and the test split scored by the distributed Ray Data jobs, small as the data is
+        sections={"prepare": {"ray_min_rows": 0, "rows_per_partition": 2000}, "evaluation": {"ray_min_rows": 0}},
+        placement_strategy="STRICT_SPREAD",
     )
     proc = train_cli(config, cluster, "--run-name", "base")
     return root / "runs" / "base", proc
@@ -121,6 +128,40 @@ def test_two_node_cluster_runs_workers_on_both_nodes(baseline_run) -> None:
     assert meta["model"] == "marn"
     assert "best checkpoint:" in proc.stdout and "val AUC" in proc.stdout
     assert "samples/s" in proc.stdout + proc.stderr  # progress lines
+
+
+def test_features_prepared_on_ray_data_are_the_single_process_examples_row_for_row(
+    baseline_run, small_data, default_dataset
+) -> None:
+    from recsys.features.prepare import prepare_data
+    from recsys.features.prepared import PreparedDir
+
+    run_dir, proc = baseline_run
+    assert "preparing features on Ray Data:" in proc.stdout and "user partitions" in proc.stdout
+    distributed = PreparedDir.of_run(run_dir)
+    assert len(list(distributed.split_dir("train").glob("*.parquet"))) >= 2  # a part per user partition
+    config = load_config(run_dir / "best" / "config.yaml")
+    single = prepare_data(config, small_data, default_dataset.cache_dir)
+    assert distributed.load_feature_map().to_json() == single.feature_map.to_json()
+    assert distributed.load_item_table().train_rows.tolist() == single.item_table.train_rows.tolist()
+    for split in ("train", "valid", "test"):
+        ours = examples_frame(single.examples.split(split))
+        theirs = distributed.read_split(split)
+        assert theirs.schema == ours.schema, split
+        assert sorted(theirs.rows()) == sorted(ours.rows()), split  # same examples; parts in partition order
+
+
+def test_the_test_split_scored_on_ray_data_gives_the_in_process_metrics(baseline_run) -> None:
+    from recsys.evaluation import evaluate_checkpoint
+
+    run_dir, _ = baseline_run
+    on_ray = json.loads((run_dir / "test_metrics.json").read_text())
+    assert sum(on_ray["rows_per_node"].values()) == on_ray["segments"]["all"]["n"]
+    in_process = evaluate_checkpoint(run_dir / "best", overrides={"ray_min_rows": 10**12})
+    assert in_process.rows_per_node is None
+    for name, m in in_process.segments.items():
+        for key in ("n", "auc", "gauc", "logloss"):
+            assert on_ray["segments"][name][key] == pytest.approx(m[key], abs=1e-6, nan_ok=True), (name, key)
 
 
 def test_train_prints_each_epoch_once_and_keeps_ray_output_in_the_log_file(baseline_run) -> None:

@@ -68,6 +68,25 @@ def test_gpu_and_encoder_pool_fields_are_checked_and_named(tmp_path: Path) -> No
     assert (defaults.train.gpus_per_worker, defaults.encoders.gpus_per_actor) == (0.0, 0.0)  # CPU unless asked
 
 
+def test_evaluation_pool_fields_are_checked_and_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "evaluation:\n  actors: 0\n  ray_min_rows: -5\n  gpus_per_actor: -1\n  placement: ray\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "4 problem(s)" in text and "line 2: evaluation.actors" in text and "line 3: evaluation.ray_min_rows" in text
+    assert "line 4: evaluation.gpus_per_actor" in text and "line 5: unknown key 'evaluation.placement'" in text
+    defaults = load_config(write(tmp_path, "model:\n  name: marn\n")).evaluation
+    assert (defaults.ray_min_rows, defaults.gpus_per_actor) == (1_000_000, 0.0)  # small splits stay in process
+
+
+def test_prepare_fields_are_checked_and_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "prepare:\n  ray_min_rows: many\n  rows_per_partition: 0\n"))
+    text = str(err.value)
+    assert "2 problem(s)" in text and "line 2: prepare.ray_min_rows" in text
+    assert "line 3: prepare.rows_per_partition" in text
+
+
 def test_unknown_choice_lists_valid_names(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"model.name: .*'marn'.*'din'"):
         load_config(write(tmp_path, "model:\n  name: transformer\n"))
@@ -93,7 +112,17 @@ def test_config_show_prints_resolved_defaults(tmp_path: Path, capsys: pytest.Cap
     path = write(tmp_path, "train:\n  epochs: 7\nencoders:\n  audio: {kind: logmel}\n")
     assert main(["config", "show", str(path)]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
-    assert set(shown) == {"data", "features", "encoders", "model", "train", "serve", "tracking"}
+    assert set(shown) == {
+        "data",
+        "features",
+        "encoders",
+        "model",
+        "train",
+        "serve",
+        "prepare",
+        "evaluation",
+        "tracking",
+    }
     assert shown["train"]["epochs"] == 7
     assert shown["train"]["batch_size"] == ExperimentConfig().train.batch_size  # a default, filled in
     assert shown["encoders"]["audio"]["kind"] == "logmel"
