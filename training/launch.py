@@ -301,6 +301,8 @@ def run_training(
         train_loop_config={
             "experiment": config.model_dump(mode="json"),
             "prepared_dir": str(prepared_dir),
+            # one copy per node: the workers of a node map the object store's copy (zero-copy numpy)
+            "item_table": [ray.put(PreparedDir(prepared_dir).load_item_table())],
             "options": options,
         },
         scaling_config=ray.train.ScalingConfig(

@@ -229,7 +229,8 @@ class Worker:
 
 def set_up(loop_config: Mapping[str, Any]) -> Worker:
     """Step 1: read the loop config, size torch's threads, seed every RNG, load the prepared features
-    (the item inputs on the worker's device)."""
+    (the item table from Ray's object store when the driver put it there: one copy per node, its arrays
+    read-only views; the item inputs on the worker's device)."""
     config = ExperimentConfig.model_validate(loop_config["experiment"])
     options: LoopOptions = loop_config.get("options") or LoopOptions()
     prepared = PreparedDir(loop_config["prepared_dir"])
@@ -237,7 +238,8 @@ def set_up(loop_config: Mapping[str, Any]) -> Worker:
     torch.set_num_threads(max(1, options.threads_per_worker))
     seed_everything(config.train.seed)
     feature_map = prepared.load_feature_map()
-    item_table = prepared.load_item_table()
+    shared = loop_config.get("item_table")  # [ObjectRef]: the node's object-store copy, mapped, not loaded
+    item_table = ray.get(shared[0]) if shared else prepared.load_item_table()
     device = ray.train.torch.get_device()  # the CPU unless the workers were given GPUs
     items = ItemInputs.from_table(item_table, device=device)
     return Worker(
@@ -396,7 +398,7 @@ def checkpoint_and_report(worker: Worker, training: Training, report: dict[str, 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. ``loop_config``: ``experiment`` (the config as a dict), ``prepared_dir``,
-    ``options`` (:class:`LoopOptions`)."""
+    ``item_table`` (optional: ``[ObjectRef]`` of the prepared item table), ``options`` (:class:`LoopOptions`)."""
     # 1. set up: config and options, this worker's rank, torch threads, seeds, the prepared features
     worker = set_up(loop_config)
     # 2. the model and its optimizer, restored from the latest checkpoint of a restarted or resumed run

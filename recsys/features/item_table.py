@@ -9,6 +9,7 @@ components) and a presence mask. The model gathers from it by row.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,17 @@ import torch
 
 from recsys.errors import RecsysError
 from recsys.features.feature_map import FeatureMap
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` without a copy, also of a read-only array (an item table shared through Ray's object
+    store, see ``training/launch.py``): the tensors are read, never written."""
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
 
 FORMAT_VERSION = 1
 
@@ -81,15 +93,15 @@ class ItemTable:
         """Everything as tensors, flat-keyed (``vector.<m>``, ``mask.<m>``, ``list.<name>``)."""
         assert self.train_rows is not None  # set in __post_init__
         out = {
-            "id_index": torch.from_numpy(self.id_index),
-            "categorical": torch.from_numpy(self.categorical),
-            "train_rows": torch.from_numpy(self.train_rows),
+            "id_index": _tensor(self.id_index),
+            "categorical": _tensor(self.categorical),
+            "train_rows": _tensor(self.train_rows),
         }
         for name, arr in self.lists.items():
-            out[f"list.{name}"] = torch.from_numpy(arr)
+            out[f"list.{name}"] = _tensor(arr)
         for m in self.vectors:
-            out[f"vector.{m}"] = torch.from_numpy(self.vectors[m])
-            out[f"mask.{m}"] = torch.from_numpy(self.masks[m])
+            out[f"vector.{m}"] = _tensor(self.vectors[m])
+            out[f"mask.{m}"] = _tensor(self.masks[m])
         return out
 
     def projected(self, projections: Mapping[str, np.ndarray]) -> ItemTable:
@@ -107,15 +119,15 @@ class ItemTable:
         """Save as a plain dict of tensors and lists (loadable with ``weights_only=True``)."""
         payload = {
             "format_version": FORMAT_VERSION,
-            "item_ids": torch.from_numpy(self.item_ids),
-            "id_index": torch.from_numpy(self.id_index),
-            "categorical": torch.from_numpy(self.categorical),
-            "lists": {k: torch.from_numpy(v) for k, v in self.lists.items()},
-            "vectors": {k: torch.from_numpy(v) for k, v in self.vectors.items()},
-            "masks": {k: torch.from_numpy(v) for k, v in self.masks.items()},
-            "stats": {k: (torch.from_numpy(m), torch.from_numpy(s)) for k, (m, s) in self.stats.items()},
-            "projections": {k: torch.from_numpy(v) for k, v in self.projections.items()},
-            "train_rows": torch.from_numpy(self.train_rows) if self.train_rows is not None else None,
+            "item_ids": _tensor(self.item_ids),
+            "id_index": _tensor(self.id_index),
+            "categorical": _tensor(self.categorical),
+            "lists": {k: _tensor(v) for k, v in self.lists.items()},
+            "vectors": {k: _tensor(v) for k, v in self.vectors.items()},
+            "masks": {k: _tensor(v) for k, v in self.masks.items()},
+            "stats": {k: (_tensor(m), _tensor(s)) for k, (m, s) in self.stats.items()},
+            "projections": {k: _tensor(v) for k, v in self.projections.items()},
+            "train_rows": _tensor(self.train_rows) if self.train_rows is not None else None,
         }
         torch.save(payload, path)
 

@@ -246,7 +246,7 @@ def test_zero_actors_encode_in_this_process_the_pools_vectors(encoded, tmp_path:
     threads = torch.get_num_threads()
     torch.set_num_threads(int(CONFIG.cpus_per_actor))
     try:
-        with patch("recsys.encoders.pipeline.ray_session", side_effect=AssertionError("Ray was used")):
+        with patch("recsys.cluster.ray_session", side_effect=AssertionError("Ray was used")):
             report, by_modality, _ = _encode(data_dir, CONFIG.model_copy(update={"actors": 0}), cache_dir=tmp_path)
     finally:
         torch.set_num_threads(threads)
