@@ -197,7 +197,12 @@ def prepare_features(config: ExperimentConfig, data_dir: Path, cache_dir: Path |
     if rows >= config.prepare.ray_min_rows:
         partitions = partitions_for(rows, config.prepare.rows_per_partition)
         print(f"preparing features on Ray Data: {rows:,} interactions in {partitions} user partitions", flush=True)
-        return prepare_on_ray(config, data_dir, cache_dir, out_dir, partitions)
+        done = prepare_on_ray(config, data_dir, cache_dir, out_dir, partitions)
+        where = ", ".join(f"{node[:8]} {n}" for node, n in sorted(done.partitions_per_node.items()))
+        print(
+            f"features prepared on {len(done.partitions_per_node)} node(s) (partitions per node: {where})", flush=True
+        )
+        return done.counts
     task = ray.remote(num_cpus=1)(_prepare_remote)
     counts = ray.get(
         task.remote(

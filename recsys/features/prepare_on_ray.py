@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import pickle
 import shutil
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,15 @@ PARTITION = "_partition"
 ROW = "_row"
 #: Scratch directory (inside the prepared directory being written) of the partitions' rows with their split.
 SCRATCH = ".partitions"
+
+
+@dataclass
+class PreparedOnRay:
+    """What :func:`prepare_on_ray` wrote and where it ran."""
+
+    counts: dict[str, int]  # rows per split
+    partitions: int
+    partitions_per_node: dict[str, int]  # Ray node id -> user partitions whose examples it built
 
 
 def interaction_rows(data_dir: str | Path) -> int:
@@ -107,6 +117,7 @@ class _ExamplesWriter:
 
         self.users, self.feature_map, self.item_table = ray.get(inputs[0])  # one object-store copy per node
         self.prepared = PreparedDir(out_dir)
+        self.node_id = ray.get_runtime_context().get_node_id()
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         path = Path(row["path"])
@@ -118,7 +129,7 @@ class _ExamplesWriter:
             rows[split] = len(part)
             if len(part):
                 self.prepared.write_part(split, examples_frame(part), path.stem)
-        return {"path": row["path"], **rows}
+        return {"path": row["path"], "node_id": self.node_id, **rows}
 
 
 def prepare_on_ray(
@@ -127,9 +138,10 @@ def prepare_on_ray(
     cache_dir: str | Path | None,
     out_dir: str | Path,
     partitions: int,
-) -> dict[str, int]:
+) -> PreparedOnRay:
     """Write the prepared-features directory ``out_dir`` of a dataset with Ray Data, ``partitions`` user
-    partitions at a time; returns rows per split. Runs on the Ray this process is connected to.
+    partitions at a time; returns rows per split and where the partitions ran. Runs on the Ray this
+    process is connected to.
 
     ``out_dir`` must be on storage every node sees. The dataset is assumed validated.
     """
@@ -171,16 +183,17 @@ def prepare_on_ray(
         train_rows=counts.rows_per_value("item_id"),
     )
     prepared.write_tables(feature_map, item_table)
-    written = _write_examples(scratch, users, feature_map, item_table, prepared)
+    written, nodes = _write_examples(scratch, users, feature_map, item_table, prepared)
     shutil.rmtree(scratch)
     prepared.write_counts(written)
-    return written
+    return PreparedOnRay(written, partitions, nodes)
 
 
 def _write_examples(
     scratch: Path, users: pl.DataFrame | None, feature_map: FeatureMap, item_table: ItemTable, prepared: PreparedDir
-) -> dict[str, int]:
-    """Every partition's examples written as its part of each split (one Ray Data task per partition)."""
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Every partition's examples written as its part of each split (one Ray Data task per partition);
+    returns rows per split and partitions per Ray node."""
     import ray
     import ray.data
 
@@ -189,14 +202,16 @@ def _write_examples(
     job = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files)).map(
         _ExamplesWriter,  # type: ignore[arg-type]  # a callable class: Ray's stubs name only functions
         fn_constructor_kwargs={"inputs": [inputs], "out_dir": str(prepared.path)},  # a list: not resolved by Ray
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(ray.cluster_resources().get("CPU", 1)))),
+        # a fixed pool, one actor per CPU up to one per partition: spread over the nodes from the start
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(len(files), int(ray.cluster_resources().get("CPU", 1))))),
     )
-    totals = dict.fromkeys(SPLITS, 0)
+    totals, nodes = dict.fromkeys(SPLITS, 0), dict[str, int]()
     for row in job.iter_rows():
         for split in SPLITS:
             totals[split] += int(row[split])
+        nodes[row["node_id"]] = nodes.get(row["node_id"], 0) + 1
     for split in SPLITS:  # a split no partition has rows of: one empty part, as the single-process writer leaves
         if not prepared.has_split(split):
             template = next(p for s in SPLITS for p in sorted(prepared.split_dir(s).glob("*.parquet")))
             prepared.write_part(split, pl.read_parquet(template).head(0), "part-00000")
-    return totals
+    return totals, nodes

@@ -138,6 +138,7 @@ def test_features_prepared_on_ray_data_are_the_single_process_examples_row_for_r
 
     run_dir, proc = baseline_run
     assert "preparing features on Ray Data:" in proc.stdout and "user partitions" in proc.stdout
+    assert "features prepared on" in proc.stdout
     distributed = PreparedDir.of_run(run_dir)
     assert len(list(distributed.split_dir("train").glob("*.parquet"))) >= 2  # a part per user partition
     config = load_config(run_dir / "best" / "config.yaml")
