@@ -100,6 +100,10 @@ def history(run_dir: Path) -> list[dict]:
     return torch.load(run_dir / "latest" / "train_state.pt", weights_only=True)["state"]["history"]
 
 
+#: Features prepared and the test split scored by the distributed Ray Data jobs, small as the data is.
+ON_RAY_DATA = {"prepare": {"ray_min_rows": 0, "rows_per_partition": 2000}, "evaluation": {"ray_min_rows": 0}}
+
+
 @pytest.fixture(scope="module")
 def baseline_run(cluster, small_data, default_dataset, tmp_path_factory):
     """An uninterrupted 2-worker run spread over both nodes."""
@@ -109,8 +113,7 @@ def baseline_run(cluster, small_data, default_dataset, tmp_path_factory):
         small_data,
         default_dataset.cache_dir,
         root / "runs",
-        # features prepared and the test split scored by the distributed Ray Data jobs, small as the data is
-        sections={"prepare": {"ray_min_rows": 0, "rows_per_partition": 2000}, "evaluation": {"ray_min_rows": 0}},
+        sections=ON_RAY_DATA,
         placement_strategy="STRICT_SPREAD",
     )
     proc = train_cli(config, cluster, "--run-name", "base")
@@ -210,6 +213,7 @@ def test_killed_worker_is_restarted_and_the_run_matches(
         small_data,
         default_dataset.cache_dir,
         tmp_path / "runs",
+        sections=ON_RAY_DATA,  # the baseline's features: the same rows in the same order
         placement_strategy="STRICT_SPREAD",
     )
     steps_per_epoch = history(baseline_run[0])[0]["step"]
