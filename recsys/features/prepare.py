@@ -17,8 +17,8 @@ from recsys.data.dataset import dataset_paths
 from recsys.data.validate import validate_dataset
 from recsys.errors import DatasetError
 from recsys.features.examples import Examples, build_examples
-from recsys.features.feature_map import FeatureMap, fit_feature_map
-from recsys.features.item_table import ItemTable, build_item_table, item_train_rows
+from recsys.features.feature_map import FeatureMap, TrainCounts, feature_map_from_counts
+from recsys.features.item_table import ItemTable, build_item_table
 from recsys.features.splits import assign_splits
 
 if TYPE_CHECKING:
@@ -66,10 +66,15 @@ def prepare_data(
     users = pl.read_parquet(paths.users) if paths.users.is_file() else None
     interactions = read_interactions(data_dir, config)
     train = interactions.filter(pl.col("split") == "train")
-    feature_map = fit_feature_map(train, items, users, config.features)
+    counts = TrainCounts.of(train, config.features)  # what the distributed job merges across partitions
+    feature_map = feature_map_from_counts(counts, items, users, config.features)
     vectors = load_item_vectors(data_dir, config.encoders, cache_dir=Path(cache_dir) if cache_dir else None)
     item_table = build_item_table(
-        items, feature_map, vectors, content_dim=config.features.content_dim, train_rows=item_train_rows(train)
+        items,
+        feature_map,
+        vectors,
+        content_dim=config.features.content_dim,
+        train_rows=counts.rows_per_value("item_id"),
     )
     examples = build_examples(interactions, users, feature_map, item_table)
     return PreparedData(config, feature_map, item_table, examples, users)

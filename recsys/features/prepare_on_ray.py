@@ -61,10 +61,14 @@ class PreparedOnRay:
     partitions_per_node: dict[str, int]  # Ray node id -> user partitions whose examples it built
 
 
+def _parquet_files(path: Path) -> list[Path]:
+    """The Parquet files of a table stored as one file or as a directory of parts, in read order."""
+    return sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+
+
 def interaction_rows(data_dir: str | Path) -> int:
     """Rows of a dataset's interactions, from the Parquet footers (nothing is read)."""
-    path = dataset_paths(Path(data_dir)).interactions
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    files = _parquet_files(dataset_paths(Path(data_dir)).interactions)
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
@@ -76,7 +80,7 @@ def partitions_for(rows: int, rows_per_partition: int) -> int:
 def _fragments(path: Path) -> list[dict[str, Any]]:
     """The interactions' Parquet row groups, in the order a single-process read sees the rows: (file, row
     group, index of its first row in the whole table)."""
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    files = _parquet_files(path)
     out, offset = [], 0
     for file in files:
         meta = pq.ParquetFile(file).metadata
