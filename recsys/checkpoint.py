@@ -5,7 +5,9 @@ A checkpoint is self-describing::
     model.pt          the model's state dict (loaded with weights_only=True)
     config.yaml       the fully resolved experiment config
     feature_map.json  vocabularies and normalisation fitted on train
-    item_table.pt     every item's frozen vectors, masks and attribute indices (weights_only)
+    item_table.pt     every item's frozen vectors, masks and attribute indices (weights_only); a
+                      training run's epoch checkpoints reference the run's one copy instead
+                      (``meta.json``'s ``item_table_file``, verified by its sha256 as the others)
     metrics.json      whatever the trainer measured (may be empty)
     meta.json         format version, package version, model name, modalities, sha256 of every file
 
@@ -37,7 +39,8 @@ from recsys.features.item_table import ItemTable
 from recsys.jsonfile import read_json
 
 FORMAT_VERSION = 1
-FILES = ("model.pt", "config.yaml", "feature_map.json", "item_table.pt", "metrics.json")
+ITEM_TABLE = "item_table.pt"
+FILES = ("model.pt", "config.yaml", "feature_map.json", ITEM_TABLE, "metrics.json")
 
 
 class CheckpointError(RecsysError):
@@ -65,6 +68,21 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class SharedItemTable:
+    """An item-table file written once (a training run's prepared features, on storage every node sees)
+    that checkpoints reference instead of storing a copy each."""
+
+    path: Path
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str | Path) -> SharedItemTable:
+        """The file at ``path`` (absolute) and its hash, read once."""
+        path = Path(path).resolve()
+        return cls(path, _sha256(path))
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -73,8 +91,13 @@ def save_checkpoint(
     item_table: ItemTable,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    shared_item_table: SharedItemTable | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically (replacing one already at ``path``)."""
+    """Write a checkpoint directory atomically (replacing one already at ``path``).
+
+    With ``shared_item_table`` (the file ``item_table`` was loaded from), the checkpoint references that
+    file instead of storing the table: :func:`store_item_table` makes it self-contained later.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -83,17 +106,22 @@ def save_checkpoint(
         torch.save(model.state_dict(), tmp / "model.pt")
         (tmp / "config.yaml").write_text(dump_config(config), encoding="utf-8")
         feature_map.save(tmp / "feature_map.json")
-        item_table.save(tmp / "item_table.pt")
+        if shared_item_table is None:
+            item_table.save(tmp / ITEM_TABLE)
         (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=1, default=float), encoding="utf-8")
+        files = {name: _sha256(tmp / name) for name in FILES if (tmp / name).is_file()}
         meta = {
             "format_version": FORMAT_VERSION,
             "recsys_version": __version__,
             "model": config.model.name,
             "modalities": list(getattr(model, "modalities", [])),
             "content_dims": item_table.dims(),
-            "files": {name: _sha256(tmp / name) for name in FILES},
+            "files": files,
             **(extra or {}),
         }
+        if shared_item_table is not None:
+            files[ITEM_TABLE] = shared_item_table.sha256
+            meta["item_table_file"] = str(shared_item_table.path)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         if path.exists():
             old = path.with_name(f".{path.name}.old")
@@ -121,8 +149,10 @@ def _read_meta(path: Path) -> dict[str, Any]:
             f"{meta_path}: checkpoint format {meta.get('format_version')!r}, this recsys reads {FORMAT_VERSION}"
         )
     for name in FILES:
-        file = path / name
+        file = _file(path, meta, name)
         if not file.is_file():
+            if file.parent != path:
+                raise CheckpointError(f"{file}: missing; {path} references it as its item table and stores none")
             raise CheckpointError(f"{file}: missing from the checkpoint")
         expected = meta.get("files", {}).get(name)
         if expected and _sha256(file) != expected:
@@ -131,6 +161,33 @@ def _read_meta(path: Path) -> dict[str, Any]:
                 "the file is truncated, corrupt or was modified"
             )
     return meta
+
+
+def _file(path: Path, meta: dict[str, Any], name: str) -> Path:
+    """Where the checkpoint's file ``name`` is: in the directory, else the item table it references."""
+    referenced = meta.get("item_table_file")
+    if name == ITEM_TABLE and referenced and not (path / name).is_file():
+        return Path(str(referenced))
+    return path / name
+
+
+def store_item_table(path: str | Path) -> Path:
+    """Make a checkpoint that references its item table self-contained: the file hard-linked into the
+    directory where the filesystem allows (no second copy on disk), else copied. Verified first."""
+    path = Path(path)
+    meta = _read_meta(path)
+    target = path / ITEM_TABLE
+    if target.is_file():
+        return path
+    source = _file(path, meta, ITEM_TABLE)
+    tmp = path / f".{ITEM_TABLE}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # another filesystem, or one without hard links
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return path
 
 
 def _model_differences(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
@@ -160,7 +217,7 @@ def load_checkpoint(path: str | Path, expected_config: ExperimentConfig | None =
             raise CheckpointError(f"{path / 'config.yaml'}: incompatible with the given config: " + "; ".join(diffs))
     try:
         feature_map = FeatureMap.load(path / "feature_map.json")
-        item_table = ItemTable.load(path / "item_table.pt")
+        item_table = ItemTable.load(_file(path, meta, ITEM_TABLE))
     except RecsysError as exc:
         raise CheckpointError(str(exc)) from None
     model = build_model(config.model, feature_map, item_table.dims())

@@ -4,13 +4,16 @@
 :func:`ray_session` does so for one block when the process is not connected yet;
 :func:`configure_data_context` is the driver's Ray Data settings, which the datasets created
 afterwards carry to the executors; :func:`check_actor_pool` refuses an actor pool the cluster cannot
-hold; :func:`recsys_error` finds what an actor raised inside Ray Data's wrappers.
+hold; :func:`map_on_actor_pool` runs a callable class over an actor pool; :func:`with_node_column` and
+:func:`rows_per_node` record which Ray node produced each output row; :func:`recsys_error` finds what
+an actor raised inside Ray Data's wrappers.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,6 +21,8 @@ from recsys.errors import ConfigError, RecsysError
 
 #: Object-store memory of a local Ray (a laptop's; a cluster sizes its own).
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
+#: The column an actor adds to its output: the Ray node id that produced the row (dictionary-encoded).
+NODE_COLUMN = "ray_node_id"
 
 
 def connect(address: str | None, num_cpus: int, **options: Any) -> None:
@@ -53,6 +58,9 @@ def configure_data_context() -> None:
     """
     import ray.data
 
+    from recsys import console
+
+    console.adopt_library_loggers()  # importing Ray Data gave its logger a console handler: to the log file
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.raise_original_map_exception = True  # what a map function raised (a RecsysError: one line), not a wrapper
@@ -136,11 +144,9 @@ def map_on_actor_pool(
     """``ds.map_batches`` over a pool of ``actors`` instances of ``actor_class`` (the Ray Data batch-inference
     pattern): Arrow batches of ``batch_size`` rows in, as many rows out; each actor is built once with
     ``kwargs`` plus ``threads`` (its torch threads: ``cpus_per_actor``) and ``use_gpu``."""
-    import ray.data
-
     return ds.map_batches(
         actor_class,
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        compute=one_block_per_actor(actors),
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor,
         batch_size=batch_size,
@@ -148,6 +154,40 @@ def map_on_actor_pool(
         udf_modifying_row_count=False,
         fn_constructor_kwargs={**kwargs, "threads": max(1, int(cpus_per_actor)), "use_gpu": gpus_per_actor > 0},
     )
+
+
+def one_block_per_actor(actors: int) -> Any:
+    """A fixed pool of ``actors`` actors, each handed one block at a time.
+
+    Ray Data otherwise queues up to two blocks on each actor, preferring the actors of the node that holds
+    the block: blocks made by the driver (from items or tables) then all go to the driver's node's actors
+    while the other nodes' actors idle.
+    One at a time, the next block goes to whichever actor is free, on any node, and an actor holds at
+    most one block of inputs in memory.
+    """
+    import ray.data
+
+    return ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1)
+
+
+def with_node_column(table: Any, node_id: str) -> Any:
+    """``table`` (Arrow) plus :data:`NODE_COLUMN`: ``node_id`` on every row (one dictionary entry)."""
+    import pyarrow as pa
+
+    codes = pa.array([0] * table.num_rows, pa.int32())
+    return table.append_column(NODE_COLUMN, pa.DictionaryArray.from_arrays(codes, pa.array([node_id])))
+
+
+def rows_per_node(tables: Iterable[Any]) -> dict[str, int]:
+    """Output rows per Ray node id, counted from the :data:`NODE_COLUMN` of Arrow ``tables``."""
+    import pyarrow as pa
+
+    nodes: Counter[str] = Counter()
+    for table in tables:
+        counts = table.column(NODE_COLUMN).cast(pa.string()).value_counts()
+        for node, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()):
+            nodes[node] += n
+    return dict(nodes)
 
 
 def iter_tables(ds: Any) -> Iterator[Any]:

@@ -10,7 +10,6 @@ not the behaviour sequences) and computes the metrics from them, as for a split 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +21,6 @@ from recsys.config import EvaluationConfig
 
 #: CPUs left beside the scoring pool for the tasks that read the split's Parquet parts (none: they wait forever).
 READ_CPUS = 1
-#: The column of the Ray node that scored a row (dictionary-encoded; dropped before the metrics).
-NODE_COLUMN = "scored_on_node"
 
 
 class ScoringActor:
@@ -43,9 +40,7 @@ class ScoringActor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)  # a table in, a frame out
-        scored = self.scorer(frame).to_arrow()
-        node = pa.DictionaryArray.from_arrays(pa.array([0] * scored.num_rows, pa.int32()), pa.array([self.node_id]))
-        return scored.append_column(NODE_COLUMN, node)
+        return cluster.with_node_column(self.scorer(frame).to_arrow(), self.node_id)
 
 
 @dataclass
@@ -81,16 +76,7 @@ def score_split_on_ray(
         )
         batches = list(cluster.iter_tables(ds))
     tables = [t for t in batches if isinstance(t, pa.Table)]  # batch_format="pyarrow": tables only
-    nodes: Counter[str] = Counter()
-    for table in tables:
-        for node, n in zip(*_value_counts(table.column(NODE_COLUMN))):
-            nodes[node] += n
-    rows = [table.drop_columns([NODE_COLUMN]) for table in tables]
+    rows = [table.drop_columns([cluster.NODE_COLUMN]) for table in tables]
     frame = pl.from_arrow(pa.concat_tables(rows)) if rows else pl.DataFrame()
     assert isinstance(frame, pl.DataFrame)
-    return ScoredSplit(frame, dict(nodes))
-
-
-def _value_counts(column: pa.ChunkedArray) -> tuple[list[str], list[int]]:
-    counts = column.cast(pa.string()).value_counts()
-    return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+    return ScoredSplit(frame, cluster.rows_per_node(tables))

@@ -340,6 +340,8 @@ def run_training(
 
 def _finish(run_dir: Path, result: ray.train.Result, prepared_dir: Path, splits: dict[str, Any]) -> TrainResult:
     """Copy the best and the latest checkpoint to stable names: <run>/best and <run>/latest."""
+    from recsys.checkpoint import store_item_table
+
     latest = result.checkpoint
     if not result.best_checkpoints or latest is None:
         raise TrainError(f"training run '{run_dir.name}' finished without reporting a checkpoint")
@@ -349,6 +351,7 @@ def _finish(run_dir: Path, result: ray.train.Result, prepared_dir: Path, splits:
         target = run_dir / name
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(ckpt.path, target)
+        store_item_table(target)  # self-contained: the run's one item table, hard-linked where possible
     import torch
 
     from training.state import STATE_FILE

@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from recsys.checkpoint import save_checkpoint
+from recsys.checkpoint import SharedItemTable, save_checkpoint
 from recsys.config import ExperimentConfig
 from recsys.errors import ConfigError
 from recsys.features.batch import Batch, FieldWidths, field_widths
@@ -220,6 +220,7 @@ class Worker:
     items: ItemInputs  # on ``device``
     widths: FieldWidths
     device: torch.device  # the worker's: its GPU with train.gpus_per_worker > 0, else the CPU
+    item_table_file: SharedItemTable | None  # rank 0's: the prepared item table its checkpoints reference
 
     @property
     def batch_size(self) -> int:
@@ -242,16 +243,18 @@ def set_up(loop_config: Mapping[str, Any]) -> Worker:
     item_table = ray.get(shared[0]) if shared else prepared.load_item_table()
     device = ray.train.torch.get_device()  # the CPU unless the workers were given GPUs
     items = ItemInputs.from_table(item_table, device=device)
+    rank = ctx.get_world_rank()
     return Worker(
         config,
         options,
-        ctx.get_world_rank(),
+        rank,
         ctx.get_world_size(),
         feature_map,
         item_table,
         items,
         field_widths(feature_map),
         device,
+        SharedItemTable.of(prepared.item_table_path) if rank == 0 else None,
     )
 
 
@@ -391,6 +394,7 @@ def checkpoint_and_report(worker: Worker, training: Training, report: dict[str, 
             worker.item_table,
             metrics=report,
             extra={"epoch": report["epoch"], "step": report["step"]},
+            shared_item_table=worker.item_table_file,  # stored once per run, not in every epoch's checkpoint
         )
         save_train_state(ckpt_dir, training.state, training.optimizer, rngs)
         ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)))

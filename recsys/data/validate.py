@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -92,6 +92,11 @@ class _Collector:
 
     def error(self, column: str | None, message: str, ids: Iterable[object] = ()) -> None:
         self.add("error", column, message, ids)
+
+    def error_counted(self, column: str | None, message: str, first_ids: list[object], n_ids: int) -> None:
+        """An error with the first of ``n_ids`` offending ids (found without listing them all)."""
+        shown = tuple(first_ids[:MAX_IDS_SHOWN])
+        self.report.problems.append(Problem("error", self.file, column, message, shown, max(n_ids, len(shown))))
 
     def warning(self, column: str | None, message: str, ids: Iterable[object] = ()) -> None:
         self.add("warning", column, message, ids)
@@ -297,49 +302,71 @@ def _validate_interactions(
     usable = _check_columns(schema, out, required, {"split": STRING}, why)
     if config.data.split.method == "column" and "split" not in schema:
         out.error("split", "missing column, needed by data.split.method: column")
-    df = pl.read_parquet(paths.interactions, columns=sorted(usable))
-    row_id = pl.int_range(pl.len(), dtype=pl.Int64).alias("row")
-    df = df.with_columns(row_id)
+    # Streamed (polars' streaming engine): one pass counts every problem, in memory bounded by a row
+    # group, not by the table; only a check that fails reads its first offending rows or values again.
+    lf = pl.scan_parquet(paths.interactions).select(sorted(usable)).with_row_index("row")
+    bad: dict[str, pl.Expr] = {}  # check -> whether a row fails it
     for column in ("user_id", "item_id", "timestamp", "label"):
         if column in usable:
-            _null_rows(df, column, "row", out)
+            bad[f"null {column}"] = pl.col(column).is_null()
     if "label" in usable:
-        bad = df.filter(pl.col("label").is_not_null() & ~pl.col("label").cast(pl.Int64).is_in([0, 1]))
-        if bad.height:
-            values = sorted(set(bad["label"].cast(pl.Int64).to_list()))[:MAX_IDS_SHOWN]
-            out.error("label", f"{bad.height} label(s) other than 0/1 (values {values}) at rows", bad["row"].to_list())
-        elif df.height and df["label"].cast(pl.Int64).n_unique() < 2:
-            out.warning("label", "every label has the same value: AUC is undefined")
-    if "item_id" in usable and items is not None:
-        unknown = df.filter(~pl.col("item_id").is_in(items["item_id"].implode()) & pl.col("item_id").is_not_null())
-        if unknown.height:
-            ids = unknown["item_id"].unique().sort().to_list()
-            out.error(
-                "item_id", f"{unknown.height} interaction(s) with {len(ids)} item id(s) not in items.parquet", ids
-            )
-    if "user_id" in usable and users is not None:
-        unknown = df.filter(~pl.col("user_id").is_in(users["user_id"].implode()) & pl.col("user_id").is_not_null())
-        if unknown.height:
-            ids = unknown["user_id"].unique().sort().to_list()
-            out.error(
-                "user_id", f"{unknown.height} interaction(s) with {len(ids)} user id(s) not in users.parquet", ids
-            )
+        bad["label"] = pl.col("label").is_not_null() & ~pl.col("label").cast(pl.Int64).is_in([0, 1])
+    for column, known in (("item_id", items), ("user_id", users)):
+        if column in usable and known is not None:
+            bad[column] = pl.col(column).is_not_null() & ~pl.col(column).is_in(known[column].implode())
     if "split" in usable:
-        bad = df.filter(pl.col("split").is_null() | ~pl.col("split").is_in(list(SPLITS)))
-        if bad.height:
-            values = sorted({str(v) for v in bad["split"].unique().to_list()})[:MAX_IDS_SHOWN]
-            out.error(
-                "split",
-                f"{bad.height} value(s) other than train/valid/test (values {values}) at rows",
-                bad["row"].to_list(),
-            )
-        elif df.height and df.filter(pl.col("split") == "train").height == 0:
-            out.error("split", "no 'train' rows")
-    for column in config.features.context_numeric:
-        if column in usable and schema[column].is_float():
-            bad = df.filter(~pl.col(column).is_finite() | pl.col(column).is_null())
-            if bad.height:
-                out.error(column, f"{bad.height} NaN/inf/null value(s) at rows", bad["row"].to_list())
+        bad["split"] = pl.col("split").is_null() | ~pl.col("split").is_in(list(SPLITS))
+    numeric = [c for c in config.features.context_numeric if c in usable and schema[c].is_float()]
+    for column in numeric:
+        bad[f"finite {column}"] = ~pl.col(column).is_finite() | pl.col(column).is_null()
+    totals = [pl.len().alias("rows"), *(expr.sum().alias(name) for name, expr in bad.items())]
+    if "label" in usable:
+        totals += [
+            pl.col("label").cast(pl.Int64).min().alias("label min"),
+            pl.col("label").cast(pl.Int64).max().alias("label max"),
+        ]
+    if "split" in usable:
+        totals.append((pl.col("split") == "train").sum().alias("train rows"))
+    counts = lf.select(totals).collect(engine="streaming").row(0, named=True)
+
+    def first(check: str, column: str = "row", distinct: bool = False) -> list[Any]:
+        rows = lf.filter(bad[check]).select(column)
+        if distinct:
+            return rows.unique().sort(column).collect(engine="streaming")[column].to_list()
+        return rows.head(MAX_IDS_SHOWN).collect(engine="streaming")[column].to_list()
+
+    for column in ("user_id", "item_id", "timestamp", "label"):
+        n = counts.get(f"null {column}") or 0
+        if n:
+            out.error_counted(column, f"{n} null value(s) at row", first(f"null {column}"), n)
+
+    def odd_values(column: str, what: str, kind: Callable[[Any], Any]) -> bool:
+        """The rows whose ``column`` is not one of the allowed values (an error); False when there are none."""
+        n = counts.get(column) or 0
+        if n:
+            values = sorted({kind(v) for v in first(column, column, distinct=True)})[:MAX_IDS_SHOWN]
+            out.error_counted(column, f"{n} {what} (values {values}) at rows", first(column), n)
+        return bool(n)
+
+    labels = "label" in usable and counts["rows"]
+    if (
+        not odd_values("label", "label(s) other than 0/1", int)
+        and labels
+        and counts["label min"] == counts["label max"]
+    ):
+        out.warning("label", "every label has the same value: AUC is undefined")
+    for column, other in (("item_id", "items.parquet"), ("user_id", "users.parquet")):
+        if counts.get(column):
+            ids = first(column, column, distinct=True)
+            noun = column.removesuffix("_id")
+            out.error(column, f"{counts[column]} interaction(s) with {len(ids)} {noun} id(s) not in {other}", ids)
+    splits = "split" in usable and counts["rows"]
+    if not odd_values("split", "value(s) other than train/valid/test", str) and splits and counts["train rows"] == 0:
+        out.error("split", "no 'train' rows")
+    for column in numeric:
+        n = counts[f"finite {column}"]
+        if n:
+            out.error_counted(column, f"{n} NaN/inf/null value(s) at rows", first(f"finite {column}"), n)
 
 
 def _validate_item_features(

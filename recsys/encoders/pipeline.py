@@ -32,6 +32,7 @@ import os
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -80,6 +81,7 @@ class ModalityReport:
     seconds: float = 0.0
     path: Path | None = None  # the cache file, or the precomputed file
     model_loaded: bool = False  # an actor of this run loaded the encoder
+    items_per_node: dict[str, int] = field(default_factory=dict)  # Ray node id -> items its actors encoded
 
 
 @dataclass
@@ -102,7 +104,12 @@ class EncodeReport:
                 f"| {len(r.missing_ids)} | {len(r.unreadable_ids)} | {r.seconds:.2f} |"
             )
         loaded = ", ".join(self.models_loaded) if self.models_loaded else "none (every vector was cached)"
-        lines += ["", f"models loaded: {loaded}", f"cache: {self.cache_dir}"]
+        lines += ["", f"models loaded: {loaded}"]
+        for r in self.modalities.values():
+            if r.items_per_node:
+                where = ", ".join(f"{node[:8]} {n}" for node, n in sorted(r.items_per_node.items()))
+                lines.append(f"{r.modality} encoded on {len(r.items_per_node)} Ray node(s) (items per node: {where})")
+        lines.append(f"cache: {self.cache_dir}")
         return "\n".join(lines)
 
 
@@ -444,7 +451,7 @@ def _encode_modality(
     if modality == "title":
         todo.sort(key=lambda e: len(e.source))  # similar lengths per batch: less padding to compute
 
-    n_encoded, loaded = 0, False
+    n_encoded, loaded, nodes = 0, False, Counter[str]()
     if todo:
         section = getattr(config, modality).model_dump(mode="json")
         if config.actors:
@@ -468,6 +475,8 @@ def _encode_modality(
                         unreadable[item_id] = error
                 n_encoded += int(valid.sum())
                 loaded = loaded or any(out.column("model_loaded").to_pylist())
+                if cluster.NODE_COLUMN in out.column_names:
+                    nodes.update(cluster.rows_per_node([out]))
                 bar.update(out.num_rows)
 
     order = [e.item_id for e in plan.entries]
@@ -487,6 +496,7 @@ def _encode_modality(
         seconds=time.perf_counter() - start,
         path=cache_path,
         model_loaded=loaded,
+        items_per_node=dict(nodes),
     )
 
 

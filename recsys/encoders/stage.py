@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsys import cluster
 from recsys.config import AudioEncoderConfig, ImageEncoderConfig, TitleEncoderConfig
 from recsys.encoders.media import MediaError, decode_audio, decode_image
 from recsys.encoders.registry import build_encoder
@@ -94,9 +95,11 @@ class EncoderActor:
         self.encoder = build_encoder(modality, SECTIONS[modality].model_validate(section), load=False)
         if use_gpu and torch.cuda.is_available():
             self.encoder.device = torch.device("cuda")
+        self.node_id = _ray_node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """Rows ``item_id, content_hash, source`` -> ``item_id, content_hash, vector, error, model_loaded``."""
+        """Rows ``item_id, content_hash, source`` -> ``item_id, content_hash, vector, error, model_loaded``, plus
+        the Ray node id (:data:`recsys.cluster.NODE_COLUMN`) in a Ray worker."""
         sources = batch.column("source").to_pylist()
         vectors: list[np.ndarray | None] = [None] * len(sources)
         errors: list[str | None] = [None] * len(sources)
@@ -110,7 +113,7 @@ class EncoderActor:
         if decoded:
             for row, vector in zip(rows, self.encoder.encode(decoded)):  # (b, dim); loads the model on first use
                 vectors[row] = vector
-        return pa.table(
+        out = pa.table(
             {
                 "item_id": batch.column("item_id"),
                 "content_hash": batch.column("content_hash"),
@@ -119,3 +122,11 @@ class EncoderActor:
                 "model_loaded": pa.array([self.encoder.loaded] * len(sources), type=pa.bool_()),
             }
         )
+        return out if self.node_id is None else cluster.with_node_column(out, self.node_id)
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node this process runs on (None: not a Ray worker, e.g. encoding in the calling process)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None

@@ -206,8 +206,8 @@ def _write_examples(
     job = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files)).map(
         _ExamplesWriter,  # type: ignore[arg-type]  # a callable class: Ray's stubs name only functions
         fn_constructor_kwargs={"inputs": [inputs], "out_dir": str(prepared.path)},  # a list: not resolved by Ray
-        # a fixed pool, one actor per CPU up to one per partition: spread over the nodes from the start
-        compute=ray.data.ActorPoolStrategy(size=max(1, min(len(files), int(ray.cluster_resources().get("CPU", 1))))),
+        # a fixed pool, one actor per CPU up to one per partition, spread over the nodes, a partition at a time
+        compute=cluster.one_block_per_actor(max(1, min(len(files), int(ray.cluster_resources().get("CPU", 1))))),
     )
     totals, nodes = dict.fromkeys(SPLITS, 0), dict[str, int]()
     for row in job.iter_rows():

@@ -100,8 +100,12 @@ def history(run_dir: Path) -> list[dict]:
     return torch.load(run_dir / "latest" / "train_state.pt", weights_only=True)["state"]["history"]
 
 
-#: Features prepared and the test split scored by the distributed Ray Data jobs, small as the data is.
-ON_RAY_DATA = {"prepare": {"ray_min_rows": 0, "rows_per_partition": 2000}, "evaluation": {"ray_min_rows": 0}}
+#: Features prepared and the test split scored by the distributed Ray Data jobs, small as the data is
+#: (batches of 256 rows: the ~1,200 test rows make several scoring tasks, for both nodes' actors).
+ON_RAY_DATA = {
+    "prepare": {"ray_min_rows": 0, "rows_per_partition": 2000},
+    "evaluation": {"ray_min_rows": 0, "batch_size": 256},
+}
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +137,19 @@ def test_two_node_cluster_runs_workers_on_both_nodes(baseline_run) -> None:
     assert "samples/s" in proc.stdout + proc.stderr  # progress lines
 
 
+def test_the_run_stores_its_item_table_once(baseline_run) -> None:
+    """Epoch checkpoints reference the prepared item table; best and latest hard-link that one file."""
+    run_dir, _ = baseline_run
+    prepared = (run_dir / "prepared" / "item_table.pt").stat()
+    assert prepared.st_nlink == 3  # prepared/, best/ and latest/: one file on disk
+    for name in ("best", "latest"):
+        assert (run_dir / name / "item_table.pt").stat().st_ino == prepared.st_ino
+    epochs = sorted(p for p in (run_dir / "ray").rglob("checkpoint_*") if p.is_dir())
+    assert epochs and not any((e / "item_table.pt").exists() for e in epochs)
+    meta = json.loads((epochs[-1] / "meta.json").read_text())
+    assert meta["item_table_file"] == str((run_dir / "prepared" / "item_table.pt").resolve())
+
+
 def test_features_prepared_on_ray_data_are_the_single_process_examples_row_for_row(
     baseline_run, small_data, default_dataset
 ) -> None:
@@ -141,7 +158,7 @@ def test_features_prepared_on_ray_data_are_the_single_process_examples_row_for_r
 
     run_dir, proc = baseline_run
     assert "preparing features on Ray Data:" in proc.stdout and "user partitions" in proc.stdout
-    assert "features prepared on" in proc.stdout
+    assert "features prepared on 2 node(s)" in proc.stdout  # the example writers of both nodes had partitions
     distributed = PreparedDir.of_run(run_dir)
     assert len(list(distributed.split_dir("train").glob("*.parquet"))) >= 2  # a part per user partition
     config = load_config(run_dir / "best" / "config.yaml")
@@ -161,11 +178,38 @@ def test_the_test_split_scored_on_ray_data_gives_the_in_process_metrics(baseline
     run_dir, _ = baseline_run
     on_ray = json.loads((run_dir / "test_metrics.json").read_text())
     assert sum(on_ray["rows_per_node"].values()) == on_ray["segments"]["all"]["n"]
+    assert len(on_ray["rows_per_node"]) == 2 and min(on_ray["rows_per_node"].values()) > 0  # both nodes scored
     in_process = evaluate_checkpoint(run_dir / "best", overrides={"ray_min_rows": 10**12})
     assert in_process.rows_per_node is None
     for name, m in in_process.segments.items():
         for key in ("n", "auc", "gauc", "logloss"):
             assert on_ray["segments"][name][key] == pytest.approx(m[key], abs=1e-6, nan_ok=True), (name, key)
+
+
+def test_encode_through_the_address_runs_actors_on_both_nodes_and_writes_the_in_process_vectors(
+    cluster, small_data, default_dataset, tmp_path
+) -> None:
+    """`recsys encode --address` with a pool of 2 title encoders: one actor per node, each encoding items,
+    and the cache holds the vectors the session's in-process encode wrote (same items, hashes)."""
+    import numpy as np
+
+    data = tmp_path / "data"  # the first 96 items (3 batches of 32) and their interactions
+    data.mkdir()
+    items = pl.read_parquet(small_data / "items.parquet").head(96)
+    items.write_parquet(data / "items.parquet")
+    shutil.copy(small_data / "users.parquet", data / "users.parquet")
+    interactions = pl.read_parquet(small_data / "interactions.parquet")
+    kept = interactions.filter(pl.col("item_id").is_in(items["item_id"].implode()))
+    kept.write_parquet(data / "interactions.parquet")
+    sections = {"encoders": {"actors": 2, "image": None, "audio": None}}
+    config = write_config(tmp_path / "exp.yaml", data, tmp_path / "cache", tmp_path / "runs", sections=sections)
+    proc = run_cli("encode", str(data), "--config", str(config), "--address", cluster, "--no-progress")
+    assert "title encoded on 2 Ray node(s)" in proc.stdout, proc.stdout
+    ours = pl.read_parquet(next((tmp_path / "cache" / "title").glob("*.parquet")))
+    theirs = pl.read_parquet(next((default_dataset.cache_dir / "title").glob("*.parquet")))
+    theirs = theirs.filter(pl.col("item_id").is_in(ours["item_id"].implode()))
+    assert ours.height == 96 and ours.drop("vector").equals(theirs.drop("vector"))
+    np.testing.assert_allclose(np.stack(ours["vector"].to_numpy()), np.stack(theirs["vector"].to_numpy()), atol=1e-5)
 
 
 def test_train_prints_each_epoch_once_and_keeps_ray_output_in_the_log_file(baseline_run) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from support.tiny import make_tiny
 
-from recsys.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from recsys.checkpoint import CheckpointError, SharedItemTable, load_checkpoint, save_checkpoint, store_item_table
 from recsys.config import ExperimentConfig, TrainConfig, parse_config
 from recsys.errors import ConfigError
 from recsys.features.feature_map import OOV
@@ -157,6 +157,34 @@ def test_bad_checkpoints_are_refused_with_the_file_and_reason(tiny, tmp_path: Pa
     other = config.model_copy(update={"model": cfg.model_copy(update={"item_dim": 8})})
     with pytest.raises(CheckpointError, match=r"incompatible .*model\.item_dim: checkpoint 16, config 8"):
         load_checkpoint(good, expected_config=other)
+
+
+def test_a_checkpoint_referencing_the_runs_item_table_loads_it_verified_and_can_store_it(tiny, tmp_path: Path) -> None:
+    """Training's epoch checkpoints reference the run's one item table: loaded and verified from there,
+    refused when it is gone or changed, and made self-contained by a hard link (no second copy on disk)."""
+    model, cfg = build(tiny, "marn")
+    model.eval()
+    config = tiny.config.model_copy(update={"model": cfg})
+    tiny.table.save(tmp_path / "item_table.pt")
+    shared = SharedItemTable.of(tmp_path / "item_table.pt")
+    path = save_checkpoint(tmp_path / "epoch-1", model, config, tiny.feature_map, tiny.table, shared_item_table=shared)
+    assert not (path / "item_table.pt").exists()
+    loaded = load_checkpoint(path)
+    assert np.array_equal(loaded.item_table.vectors["image"], tiny.table.vectors["image"])
+
+    original = shared.path.read_bytes()
+    shared.path.write_bytes(original[:-10])
+    with pytest.raises(CheckpointError, match=r"item_table\.pt: content does not match meta\.json"):
+        load_checkpoint(path)
+    shared.path.unlink()
+    with pytest.raises(CheckpointError, match=r"item_table\.pt: missing; .*epoch-1 references it as its item table"):
+        load_checkpoint(path)
+
+    shared.path.write_bytes(original)
+    store_item_table(path)
+    assert (path / "item_table.pt").stat().st_ino == shared.path.stat().st_ino  # a hard link, not a copy
+    shared.path.unlink()  # the checkpoint no longer needs the run's file
+    assert np.array_equal(load_checkpoint(path).item_table.vectors["image"], tiny.table.vectors["image"])
 
 
 def test_unknown_model_or_fusion_is_refused_with_valid_names(tiny) -> None:
