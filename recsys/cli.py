@@ -156,6 +156,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "min_replicas",
         "max_replicas",
         "replica_cpus",
+        "max_replicas_per_node",
+        "proxy_location",
         "ingress",
     )
     overrides = {name: getattr(args, name) for name in fields}
@@ -535,6 +537,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--min-replicas", type=int, help="ray backend: fewest replicas (default serve.min_replicas)")
     serve.add_argument("--max-replicas", type=int, help="ray backend: most replicas (default serve.max_replicas)")
     serve.add_argument("--replica-cpus", type=float, help="ray backend: CPUs per replica (default serve.replica_cpus)")
+    serve.add_argument(
+        "--max-replicas-per-node",
+        type=int,
+        help="ray backend: at most this many replicas on one node (default serve.max_replicas_per_node, no limit)",
+    )
+    serve.add_argument(
+        "--proxy-location",
+        help="ray backend: every_node (a proxy on each node) or head_only; default serve.proxy_location",
+    )
     serve.add_argument(
         "--ingress",
         help="ray backend: haproxy (Ray Serve's HAProxy ingress) or proxy (its Python proxy); default serve.ingress",

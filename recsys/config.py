@@ -383,6 +383,9 @@ class ServeConfig(StrictModel):
     # Ray backend: where Serve runs its HTTP proxies: every_node (each node with a replica listens on port) or
     # head_only (one proxy, on the head node).
     proxy_location: Literal["every_node", "head_only"] = "every_node"
+    # Ray backend: at most this many replicas on one node (null: no limit; Serve spreads them as it can). 1 puts
+    # every replica on its own node, so a node lost takes one replica; min_replicas must fit the nodes.
+    max_replicas_per_node: int | None = Field(None, ge=1, le=1024)
     # Ray backend: what takes HTTP on host:port and spreads it over the replicas. "haproxy": Ray Serve's HAProxy
     # ingress (requests go straight to each replica's own HTTP server; benchmarks/RESULTS.md: 2-4x the requests/s
     # of "proxy"); "proxy": Ray Serve's Python HTTP proxy actor. A local Ray is started with it; a cluster's nodes

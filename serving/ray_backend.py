@@ -129,7 +129,14 @@ def uses_redis(settings: ServeSettings) -> bool:
 
 
 def check_placement(settings: ServeSettings, nodes: int) -> None:
-    """Refuse (ConfigError naming ``serve.state_url``) replicas that could land on nodes without the state."""
+    """Refuse (ConfigError naming the field) replicas that could land on nodes without the state
+    (``serve.state_url``) or that the nodes cannot hold (``serve.max_replicas_per_node``)."""
+    per_node = settings.max_replicas_per_node
+    if per_node is not None and settings.min_replicas > per_node * nodes:
+        raise ConfigError(
+            f"serve.max_replicas_per_node: {settings.min_replicas} replicas (min_replicas) at most {per_node} per "
+            f"node do not fit the Ray cluster's {nodes} node(s)"
+        )
     if nodes > 1 and settings.max_replicas > 1 and not uses_redis(settings):
         raise ConfigError(
             f"serve.state_url: {settings.max_replicas} replicas on a Ray cluster of {nodes} nodes need state every "
@@ -153,6 +160,8 @@ def deployment_options(settings: ServeSettings, metrics_dir: Path, pin: str | No
         # The app writes its own access line per request (serving.observability); Serve's would be a second one.
         "logging_config": {"enable_access_log": False},
     }
+    if settings.max_replicas_per_node is not None:
+        options["max_replicas_per_node"] = settings.max_replicas_per_node
     if settings.min_replicas == settings.max_replicas:
         options["num_replicas"] = settings.min_replicas
     else:

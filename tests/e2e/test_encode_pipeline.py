@@ -228,16 +228,6 @@ def test_precomputed_selection_and_errors(encoded, tmp_path: Path) -> None:
         load_item_vectors(data_dir, only_features.model_copy(update={"precomputed": ["ragged"]}))
 
 
-def test_two_actors_write_the_same_cache(encoded, tmp_path: Path) -> None:
-    data_dir, first, _, _ = encoded
-    report, _, _ = _encode(
-        data_dir, CONFIG.model_copy(update={"title": None, "audio": None, "actors": 2}), cache_dir=tmp_path / "cache"
-    )
-    image = report.modalities["image"]
-    assert report.models_loaded == ["image"] and (image.n_encoded, image.unreadable_ids) == (3, [4])
-    assert pq.read_table(image.path).equals(pq.read_table(first.modalities["image"].path))
-
-
 def test_zero_actors_encode_in_this_process_the_pools_vectors(encoded, tmp_path: Path) -> None:
     """encoders.actors 0: the same cache rows as the actor pool (1 CPU per actor: the same torch threads), no Ray."""
     import torch

@@ -13,76 +13,24 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
 from conftest import ROOT, run_cli, write_config
+from support.ray_cluster import ENV, two_node_cluster
 
 from recsys.config import load_config
 from recsys.errors import ConfigError, DatasetError
 from recsys.features.prepared import examples_frame
-from serving.net import free_port
-
-RAY = str(Path(sys.executable).with_name("ray"))
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
-
-
-def start_node(args: list[str], log: Path) -> subprocess.Popen:
-    """`ray start ... --block` in its own process group: stopping it kills exactly this node."""
-    proc = subprocess.Popen(
-        [RAY, "start", "--block", *args],
-        env=ENV,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return proc
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    """`ray start --head` on 127.0.0.1 plus a second `ray start --address` node (its own raylet)."""
-    logs = tmp_path_factory.mktemp("ray-logs")
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    common = [
-        "--disable-usage-stats",
-        "--num-cpus",
-        "3",
-        "--object-store-memory",
-        str(300 * 1024**2),
-        "--node-ip-address",
-        "127.0.0.1",
-    ]
-    nodes = [
-        start_node(
-            ["--head", "--port", str(port), "--include-dashboard", "false", "--resources", '{"head_node": 1}', *common],
-            logs / "head.log",
-        )
-    ]
-    try:
-        deadline = time.time() + 120
-        while subprocess.run([RAY, "status", "--address", address], env=ENV, capture_output=True).returncode != 0:
-            assert time.time() < deadline and nodes[0].poll() is None, (logs / "head.log").read_text()[-3000:]
-            time.sleep(1)
-        nodes.append(
-            start_node(["--address", address, "--resources", '{"second_node": 1}', *common], logs / "node2.log")
-        )
-        while (
-            "second_node"
-            not in subprocess.run([RAY, "status", "--address", address], env=ENV, capture_output=True, text=True).stdout
-        ):
-            assert time.time() < deadline and nodes[1].poll() is None, (logs / "node2.log").read_text()[-3000:]
-            time.sleep(1)
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A head node plus a second `ray start` node (tests/support/ray_cluster.py)."""
+    with two_node_cluster(tmp_path_factory.mktemp("ray-logs")) as address:
         yield address
-    finally:
-        for node in reversed(nodes):
-            try:
-                os.killpg(node.pid, signal.SIGTERM)
-                node.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(node.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

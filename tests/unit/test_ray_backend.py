@@ -35,6 +35,7 @@ def settings(**serve: object) -> ServeSettings:
         ("serve:\n  target_ongoing_requests: .nan\n", "serve.target_ongoing_requests: Input should be a finite number"),
         ("serve:\n  proxy_location: everywhere\n", "serve.proxy_location: Input should be 'every_node' or 'head_only'"),
         ("serve:\n  ingress: nginx\n", "serve.ingress: Input should be 'haproxy' or 'proxy'"),
+        ("serve:\n  max_replicas_per_node: 0\n", "serve.max_replicas_per_node: Input should be greater than or"),
     ],
 )
 def test_replica_fields_are_checked_and_named(tmp_path: Path, text: str, fragment: str) -> None:
@@ -68,6 +69,19 @@ def test_sqlite_for_replicas_on_several_nodes_is_refused(serve: dict, nodes: int
         check_placement(settings(**serve), nodes)
     message = str(caught.value)
     assert message.startswith("serve.state_url: ") and "redis://" in message and "\n" not in message
+
+
+def test_replicas_the_nodes_cannot_hold_at_max_replicas_per_node_are_refused() -> None:
+    redis = {"state_url": "redis://redis.internal:6379/0"}
+    check_placement(settings(min_replicas=2, max_replicas=4, max_replicas_per_node=1, **redis), 2)
+    with pytest.raises(ConfigError) as caught:
+        check_placement(settings(min_replicas=3, max_replicas=3, max_replicas_per_node=1, **redis), 2)
+    assert str(caught.value) == (
+        "serve.max_replicas_per_node: 3 replicas (min_replicas) at most 1 per node do not fit the Ray cluster's "
+        "2 node(s)"
+    )
+    assert deployment_options(settings(max_replicas_per_node=1), Path("/m"), None)["max_replicas_per_node"] == 1
+    assert "max_replicas_per_node" not in deployment_options(settings(), Path("/m"), None)
 
 
 def test_deployment_options_follow_the_serve_section(tmp_path: Path, monkeypatch) -> None:
