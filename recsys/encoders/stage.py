@@ -99,7 +99,7 @@ class EncoderActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Rows ``item_id, content_hash, source`` -> ``item_id, content_hash, vector, error, model_loaded``, plus
-        the Ray node id (:data:`recsys.cluster.NODE_COLUMN`) in a Ray worker."""
+        the Ray node id (:data:`recsys.cluster.NODE_COLUMN`) in an actor of a Ray Data pool."""
         sources = batch.column("source").to_pylist()
         vectors: list[np.ndarray | None] = [None] * len(sources)
         errors: list[str | None] = [None] * len(sources)
@@ -126,7 +126,11 @@ class EncoderActor:
 
 
 def _ray_node_id() -> str | None:
-    """The Ray node this process runs on (None: not a Ray worker, e.g. encoding in the calling process)."""
+    """The Ray node of the actor this runs in (None: not an actor, e.g. encoding in the calling process, Ray
+    connected or not)."""
     import ray
 
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    if not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    return context.get_node_id() if context.get_actor_id() is not None else None
